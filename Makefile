@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+ and pip):
+#   make eval   - venv, install, provision the default model, MGSM-En through marco_mcts
+#   make test   - venv, install, provision the small test model, the test suite
+PY          ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+# torch goes in first and pinned: on CPU machines the pip index must offer a CPU build
+# (this workplace has torch 2.13.0+cpu on disk; elsewhere set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu), so the unpinned dependency
+# in pyproject is already satisfied and never pulls the multi-GB CUDA build.
+TORCH_SPEC  ?= torch==2.13.0
+MODEL       ?= qwen2.5-coder-0.5b
+CONFIG      ?= mcts_step
+LIMIT       ?= 5
+PYTEST_ARGS ?=
+# MGSM: the local copy beside this checkout when present, else the hub dataset.
+MGSM_DATA_DIR ?= $(if $(wildcard ../shared/data/mgsm/mgsm_en.tsv),$(abspath ../shared/data/mgsm),)
+export MGSM_DATA_DIR
+
+.PHONY: setup eval test models clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+models: setup
+	$(BIN)/marco-eval models pull $(MODEL)
+
+eval: setup
+	$(BIN)/marco-eval models pull $(MODEL)
+	$(BIN)/lm_eval --model marco_mcts --model_args pretrained=$(MODEL),config=$(CONFIG) \
+		--tasks mgsm_en --limit $(LIMIT) --output_path results/make_eval --log_samples
+
+test: setup
+	$(BIN)/marco-eval models pull smollm2-135m
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""Startup hook: make the released lm-eval CLI find `marco_mcts` and our tasks/.
+
+lm-eval 0.4.13 has no plugin discovery, so `marco_eval_hook.pth` (installed beside the
+package in site-packages) imports this module at interpreter start. It only puts a tiny
+finder on `sys.meta_path` and imports nothing else; the finder acts when, and only when,
+lm-eval itself is imported:
+
+- after `lm_eval.models` registers its built-in lazy placeholders, it registers one more,
+  "marco_mcts" -> "marco_eval.lm:MarcoMCTSLM" (imported only when that model is chosen);
+- after `lm_eval.tasks.manager` loads, `TaskManager` scans our tasks/ directory in
+  addition to its own and any --include_path (set MARCO_EVAL_NO_TASKS=1 to opt out).
+
+Built-in models and tasks are untouched. An lm-eval with entry-point discovery (the
+`lm_eval.models` group in our pyproject) finds the model without this hook.
+"""
+
+import os
+import sys
+
+MODEL_NAME = "marco_mcts"
+MODEL_TARGET = "marco_eval.lm:MarcoMCTSLM"
+
+
+def _register_model(module) -> None:
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def _add_tasks_dir(module) -> None:
+    if os.environ.get("MARCO_EVAL_NO_TASKS"):
+        return
+    from marco_eval.paths import TASKS_DIR
+
+    manager = module.TaskManager
+    original = manager.__init__
+    if getattr(original, "_marco_eval", False):
+        return
+
+    def __init__(self, *args, include_path=None, **kwargs):
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        if str(TASKS_DIR) not in map(str, paths):
+            paths.insert(0, str(TASKS_DIR))  # user paths come later and so take precedence
+        original(self, *args, include_path=paths, **kwargs)
+
+    __init__._marco_eval = True
+    manager.__init__ = __init__
+
+
+_AFTER_IMPORT = {"lm_eval.models": _register_model, "lm_eval.tasks.manager": _add_tasks_dir}
+
+
+class _Loader:
+    def __init__(self, inner, after):
+        self.inner, self.after = inner, after
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        self.inner.exec_module(module)
+        try:
+            self.after(module)
+        except Exception as e:  # never break lm-eval because of us
+            print(f"marco-eval hook: could not patch {module.__name__}: {e}", file=sys.stderr)
+
+
+class _Finder:
+    def find_spec(self, name, path=None, target=None):
+        after = _AFTER_IMPORT.get(name)
+        if after is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Loader(spec.loader, after)
+                return spec
+        return None
+
+
+def install() -> None:
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+    for name, after in _AFTER_IMPORT.items():  # lm-eval already imported (e.g. hook loaded late)
+        if name in sys.modules:
+            after(sys.modules[name])
+
+
+install()

@@ -1,0 +1,213 @@
+"""Turn model output text into a normalised numeric answer (MGSM, en + zh).
+
+This is the only place in the project that parses answers out of generations.
+Standard library only, no package-relative imports, so lm-eval's
+``!function`` loader can import this file on its own.
+
+Precedence in ``extract_answer(text, mode="strict")`` (first hit wins):
+
+1. The last ``<Output>`` block (closed or left open at the end of the text,
+   case-insensitive). Inside it: the last ``\\boxed{N}``, else the last answer
+   phrase ("The answer is N", "答案是 N", ...), else the last number in the block.
+   A block with no number falls through to 2.
+2. The last ``\\boxed{...}`` anywhere that contains a number (nested braces,
+   ``\\frac``, ``\\$``, ``\\text{...}`` handled; after "=" only the right side).
+3. The last answer phrase anywhere: "the (final) answer is N", "Answer: N",
+   "(最终)答案是/为/： N", with optional ``$``, ``**bold**`` or ``$N$`` around N.
+   The number must start within a few characters of the phrase.
+
+``mode="flexible"`` tries strict first, then takes the last number in the text.
+All results are canonical strings from ``normalize_number``.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Iterable
+
+INVALID = "[invalid]"
+
+# Full-width digits, signs and separators -> ASCII; Unicode minus -> "-".
+_FULLWIDTH_TO_ASCII = str.maketrans(
+    "０１２３４５６７８９－．，＋−", "0123456789-.,+-"
+)
+_LATEX_FRACTION_RE = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]*?)\s*\}\s*\{\s*([^{}]*?)\s*\}")
+_LATEX_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3})")
+_CURRENCY_RE = re.compile(r"\\?[$¥￥€£]")
+
+# One number: optional minus (not a subtraction like "5-3"), integer part with
+# optional "," thousands groups, optional decimals or a leading-dot decimal,
+# optional "/denominator" for simple fractions.
+_NUMBER_RE = re.compile(
+    r"(?P<sign>(?<![0-9A-Za-z)\]}])-)?"
+    r"(?P<value>(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?:/(?P<denominator>\d+)(?!\d|\.\d))?"
+)
+
+_OUTPUT_OPEN_RE = re.compile(r"<output>", re.IGNORECASE)
+_OUTPUT_CLOSE_RE = re.compile(r"</output>", re.IGNORECASE)
+_BOXED_RE = re.compile(r"\\boxed\s*\{")
+
+_ANSWER_PHRASE_RE = re.compile(
+    r"(?:\b(?:the\s+)?(?:final\s+)?answer(?:\*\*)?\s*(?:is\b|[:：])"
+    r"|(?:最终)?答案\s*(?:是|为|為|[:：]))"
+    r"[\s*:：]*",
+    re.IGNORECASE,
+)
+# How far after an answer phrase the number may start ("is **$18**" is fine,
+# "is not obvious; 16 - 3 ..." is not an answer).
+_PHRASE_MAX_GAP = 16
+_MAX_FRACTION_DECIMALS = 6
+
+
+def _clean(text: str) -> str:
+    """ASCII-fy digits and strip LaTeX/currency decoration around numbers."""
+    text = text.translate(_FULLWIDTH_TO_ASCII)
+    text = _LATEX_FRACTION_RE.sub(r"\1/\2", text)
+    text = _LATEX_THOUSANDS_RE.sub(",", text)
+    return _CURRENCY_RE.sub("", text)
+
+
+def _canonical_decimal(value: Decimal) -> str:
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _canonical_fraction(value: Fraction) -> str:
+    """Short exact decimal when there is one ("3/4" -> "0.75"), else "p/q"."""
+    denominator, twos, fives = value.denominator, 0, 0
+    while denominator % 2 == 0:
+        denominator, twos = denominator // 2, twos + 1
+    while denominator % 5 == 0:
+        denominator, fives = denominator // 5, fives + 1
+    if denominator == 1 and max(twos, fives) <= _MAX_FRACTION_DECIMALS:
+        return _canonical_decimal(Decimal(value.numerator) / Decimal(value.denominator))
+    return f"{value.numerator}/{value.denominator}"
+
+
+def _canonical_match(match: re.Match) -> str:
+    value = Decimal(match["value"].replace(",", ""))
+    if match["sign"]:
+        value = -value
+    denominator = match["denominator"]
+    if denominator is None:
+        return _canonical_decimal(value)
+    if int(denominator) == 0:
+        return match.group(0).replace(",", "")
+    return _canonical_fraction(Fraction(value) / int(denominator))
+
+
+def normalize_number(s: str) -> str | None:
+    """Canonical string for the first number in ``s``; None if there is none.
+
+    "$2,125" -> "2125", "１８" -> "18", "18.00 dollars" -> "18", "0.50" -> "0.5",
+    ".5" -> "0.5", "40%" -> "40", "3/4" -> "0.75", "1/3" -> "1/3".
+    """
+    if s is None:
+        return None
+    match = _NUMBER_RE.search(_clean(str(s)))
+    return _canonical_match(match) if match else None
+
+
+def _last_number(text: str) -> str | None:
+    matches = list(_NUMBER_RE.finditer(_clean(text)))
+    return _canonical_match(matches[-1]) if matches else None
+
+
+def _boxed_contents(text: str) -> list[str]:
+    """Contents of every ``\\boxed{...}``, braces balanced; unclosed runs to the end."""
+    contents = []
+    for opening in _BOXED_RE.finditer(text):
+        depth, start = 1, opening.end()
+        for position in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[position], 0)
+            if depth == 0:
+                contents.append(text[start:position])
+                break
+        else:
+            contents.append(text[start:])
+    return contents
+
+
+def _last_boxed_answer(text: str) -> str | None:
+    for content in reversed(_boxed_contents(text)):
+        answer = normalize_number(content.rsplit("=", 1)[-1])
+        if answer is not None:
+            return answer
+    return None
+
+
+def _last_phrase_answer(text: str) -> str | None:
+    for phrase in reversed(list(_ANSWER_PHRASE_RE.finditer(text))):
+        rest_of_line = _clean(text[phrase.end():].split("\n", 1)[0])
+        match = _NUMBER_RE.search(rest_of_line)
+        if match and match.start() <= _PHRASE_MAX_GAP:
+            return _canonical_match(match)
+    return None
+
+
+def _marked_answer(text: str) -> str | None:
+    """A boxed answer, else an answer phrase, in ``text``."""
+    return _last_boxed_answer(text) or _last_phrase_answer(text)
+
+
+def _last_output_block(text: str) -> str | None:
+    openings = list(_OUTPUT_OPEN_RE.finditer(text))
+    if not openings:
+        return None
+    block = text[openings[-1].end():]
+    closing = _OUTPUT_CLOSE_RE.search(block)
+    return block[: closing.start()] if closing else block
+
+
+def extract_answer(text: str, mode: str = "flexible") -> str | None:
+    """Normalised numeric answer from a model generation, or None.
+
+    See the module docstring for the precedence rules of both modes.
+    """
+    if mode not in ("strict", "flexible"):
+        raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+    if not text:
+        return None
+    text = text.translate(_FULLWIDTH_TO_ASCII)
+    output_block = _last_output_block(text)
+    if output_block is not None:
+        answer = _marked_answer(output_block) or _last_number(output_block)
+        if answer is not None:
+            return answer
+    answer = _marked_answer(text)
+    if answer is None and mode == "flexible":
+        answer = _last_number(text)
+    return answer
+
+
+def answers_match(pred: str | None, gold: str | int | float) -> bool:
+    """True when ``pred`` and ``gold`` are the same number ("2,125" == "2125")."""
+    if pred is None or gold is None:
+        return False
+    pred_number, gold_number = normalize_number(str(pred)), normalize_number(str(gold))
+    if pred_number is None or gold_number is None:
+        return False
+    return Fraction(pred_number) == Fraction(gold_number)
+
+
+# --- lm-eval glue: custom filter functions, ``filter_fn(resps, docs)`` ---------
+
+def _filter(resps: Iterable[Iterable[str]], mode: str) -> list[list[str]]:
+    return [
+        [extract_answer(response or "", mode) or INVALID for response in doc_responses]
+        for doc_responses in resps
+    ]
+
+
+def strict_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list[list[str]]:
+    """Per-doc lists of responses -> same shape of strict answers or "[invalid]"."""
+    return _filter(resps, "strict")
+
+
+def flexible_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list[list[str]]:
+    """Per-doc lists of responses -> same shape of flexible answers or "[invalid]"."""
+    return _filter(resps, "flexible")

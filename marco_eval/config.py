@@ -1,0 +1,172 @@
+"""One schema for a run: search knobs (SearchConfig) + model options (ModelOptions).
+
+Precedence: dataclass defaults < `config=` YAML (model_configs/NAME.yaml or any path)
+< `--model_args key=value` overrides. Every key is checked before any model loads: an
+unknown key, a wrong type or an out-of-range value is a one-line ValueError that names
+the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from marco_eval.paths import MODEL_CONFIGS_DIR
+from marco_eval.search.config import SearchConfig
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful problem solver. First think the problem through inside <Thought> and "
+    "</Thought>, one reasoning step per paragraph, with a blank line between steps. Then write "
+    "the final result inside <Output> and </Output>. Think mostly in English; write the Output "
+    "in the language of the question."
+)
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the problem and the fix."""
+
+
+@dataclass
+class ModelOptions:
+    pretrained: str = "qwen2.5-coder-0.5b"  # alias, local path or Hugging Face id
+    backend: str = "hf"  # "hf" (transformers); "vllm" arrives with the scale-out issue
+    dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it, else float32
+    device: str = "cpu"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_batch: int = 16  # rows per forward pass in the backend
+    tree_batch: int = 8  # searches (problems) advanced in lock-step
+    max_gen_toks: int = 1024  # per-request token budget when the task gives none
+    chat_template: str = "auto"  # auto: wrap raw prompts in the tokenizer's chat template
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # "" for none
+    response_prefix: str = ""  # text forced at the start of the assistant turn, e.g. "<Thought>\n"
+    tree_dir: str | None = None  # write one JSON tree per request here
+    answer: str = "number"  # how rollout answers are read for `vote`: number | output | none
+
+
+# lm-eval's CLI passes these to every model; we accept and map or ignore them.
+LM_EVAL_PASSTHROUGH = {"batch_size", "max_batch_size"}
+
+
+def known_keys() -> list[str]:
+    return [f.name for f in fields(SearchConfig)] + [f.name for f in fields(ModelOptions)]
+
+
+def _coerce(key: str, value, typ) -> object:
+    """Values from model_args arrive as strings or numbers; YAML gives native types."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if value is None and type(None) in args:
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        typ = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif typ is str:
+        return str(value)
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            return [str(v) for v in value]
+        if isinstance(value, str):
+            return [value]
+    raise ConfigError(f"{key}={value!r}: expected {getattr(typ, '__name__', typ)}")
+
+
+def _field_types(cls) -> dict[str, object]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def check_keys(keys, where: str) -> None:
+    known = set(known_keys()) | LM_EVAL_PASSTHROUGH | {"config"}
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown key {key!r} in {where}; {hint}known keys: {', '.join(known_keys())}")
+
+
+def resolve_config_path(name: str) -> Path:
+    """`config=` takes a path, or a name in model_configs/ (with or without .yaml)."""
+    path = Path(name).expanduser()
+    for candidate in (path, MODEL_CONFIGS_DIR / name, MODEL_CONFIGS_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    available = ", ".join(sorted(p.stem for p in MODEL_CONFIGS_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {name!r} not found; give a YAML path or one of: {available}")
+
+
+def load_yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"config file {path} is not valid YAML ({first}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of key: value, not {type(data).__name__}")
+    check_keys(data, f"config file {path}")
+    return data
+
+
+def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOptions]:
+    """Defaults < YAML < overrides, validated. Returns (search config, model options)."""
+    check_keys(overrides, "model_args")
+    values: dict = {}
+    if config:
+        values.update(load_yaml(resolve_config_path(config)))
+    values.update({k: v for k, v in overrides.items() if k not in LM_EVAL_PASSTHROUGH and k != "config"})
+    out = []
+    for cls in (SearchConfig, ModelOptions):
+        types = _field_types(cls)
+        kwargs = {k: _coerce(k, v, types[k]) for k, v in values.items() if k in types}
+        try:
+            out.append(cls(**kwargs))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    search, options = out
+    validate_options(options)
+    return search, options
+
+
+def validate_options(o: ModelOptions) -> None:
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(o.backend == "hf", f"backend={o.backend!r}: use hf (the vllm backend is not built yet)")
+    need(o.max_batch > 0, f"max_batch={o.max_batch}: must be a positive integer")
+    need(o.tree_batch > 0, f"tree_batch={o.tree_batch}: must be a positive integer")
+    need(o.max_gen_toks > 0, f"max_gen_toks={o.max_gen_toks}: must be a positive integer")
+    need(o.chat_template in ("auto", "on", "off"), f"chat_template={o.chat_template!r}: use auto, on or off")
+    need(o.answer in ("number", "output", "none"), f"answer={o.answer!r}: use number, output or none")
+
+
+def as_dict(search: SearchConfig, options: ModelOptions) -> dict:
+    return {**dataclasses.asdict(search), **dataclasses.asdict(options)}

@@ -1,0 +1,306 @@
+"""Marco-o1 search as a coroutine: the search yields policy requests and receives results.
+
+    search = Search(config, prompt_ids, codec, max_new_tokens=512, until=("</Output>",))
+    result = drive(search, policy)            # one tree
+    results = run_searches(searches, policy)  # many trees in lock-step (driver.py)
+
+Writing the search as a generator keeps each MCTS phase a short function that reads like
+the paper, while letting a driver put the requests of many trees into one batched model
+call. Nothing here imports torch or a backend; tests drive it with a scripted fake policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Generator, Sequence
+
+from marco_eval.search.config import SearchConfig
+from marco_eval.search.policy import Continue, Generation
+from marco_eval.search.reward import rollout_reward
+from marco_eval.search.tree import Node, Rollout, Tree
+
+Requests = list[Continue]
+SearchGen = Generator[Requests, list[Generation], "SearchResult"]
+
+
+@dataclass
+class SearchResult:
+    text: str  # the completion handed back to lm-eval (cut at the task's stop strings)
+    token_ids: list[int]  # generated ids of the chosen answer
+    answer: str | None  # extracted final answer of the chosen completion
+    candidates: list[str | None]  # extracted answers of every rollout (for Test@N)
+    generated_tokens: int  # every token the policy generated for this request: the cost
+    policy_calls: int
+    chosen_path: list[int]
+    tree: Tree = field(repr=False)
+
+
+@dataclass
+class _Partial:
+    """A sequence being extended: a node's action, or a rollout/sample continuation."""
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float | None] = field(default_factory=list)
+    top5: list[list[float] | None] = field(default_factory=list)
+    generated: int = 0  # tokens on the whole path, including the ones above
+    reflections: int = 0
+    finish: str = ""
+    terminal: bool = False
+
+
+class Search:
+    def __init__(
+        self,
+        config: SearchConfig,
+        prompt_ids: Sequence[int],
+        codec,  # anything with decode(ids) -> str and encode(text) -> ids (a Policy)
+        *,
+        max_new_tokens: int,
+        until: Sequence[str] = (),
+        answer_fn: Callable[[str], str | None] | None = None,
+    ):
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
+        self.cfg = config
+        self.codec = codec
+        self.max_new_tokens = max_new_tokens
+        self.until = tuple(until)
+        self.answer_fn = answer_fn
+        self.tree = Tree(list(prompt_ids))
+        digest = hashlib.sha256(f"{config.seed}:{list(prompt_ids)}".encode()).digest()
+        self._rng = random.Random(int.from_bytes(digest[:8], "big"))  # request seeds only
+        self._terminal_stops = (config.answer_end, *self.until)
+        self._reflection_ids: list[int] | None = None
+        self.generated_tokens = 0
+        self.policy_calls = 0
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> SearchGen:
+        if self.cfg.strategy == "sampling":
+            return (yield from self._run_sampling())
+        return (yield from self._run_mcts())
+
+    def _run_mcts(self) -> SearchGen:
+        for _ in range(self.cfg.simulations):
+            leaf = self.select()
+            if not self.expandable(leaf):
+                self.backup_again(leaf)
+                continue
+            children = yield from self.expand(leaf)
+            yield from self.simulate(children)
+            for child in children:
+                self.backpropagate(child, self.tree.rollouts[child.rollout].reward)
+        return self._result(*self.choose())
+
+    def _run_sampling(self) -> SearchGen:
+        root = self.tree.root
+        parts = [_Partial() for _ in range(self.cfg.samples)]
+        yield from self._complete(parts)
+        for part in parts:
+            rollout = self._record_rollout(root, part, continuation_start=0)
+            root.rollout_visits += 1
+            self.backpropagate(root, rollout.reward)
+        return self._result(*self.choose())
+
+    # ------------------------------------------------------------------ MCTS phases
+    def select(self) -> Node:
+        node = self.tree.root
+        while node.children:
+            node = max((self.tree.nodes[c] for c in node.children), key=lambda c: self.uct(node, c))
+        return node
+
+    def uct(self, parent: Node, child: Node) -> tuple[float, int]:
+        if child.visits == 0:
+            return (math.inf, -child.id)
+        explore = self.cfg.exploration * math.sqrt(math.log(parent.visits) / child.visits) if parent.visits > 1 else 0.0
+        return (child.value + explore, -child.id)  # -id: ties go to the older child
+
+    def expandable(self, node: Node) -> bool:
+        return (not node.terminal and node.depth < self.cfg.max_depth
+                and node.generated < self.max_new_tokens)
+
+    def expand(self, leaf: Node) -> Generator[Requests, list[Generation], list[Node]]:
+        cfg = self.cfg
+        if cfg.action == "step":
+            limit, stops = cfg.action_max_tokens, (*cfg.step_delimiters, cfg.thought_end, *self._terminal_stops)
+        else:
+            limit, stops = cfg.mini_step_tokens, self._continuation_stops(leaf.reflections)
+        prefix = (*self.tree.prompt_ids, *self.tree.path_ids(leaf))
+        budget = min(limit, self.max_new_tokens - leaf.generated)
+        gens = yield from self._call([self._request(prefix, budget, stops) for _ in range(cfg.children)])
+        children = []
+        for gen in gens:
+            part = _Partial(generated=leaf.generated, reflections=leaf.reflections)
+            self._extend(part, gen)
+            children.append(self.tree.add_child(
+                leaf, action_ids=part.ids, action_logprobs=part.logprobs, action_top5=part.top5,
+                finish=part.finish, terminal=part.terminal, reflections=part.reflections,
+                generated=part.generated))
+        return children
+
+    def simulate(self, children: list[Node]) -> Generator[Requests, list[Generation], None]:
+        """Roll each new child out to a terminal state, all children in one batch."""
+        parts = [_Partial(ids=list(c.action_ids), logprobs=list(c.action_logprobs), top5=list(c.action_top5),
+                          generated=c.generated, reflections=c.reflections, finish=c.finish, terminal=c.terminal)
+                 for c in children]
+        yield from self._complete(parts, [self.tree.path_ids(c) for c in children])
+        for child, part in zip(children, parts):
+            self._record_rollout(child, part, continuation_start=len(child.action_ids))
+            child.rollout_visits = 1
+
+    def backpropagate(self, node: Node, reward: float) -> None:
+        for n in self.tree.path(node):
+            n.visits += 1
+            n.value_sum += reward
+
+    def backup_again(self, leaf: Node) -> None:
+        """Selection landed on a leaf that cannot grow: back up its stored reward again."""
+        leaf.rollout_visits += 1
+        self.backpropagate(leaf, self.tree.rollouts[leaf.rollout].reward)
+
+    # ------------------------------------------------------------------ final answer
+    def choose(self) -> tuple[Node, list[int]]:
+        """(node, continuation ids after that node's path) for the configured policy."""
+        policy, rollouts = self.cfg.final_answer, self.tree.rollouts
+        if self.cfg.strategy == "sampling" and policy in ("max_value", "most_visited"):
+            policy = "best_reward"  # a flat set of samples has no path to follow
+        if policy == "vote":
+            weight: dict[str, float] = defaultdict(float)
+            for r in rollouts:
+                if r.answer is not None:
+                    weight[r.answer] += r.reward
+            if weight:
+                winner = max(weight, key=lambda a: weight[a])  # dict order breaks ties: first seen
+                return self._rollout_choice(max((r for r in rollouts if r.answer == winner), key=lambda r: r.reward))
+            policy = "best_reward"
+        if policy == "best_reward":
+            return self._rollout_choice(max(rollouts, key=lambda r: r.reward))
+        key = (lambda n: (n.value, n.visits)) if policy == "max_value" else (lambda n: (n.visits, n.value))
+        node = self.tree.root
+        while node.children:
+            node = max((self.tree.nodes[c] for c in node.children), key=key)
+        return self._rollout_choice(self.tree.rollouts[node.rollout])
+
+    def _rollout_choice(self, r: Rollout) -> tuple[Node, list[int]]:
+        return self.tree.nodes[r.node], r.token_ids[r.continuation_start:]
+
+    # ------------------------------------------------------------------ helpers
+    def _request(self, prefix: Sequence[int], max_new: int, stops: Sequence[str]) -> Continue:
+        return Continue(prefix=tuple(prefix), max_new_tokens=max_new, stop=tuple(dict.fromkeys(stops)),
+                        temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                        seed=self._rng.getrandbits(63))
+
+    def _call(self, requests: Requests) -> Generator[Requests, list[Generation], list[Generation]]:
+        gens = yield requests
+        if len(gens) != len(requests):
+            raise RuntimeError(f"policy returned {len(gens)} generations for {len(requests)} requests")
+        self.policy_calls += 1
+        self.generated_tokens += sum(len(g.token_ids) for g in gens)
+        return gens
+
+    def _continuation_stops(self, reflections: int) -> tuple[str, ...]:
+        reflect = self.cfg.reflection == "thought_end" and reflections < self.cfg.reflection_max
+        return (*self._terminal_stops, *((self.cfg.thought_end,) if reflect else ()))
+
+    def _complete(self, parts: list[_Partial], prefixes: list[list[int]] | None = None):
+        """Continue every non-terminal partial until it is terminal (rollouts, samples).
+
+        One policy call per round; a round is repeated only for partials that had a
+        reflection inserted and must keep thinking."""
+        prefixes = prefixes or [[] for _ in parts]
+        start = [len(p.ids) for p in parts]
+        while live := [i for i, p in enumerate(parts) if not p.terminal]:
+            reqs = []
+            for i in live:
+                p = parts[i]
+                budget = min(self.cfg.rollout_max_tokens - (len(p.ids) - start[i]), self.max_new_tokens - p.generated)
+                if budget <= 0:
+                    p.terminal, p.finish = True, "budget"
+                    continue
+                prefix = (*self.tree.prompt_ids, *prefixes[i], *p.ids[start[i]:])
+                reqs.append((i, self._request(prefix, budget, self._continuation_stops(p.reflections))))
+            if not reqs:
+                return
+            gens = yield from self._call([r for _, r in reqs])
+            for (i, _), gen in zip(reqs, gens):
+                self._extend(parts[i], gen)
+                # Only an inserted reflection makes a rollout go on; any other stop ends it
+                # (the rollout cap, "length", included).
+                parts[i].terminal = parts[i].finish != "reflection"
+
+    def _extend(self, part: _Partial, gen: Generation) -> None:
+        """Append one generation to a partial: reflection, terminal state, token budget."""
+        ids, lps, top5 = list(gen.token_ids), list(gen.logprobs), list(gen.top_logprobs)
+        finish = gen.stop if gen.finish == "stop" else gen.finish
+        terminal = gen.finish == "eos" or (gen.finish == "stop" and gen.stop in self._terminal_stops)
+        if gen.finish == "stop" and gen.stop == self.cfg.thought_end and not terminal and \
+                self.cfg.reflection == "thought_end" and part.reflections < self.cfg.reflection_max:
+            keep = self._cut_before(ids, self.cfg.thought_end)
+            phrase = self._reflection_tokens()
+            ids, lps, top5 = ids[:keep] + phrase, lps[:keep] + [None] * len(phrase), top5[:keep] + [None] * len(phrase)
+            part.reflections += 1
+            finish = "reflection"
+        part.ids += ids
+        part.logprobs += lps
+        part.top5 += top5
+        part.generated += len(ids)
+        part.finish = finish
+        part.terminal = terminal
+        if not terminal and part.generated >= self.max_new_tokens:
+            part.terminal, part.finish = True, "budget"
+
+    def _cut_before(self, ids: list[int], marker: str) -> int:
+        """Number of leading tokens whose text ends before `marker` starts."""
+        pos = self.codec.decode(ids).find(marker)
+        for keep in range(len(ids), -1, -1):
+            if len(self.codec.decode(ids[:keep])) <= pos:
+                return keep
+        return 0
+
+    def _reflection_tokens(self) -> list[int]:
+        if self._reflection_ids is None:  # the fixed phrase, encoded on its own once
+            self._reflection_ids = list(self.codec.encode("\n\n" + self.cfg.reflection_phrase + "\n\n"))
+        return list(self._reflection_ids)
+
+    def _record_rollout(self, node: Node, part: _Partial, continuation_start: int) -> Rollout:
+        answer = None
+        if self.answer_fn is not None:
+            path = self.tree.path_ids(node)
+            full = path[: len(path) - continuation_start] + part.ids
+            answer = self.answer_fn(self.cut_at_until(self.codec.decode(full)))
+        rollout = Rollout(node=node.id, token_ids=part.ids, logprobs=part.logprobs, top5=part.top5,
+                          continuation_start=continuation_start, reward=rollout_reward(part.logprobs, part.top5),
+                          finish=part.finish, answer=answer)
+        self.tree.rollouts.append(rollout)
+        node.rollout = len(self.tree.rollouts) - 1
+        return rollout
+
+    def cut_at_until(self, text: str) -> str:
+        """lm-eval's convention: the completion ends before the first task stop string."""
+        for s in self.until:
+            if s and s in text:
+                text = text[: text.index(s)]
+        return text
+
+    def _result(self, node: Node, continuation: list[int]) -> SearchResult:
+        ids = self.tree.path_ids(node) + continuation
+        text = self.cut_at_until(self.codec.decode(ids))
+        answer = self.answer_fn(text) if self.answer_fn else None
+        return SearchResult(
+            text=text, token_ids=ids, answer=answer, candidates=[r.answer for r in self.tree.rollouts],
+            generated_tokens=self.generated_tokens, policy_calls=self.policy_calls,
+            chosen_path=[n.id for n in self.tree.path(node)], tree=self.tree)
+
+
+def drive(search: Search, policy) -> SearchResult:
+    """Run one search to the end against a policy (no cross-tree batching)."""
+    gen = search.run()
+    try:
+        requests = next(gen)
+        while True:
+            requests = gen.send(policy.generate(requests))
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,57 @@
+"""A scripted fake policy: one token per character, continuations chosen by a script.
+
+`script(prefix_text, seed)` returns the text the "model" would write next (the whole rest
+of its answer; "\x00" stands for end-of-sequence). The fake then applies the request's
+stop strings and token limit exactly as a backend must, and gives every token the
+log-probabilities `logprob_fn(prefix_text, seed)` returns.
+"""
+
+from __future__ import annotations
+
+import math
+
+from marco_eval.search.policy import Continue, Generation
+
+EOS = 0
+TOP5_HIGH = [math.log(0.6), math.log(0.2), math.log(0.1), math.log(0.05), math.log(0.02)]
+
+
+def default_logprobs(prefix_text: str, seed: int) -> tuple[float, list[float]]:
+    return TOP5_HIGH[0], list(TOP5_HIGH)  # the chosen token is the top-1 at p=0.6
+
+
+class ScriptedPolicy:
+    def __init__(self, script, logprob_fn=default_logprobs):
+        self.script = script
+        self.logprob_fn = logprob_fn
+        self.calls: list[list[Continue]] = []
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(i) for i in ids if i != EOS)
+
+    def generate(self, requests):
+        self.calls.append(list(requests))
+        return [self._one(r) for r in requests]
+
+    def _one(self, r: Continue) -> Generation:
+        prefix = self.decode(r.prefix)
+        text = self.script(prefix, r.seed)
+        ids, lps, top5, finish, stop = [], [], [], "length", None
+        for ch in text:
+            if len(ids) >= r.max_new_tokens:
+                break
+            lp, t5 = self.logprob_fn(prefix + self.decode(ids), r.seed)
+            ids.append(EOS if ch == "\x00" else ord(ch))
+            lps.append(lp)
+            top5.append(t5)
+            if ch == "\x00":
+                finish = "eos"
+                break
+            hit = next((s for s in r.stop if self.decode(ids).endswith(s)), None)
+            if hit:
+                finish, stop = "stop", hit
+                break
+        return Generation(ids, lps, top5, finish, stop)
