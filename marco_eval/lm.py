@@ -58,6 +58,7 @@ class MarcoMCTSLM(LM):
         self.policy = TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device,
                                          max_batch=o.max_batch, revision=o.revision,
                                          trust_remote_code=o.trust_remote_code)
+        o.device = self.policy.device  # what is really used (lm-eval passes cuda by default)
         self.tokenizer = self.policy.tokenizer
         self._answer_fn = answer_function(o.answer)
         self._templated_by_lm_eval = False

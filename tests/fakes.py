@@ -25,6 +25,7 @@ class ScriptedPolicy:
         self.script = script
         self.logprob_fn = logprob_fn
         self.calls: list[list[Continue]] = []
+        self.outputs: list[Generation] = []
 
     def encode(self, text: str) -> list[int]:
         return [ord(c) for c in text]
@@ -34,7 +35,9 @@ class ScriptedPolicy:
 
     def generate(self, requests):
         self.calls.append(list(requests))
-        return [self._one(r) for r in requests]
+        out = [self._one(r) for r in requests]
+        self.outputs += out
+        return out
 
     def _one(self, r: Continue) -> Generation:
         prefix = self.decode(r.prefix)

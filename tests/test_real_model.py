@@ -1,0 +1,99 @@
+"""Real-model checks on smollm2-135m (fast, cannot do math): the backend and the lm-eval path.
+
+Marked slow: they load a real model. `make test` runs them; `-m "not slow"` skips them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from marco_eval.search import Continue, rollout_reward
+from marco_eval.search.export import check_tree_document
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def policy(smollm_path):
+    from marco_eval.backends.hf import TransformersPolicy
+
+    return TransformersPolicy(smollm_path, dtype="float32", max_batch=8)
+
+
+def test_exact_lengths_stops_and_raw_logprobs(policy):
+    prompt = tuple(policy.encode("List some fruits, one per line:\n"))
+    gens = policy.generate([Continue(prompt, 12), Continue(prompt, 40, stop=("\n",))])
+    n_tok, stop = gens
+    assert len(n_tok.token_ids) == 12 and n_tok.finish == "length"
+    assert stop.finish in ("stop", "eos", "length")
+    if stop.finish == "stop":
+        text = policy.decode(stop.token_ids)
+        assert "\n" in policy.decode(stop.token_ids[-1:]) or text.endswith("\n")
+        assert "\n" not in policy.decode(stop.token_ids[:-1])
+    for g in gens:
+        for lp, top in zip(g.logprobs, g.top_logprobs):
+            assert len(top) == 5 and top == sorted(top, reverse=True)
+            assert lp == pytest.approx(top[0], abs=1e-5)  # greedy picks the raw top-1
+        assert 0 < rollout_reward(g.logprobs, g.top_logprobs) <= 1
+
+
+def test_greedy_is_independent_of_batch_company(policy):
+    a = tuple(policy.encode("The capital of France is"))
+    b = tuple(policy.encode("Write a long story about a dragon who learns to count to ten, step by step:"))
+    alone_a = policy.generate([Continue(a, 6)])[0]
+    alone_b = policy.generate([Continue(b, 24)])[0]
+    # a is left-padded and finishes first, so b goes on in a compacted batch and cache
+    both = policy.generate([Continue(b, 24), Continue(a, 6)])
+    assert both[1].token_ids == alone_a.token_ids
+    assert both[0].token_ids == alone_b.token_ids
+    assert both[0].logprobs == pytest.approx(alone_b.logprobs, abs=1e-3)
+
+
+def test_sampling_is_seeded_per_request(policy):
+    p = tuple(policy.encode("Once upon a time"))
+    one = policy.generate([Continue(p, 10, temperature=1.0, seed=5)])[0]
+    two = policy.generate([Continue(p, 10, temperature=1.0, seed=6), Continue(p, 10, temperature=1.0, seed=5)])
+    assert two[1].token_ids == one.token_ids
+    assert two[0].token_ids != one.token_ids
+
+
+def test_prompt_longer_than_context_is_a_clear_error(policy):
+    with pytest.raises(ValueError, match="does not fit the model's context"):
+        policy.generate([Continue(tuple([1] * (policy.max_length + 5)), 4)])
+
+
+def _lm_eval(tmp_path, model_args: str, extra=()):
+    out = tmp_path / "out"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "lm_eval"), "--model", "marco_mcts", "--model_args",
+           model_args, "--tasks", "mgsm_en", "--limit", "2", "--gen_kwargs", "max_gen_toks=40",
+           "--output_path", str(out), "--log_samples", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+@pytest.mark.parametrize("action_args", ["action=step,action_max_tokens=16", "action=mini_step,mini_step_tokens=8"])
+def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_args):
+    trees = tmp_path / "trees"
+    proc, out = _lm_eval(tmp_path, f"pretrained=smollm2-135m,simulations=3,children=2,dtype=float32,"
+                                   f"{action_args},tree_dir={trees}")
+    assert "exact_match" in proc.stdout and "flexible-extract" in proc.stdout
+    results = json.load(open(glob.glob(f"{out}/**/results_*.json", recursive=True)[0]))
+    assert "exact_match,flexible-extract" in results["results"]["mgsm_en"]
+    assert results["config"]["marco_eval_config"]["simulations"] == 3
+    assert results["config"]["marco_eval_config"]["device"] == "cpu"
+    samples = glob.glob(f"{out}/**/samples_mgsm_en_*.jsonl", recursive=True)
+    lines = [json.loads(line) for line in open(samples[0])]
+    assert {d["doc_id"] for d in lines} == {0, 1} and all(d["resps"][0][0] for d in lines)
+    files = sorted(trees.glob("*.json"))
+    assert len(files) == 2
+    for f in files:
+        doc = json.loads(f.read_text())
+        assert check_tree_document(doc) == []
+        assert doc["nodes"][0]["visits"] >= 3 and len(doc["rollouts"]) >= 2
