@@ -1,9 +1,10 @@
 """Startup hook: make the released lm-eval CLI find `marco_mcts` and our tasks/.
 
 lm-eval 0.4.13 has no plugin discovery, so `marco_eval_hook.pth` (installed beside the
-package in site-packages) imports this module at interpreter start. It only puts a tiny
-finder on `sys.meta_path` and imports nothing else; the finder acts when, and only when,
-lm-eval itself is imported:
+package in site-packages) puts a five-line finder on `sys.meta_path` at interpreter start.
+It imports no file at start-up (not even this one): for every import it compares the
+module name with two strings, and only when lm-eval itself is imported does it load this
+module, which patches lm-eval right after the real module has run:
 
 - after `lm_eval.models` registers its built-in lazy placeholders, it registers one more,
   "marco_mcts" -> "marco_eval.lm:MarcoMCTSLM" (imported only when that model is chosen);
@@ -66,28 +67,35 @@ class _Loader:
             print(f"marco-eval hook: could not patch {module.__name__}: {e}", file=sys.stderr)
 
 
-class _Finder:
-    def find_spec(self, name, path=None, target=None):
-        after = _AFTER_IMPORT.get(name)
-        if after is None:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader, after)
-                return spec
+def find_patched_spec(me, name, path=None, target=None):
+    """The real spec of `name` (from the finders after `me`), its loader wrapped so our
+    patch runs once the module has executed."""
+    after = _AFTER_IMPORT.get(name)
+    if after is None:
         return None
+    for finder in sys.meta_path:
+        if finder is me or getattr(finder, "_marco_eval", False) or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(name, path, target)
+        if spec is not None:
+            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _Loader(spec.loader, after)
+            return spec
+    return None
+
+
+class _Finder:
+    """The same finder as the .pth's, for `install()` when the .pth is not active."""
+    _marco_eval = True
+
+    def find_spec(self, name, path=None, target=None):
+        return find_patched_spec(self, name, path, target) if name in _AFTER_IMPORT else None
 
 
 def install() -> None:
-    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+    """Activate the hook in this process (`marco-eval run` calls it; the .pth needs not)."""
+    if not any(getattr(f, "_marco_eval", False) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
-    for name, after in _AFTER_IMPORT.items():  # lm-eval already imported (e.g. hook loaded late)
+    for name, after in _AFTER_IMPORT.items():  # lm-eval imported before we were
         if name in sys.modules:
             after(sys.modules[name])
-
-
-install()

@@ -31,7 +31,9 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_run(argv: list[str]) -> int:
-    import marco_eval._hook  # noqa: F401  (in case the .pth hook is not active, e.g. PYTHONNOUSERSITE)
+    from marco_eval._hook import install
+
+    install()  # in case the .pth hook is not active (python -S, a non-site install)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm_eval", *argv]

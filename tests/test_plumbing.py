@@ -24,8 +24,8 @@ def run_py(code: str, **kw) -> subprocess.CompletedProcess:
 
 # ---------------------------------------------------------------- the hook
 def test_hook_is_installed_and_imports_nothing_heavy():
-    out = run_py("import sys; print(any(type(f).__name__ == '_Finder' for f in sys.meta_path));"
-                 "print(sorted(m for m in ('torch', 'transformers', 'lm_eval', 'marco_eval.lm') if m in sys.modules))")
+    out = run_py("import sys; print(any(getattr(f, '_marco_eval', False) for f in sys.meta_path));"
+                 "print(sorted(m for m in ('torch', 'transformers', 'lm_eval', 'marco_eval') if m in sys.modules))")
     assert out.stdout.split("\n")[:2] == ["True", "[]"], out.stderr
 
 
