@@ -38,6 +38,8 @@ class ModelOptions:
     revision: str | None = None
     trust_remote_code: bool = False
     max_batch: int = 16  # rows per forward pass in the backend
+    kv_reuse: bool = True  # share the KV cache across the tree (off = naive recompute)
+    kv_cache_mb: int = 2048  # cap on cached keys/values; least-recently-used entries are evicted
     tree_batch: int = 8  # searches (problems) advanced in lock-step
     max_gen_toks: int = 1024  # per-request token budget when the task gives none
     chat_template: str = "auto"  # auto: wrap raw prompts in the tokenizer's chat template
@@ -164,6 +166,7 @@ def validate_options(o: ModelOptions) -> None:
     need(o.max_batch > 0, f"max_batch={o.max_batch}: must be a positive integer")
     need(o.tree_batch > 0, f"tree_batch={o.tree_batch}: must be a positive integer")
     need(o.max_gen_toks > 0, f"max_gen_toks={o.max_gen_toks}: must be a positive integer")
+    need(o.kv_cache_mb >= 0, f"kv_cache_mb={o.kv_cache_mb}: must be >= 0 (0 keeps nothing between calls)")
     need(o.chat_template in ("auto", "on", "off"), f"chat_template={o.chat_template!r}: use auto, on or off")
     need(o.answer in ("number", "output", "none"), f"answer={o.answer!r}: use number, output or none")
 

@@ -57,7 +57,8 @@ class MarcoMCTSLM(LM):
 
         self.policy = TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device,
                                          max_batch=o.max_batch, revision=o.revision,
-                                         trust_remote_code=o.trust_remote_code)
+                                         trust_remote_code=o.trust_remote_code, kv_reuse=o.kv_reuse,
+                                         kv_cache_mb=o.kv_cache_mb)
         o.device = self.policy.device  # what is really used (lm-eval passes cuda by default)
         self.tokenizer = self.policy.tokenizer
         self._answer_fn = answer_function(o.answer)

@@ -65,7 +65,10 @@ def load_mgsm(lang: str, **_ignored):
 
     folder = _data_dir()
     if folder is None:  # users with a network: the hub copy (test = 250 problems, train = exemplars)
-        return datasets.load_dataset(HUB_DATASET, lang)
+        try:
+            return datasets.load_dataset(HUB_DATASET, lang)
+        except ConnectionError as e:
+            raise ConnectionError(f"{e}; offline, set MGSM_DATA_DIR to a folder holding mgsm_{lang}.tsv") from e
     splits = {"test": _read_tsv(folder / f"mgsm_{lang}.tsv")}
     if exemplars := _exemplars(folder, lang):
         splits["train"] = exemplars

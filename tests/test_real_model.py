@@ -97,3 +97,41 @@ def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_arg
         doc = json.loads(f.read_text())
         assert check_tree_document(doc) == []
         assert doc["nodes"][0]["visits"] >= 3 and len(doc["rollouts"]) >= 2
+
+
+def _greedy_search_texts(path, kv_reuse):
+    from marco_eval.backends.hf import TransformersPolicy
+    from marco_eval.search import Search, SearchConfig, run_searches
+
+    pol = TransformersPolicy(path, dtype="float32", max_batch=8, kv_reuse=kv_reuse)
+    cfg = SearchConfig(simulations=3, children=2, temperature=0.0, action="mini_step", mini_step_tokens=6,
+                       rollout_max_tokens=24)
+    prompts = ["Tom has 3 apples and buys 4 more. How many apples?", "What is 12 times 3?"]
+    chats = [pol.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts]
+    searches = [Search(cfg, pol.encode(c), pol, max_new_tokens=40) for c in chats]
+    results = run_searches(searches, pol, width=2)
+    return [r.text for r in results], [[n.action_ids for n in s.tree.nodes] for s in searches], pol
+
+
+def test_kv_reuse_gives_identical_greedy_answers_with_fewer_forwarded_tokens(smollm_path):
+    texts_on, trees_on, on = _greedy_search_texts(smollm_path, kv_reuse=True)
+    texts_off, trees_off, off = _greedy_search_texts(smollm_path, kv_reuse=False)
+    assert all(len(t) > 10 for t in texts_on)
+    assert texts_on == texts_off and trees_on == trees_off
+    assert on.forwarded_tokens < off.forwarded_tokens
+    assert on.kv.hits > 0 and len(off.kv) == 0
+
+
+def test_evicted_cache_recomputes_the_same_answer(smollm_path):
+    from marco_eval.backends.hf import TransformersPolicy
+    from marco_eval.search import Continue
+
+    pol = TransformersPolicy(smollm_path, dtype="float32", kv_cache_mb=0)  # evict everything after each call
+    p = tuple(pol.encode("Count: one, two,"))
+    first = pol.generate([Continue(p, 5)])[0]
+    nxt = p + tuple(first.token_ids)
+    after_eviction = pol.generate([Continue(nxt, 5)])[0]
+    fresh = TransformersPolicy(smollm_path, dtype="float32", kv_reuse=False).generate([Continue(nxt, 5)])[0]
+    assert len(pol.kv) == 0 and pol.kv.evictions > 0
+    assert after_eviction.token_ids == fresh.token_ids

@@ -5,9 +5,13 @@ generated token, the raw (temperature-free) log-probability and top-5, per-row s
 stop strings, and nothing else kept: full-vocabulary logits are reduced to (chosen, top-5)
 at each step and dropped.
 
-Batching: the requests of one `generate` call are left-padded into one batch (up to
-`max_batch` rows), prefilled once, and decoded in lock-step; rows that finish are dropped
-from the batch (and from the KV cache) so long rollouts don't drag short ones along.
+KV reuse (kvtree.py): every node's cache is kept (as a delta on its parent's) so that
+expanding a node or rolling out from a child forwards only tokens never seen before;
+siblings share their parent's cache; a request's prefix is prefilled at most once.
+
+Batching: the requests of one `generate` call (up to `max_batch` rows) are decoded in
+lock-step from their caches, left-padded to a common length; rows that finish are dropped
+from the batch (and the KV cache) so long rollouts don't drag short ones along.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from marco_eval.backends.kvtree import KVTree
 from marco_eval.search.policy import Continue, Generation
 
 TOP_K = 5
@@ -42,7 +47,8 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 
 class TransformersPolicy:
     def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "cpu", max_batch: int = 16,
-                 revision: str | None = None, trust_remote_code: bool = False):
+                 revision: str | None = None, trust_remote_code: bool = False, kv_reuse: bool = True,
+                 kv_cache_mb: int = 2048):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -69,6 +75,8 @@ class TransformersPolicy:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.forwarded_tokens = 0  # every position the model processed, padding included
+        self.kv_reuse = kv_reuse  # off = naive recompute: every request re-reads its prefix
+        self.kv = KVTree(max_bytes=kv_cache_mb * 2**20)
 
     # ------------------------------------------------------------------ tokenizer
     def encode(self, text: str) -> list[int]:
@@ -98,28 +106,75 @@ class TransformersPolicy:
             out += self._generate_batch(list(requests[i: i + self.max_batch]))
         return out
 
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        """(KVTree entry or None, keys/values of prefix[:-1]): reused from the tree as far
+        as it is cached, the rest forwarded now (one row, no padding)."""
+        from transformers import DynamicCache
+
+        base = self.kv.lookup(prefix) if self.kv_reuse else None
+        kv = self.kv.materialize(base)
+        done = base.length if base is not None else 0
+        new = prefix[done: len(prefix) - 1]
+        if not new:
+            return base, kv if kv is not None else self._empty_kv()
+        cache = DynamicCache(ddp_cache_data=kv) if kv is not None else DynamicCache()
+        ids = torch.tensor([new], device=self.device)
+        pos = torch.arange(done, done + len(new), device=self.device).unsqueeze(0)
+        self._forward(ids, torch.ones((1, done + len(new)), dtype=torch.long, device=self.device), pos, cache)
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if not self.kv_reuse:
+            return None, kv
+        segment = [(k[:, :, done:].clone(), v[:, :, done:].clone()) for k, v in kv]
+        return self.kv.insert(prefix, base, segment), kv
+
+    def _empty_kv(self):
+        cfg = self.model.config.get_text_config()
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        empty = torch.zeros((1, heads, 0, dim), dtype=self.dtype, device=self.device)
+        return [(empty, empty) for _ in range(cfg.num_hidden_layers)]
+
     def _generate_batch(self, reqs: list[Continue]) -> list[Generation]:
         from transformers import DynamicCache
 
         for r in reqs:
             self.check_length(len(r.prefix))
-        B, L = len(reqs), max(len(r.prefix) for r in reqs)
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
+        # 1. The cache of each row's prefix[:-1]: siblings with one prefix share one copy.
+        caches: dict[tuple[int, ...], tuple] = {}
+        rows_kv = []
+        for r in reqs:
+            if r.prefix not in caches or not self.kv_reuse:
+                caches[r.prefix] = self._prefix_cache(r.prefix)
+            rows_kv.append(caches[r.prefix])
+        # 2. One batch: caches left-padded to a common length; the first step feeds each
+        #    prefix's last token, whose logits give the first new token.
+        B = len(reqs)
+        T = max(len(r.prefix) - 1 for r in reqs)
+        layers = []
+        for li in range(len(rows_kv[0][1])):
+            k0 = rows_kv[0][1][li][0]
+            keys = torch.zeros((B, k0.shape[1], T, k0.shape[3]), dtype=k0.dtype, device=self.device)
+            values = torch.zeros_like(keys)
+            for b, (_, kv) in enumerate(rows_kv):
+                n = kv[li][0].shape[2]
+                if n:
+                    keys[b, :, T - n:] = kv[li][0][0]
+                    values[b, :, T - n:] = kv[li][1][0]
+            layers.append((keys, values))
+        mask = torch.zeros((B, T + 1), dtype=torch.long, device=self.device)
         for b, r in enumerate(reqs):
-            ids[b, L - len(r.prefix):] = torch.tensor(r.prefix, dtype=torch.long)
-            mask[b, L - len(r.prefix):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        logits = self._forward(ids, mask, pos, cache)[:, -1]
+            mask[b, T - (len(r.prefix) - 1):] = 1
+        cache = DynamicCache(ddp_cache_data=layers)
+        del layers, caches
+        step_ids = torch.tensor([[r.prefix[-1]] for r in reqs], device=self.device)
+        next_pos = torch.tensor([len(r.prefix) - 1 for r in reqs], device=self.device)
+        logits = self._forward(step_ids, mask, next_pos.unsqueeze(-1), cache)[:, -1]
 
         gens = [Generation([], [], [], finish="length") for _ in reqs]
         rngs = [torch.Generator().manual_seed(r.seed) for r in reqs]
         rows = list(range(B))  # request index of each live batch row
         max_new = [min(r.max_new_tokens, self.max_length - len(r.prefix)) for r in reqs]
         stop_window = [max((len(s) for s in r.stop), default=0) + 2 for r in reqs]
-        next_pos = pos[:, -1]
         while rows:
             logp = torch.log_softmax(logits.float(), dim=-1)
             top5 = logp.topk(TOP_K, dim=-1).values.tolist()
@@ -133,16 +188,13 @@ class TransformersPolicy:
                 g.top_logprobs.append(top5[b])
                 if chosen[b] in self.eos_ids:
                     g.finish = "eos"
+                elif reqs[i].stop and (hit := next((s for s in reqs[i].stop
+                                                    if s in self.decode(g.token_ids[-stop_window[i]:])), None)):
+                    g.finish, g.stop = "stop", hit
+                elif len(g.token_ids) < max_new[i]:
+                    keep.append(b)
                     continue
-                if reqs[i].stop:
-                    tail = self.decode(g.token_ids[-stop_window[i]:])
-                    hit = next((s for s in reqs[i].stop if s in tail), None)
-                    if hit is not None:
-                        g.finish, g.stop = "stop", hit
-                        continue
-                if len(g.token_ids) >= max_new[i]:
-                    continue  # finish stays "length"
-                keep.append(b)
+                self._keep_finished(reqs[i], g, rows_kv[i][0], cache, b)
             if not keep:
                 break
             if len(keep) < len(rows):  # drop finished rows from the batch and the cache
@@ -155,7 +207,19 @@ class TransformersPolicy:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             next_pos = next_pos + 1
             logits = self._forward(step_ids, mask, next_pos.unsqueeze(-1), cache)[:, -1]
+        if self.kv_reuse:
+            self.kv.evict_to_cap()
         return gens
+
+    def _keep_finished(self, req: Continue, gen: Generation, parent, cache, row: int) -> None:
+        """Cache prefix + generated (its KV for all but the last token is in the batch now)
+        so that expanding or rolling out from it later forwards only new tokens."""
+        if not (self.kv_reuse and req.keep_cache) or gen.finish == "eos":
+            return
+        n = len(gen.token_ids)  # the row's last n positions: prefix[-1] and generated[:-1]
+        segment = [(layer.keys[row: row + 1, :, -n:].clone(), layer.values[row: row + 1, :, -n:].clone())
+                   for layer in cache.layers]
+        self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), parent, segment)
 
     @staticmethod
     def _sample(logits: torch.Tensor, logp: torch.Tensor, req: Continue, rng: torch.Generator) -> int:

@@ -188,10 +188,10 @@ class Search:
         return self.tree.nodes[r.node], r.token_ids[r.continuation_start:]
 
     # ------------------------------------------------------------------ helpers
-    def _request(self, prefix: Sequence[int], max_new: int, stops: Sequence[str]) -> Continue:
+    def _request(self, prefix: Sequence[int], max_new: int, stops: Sequence[str], keep_cache: bool = True) -> Continue:
         return Continue(prefix=tuple(prefix), max_new_tokens=max_new, stop=tuple(dict.fromkeys(stops)),
                         temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                        seed=self._rng.getrandbits(63))
+                        seed=self._rng.getrandbits(63), keep_cache=keep_cache)
 
     def _call(self, requests: Requests) -> Generator[Requests, list[Generation], list[Generation]]:
         gens = yield requests
@@ -221,7 +221,8 @@ class Search:
                     p.terminal, p.finish = True, "budget"
                     continue
                 prefix = (*self.tree.prompt_ids, *prefixes[i], *p.ids[start[i]:])
-                reqs.append((i, self._request(prefix, budget, self._continuation_stops(p.reflections))))
+                # a rollout is never extended (a reflection continues from a cut prefix): no cache
+                reqs.append((i, self._request(prefix, budget, self._continuation_stops(p.reflections), keep_cache=False)))
             if not reqs:
                 return
             gens = yield from self._call([r for _, r in reqs])

@@ -26,6 +26,7 @@ class Continue:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0  # per-request seed: the sample does not depend on what else is in the batch
+    keep_cache: bool = True  # a hint: this continuation will be extended later (cache its state)
 
 
 @dataclass
