@@ -4,6 +4,7 @@
     marco-eval models list          aliases and whether they are provisioned
     marco-eval run ARGS...          exactly `lm_eval ARGS...`, with marco_mcts and tasks/ known
     marco-eval tree show FILE       render an exported search tree in the terminal
+    marco-eval bench [--quick]      KV reuse and batching: engine vs naive vs plain sampling
 """
 
 from __future__ import annotations
@@ -48,6 +49,26 @@ def cmd_tree_show(args) -> int:
     return 0
 
 
+def cmd_tree_check(args) -> int:
+    from pathlib import Path
+
+    from marco_eval.search.export import check_tree_document
+    from marco_eval.treeview import load_tree
+
+    files = [f for p in map(Path, args.paths) for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
+    if not files:
+        raise FileNotFoundError(f"no tree files in {' '.join(args.paths)}")
+    bad = 0
+    for f in files:
+        problems = check_tree_document(load_tree(f))
+        bad += bool(problems)
+        for line in problems:
+            print(f"{f}: {line}")
+    rollouts = sum(len(load_tree(f)["rollouts"]) for f in files)
+    print(f"{len(files)} trees, {rollouts} rollouts checked: {len(files) - bad} sound, {bad} with problems")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="marco-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--width", type=int, default=100, help="characters of action text per line")
     show.add_argument("--rollouts", action="store_true", help="also print each rollout's text")
     show.set_defaults(func=cmd_tree_show)
+    check = tree.add_parser("check", help="verify tree invariants (rewards recompute, visit counts, action lengths)")
+    check.add_argument("paths", nargs="+", help="tree JSON files or directories of them")
+    check.set_defaults(func=cmd_tree_check)
+    b = sub.add_parser("bench", help="measure the engine against naive recompute and plain sampling")
+    b.add_argument("--quick", action="store_true", help="smollm2-135m, 2 problems: under a minute")
+    b.add_argument("--model", help="model alias/path (default qwen2.5-coder-0.5b)")
+    b.add_argument("--workloads", help="comma list of zero_shot,few_shot")
+    b.add_argument("--actions", help="comma list of step,mini_step")
+    b.add_argument("--problems", type=int)
+    b.add_argument("--simulations", type=int)
+    b.add_argument("--children", type=int)
+    b.add_argument("--tree-batch", dest="tree_batch", type=int, help="problems searched in lock-step")
+    b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    b.add_argument("--max-batch", dest="max_batch", type=int, help="rows per forward pass (engine and sampling)")
+    b.add_argument("--dtype")
+    b.add_argument("--out", help="also write the JSON lines here")
+    b.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_bench(args) -> int:
+    from marco_eval.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,3 +58,30 @@ class ScriptedPolicy:
                 finish, stop = "stop", hit
                 break
         return Generation(ids, lps, top5, finish, stop)
+
+
+class StreamingScriptedPolicy(ScriptedPolicy):
+    """The same fake behind the continuous-batching interface: `capacity` rows at a time;
+    each "step" every row emits one token and rows finish when their text is done, so
+    short requests come back (and let their trees move on) before long ones."""
+
+    def __init__(self, script, capacity=3, **kw):
+        super().__init__(script, **kw)
+        self.capacity = capacity
+        self.max_live = 0
+
+    def generate_stream(self, pull, push):
+        live = []  # [key, request, finished generation, steps left]
+        while True:
+            for key, req in pull(self.capacity - len(live)):
+                gen = self._one(req)
+                self.outputs.append(gen)
+                live.append([key, req, gen, max(1, len(gen.token_ids))])
+            self.max_live = max(self.max_live, len(live))
+            if not live:
+                return
+            for row in live:
+                row[3] -= 1
+            for row in [r for r in live if r[3] <= 0]:
+                live.remove(row)
+                push(row[0], row[2])

@@ -379,3 +379,22 @@ def test_generated_token_count_is_the_cost():
 def test_bad_search_config_is_rejected(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         SearchConfig(**kwargs)
+
+
+def test_continuous_driver_matches_lockstep():
+    from fakes import StreamingScriptedPolicy
+
+    prompts = ["Q1\n", "Q2 longer\n", "Q3\n", "Q4\n"]
+
+    def searches(pol):
+        return [Search(SearchConfig(simulations=3, children=2), pol.encode(p), pol, max_new_tokens=200,
+                       until=("</Output>",), answer_fn=number_answer) for p in prompts]
+
+    lock_pol = ScriptedPolicy(seed_dependent_script)
+    lockstep = run_searches(searches(lock_pol), lock_pol, width=2)
+    pol = StreamingScriptedPolicy(seed_dependent_script, capacity=3)
+    done = []
+    streamed = run_searches(searches(pol), pol, width=2, on_done=lambda i, r: done.append(i))
+    assert [r.text for r in streamed] == [r.text for r in lockstep]
+    assert [r.generated_tokens for r in streamed] == [r.generated_tokens for r in lockstep]
+    assert sorted(done) == [0, 1, 2, 3] and pol.max_live == 3

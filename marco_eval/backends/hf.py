@@ -27,6 +27,110 @@ from marco_eval.search.policy import Continue, Generation
 TOP_K = 5
 
 
+class _Row:
+    __slots__ = ("key", "req", "gen", "rng", "entry", "max_new", "stop_window")
+
+    def __init__(self, key, req: Continue, entry, max_length: int):
+        self.key, self.req, self.entry = key, req, entry
+        self.gen = Generation([], [], [], finish="length")
+        self.rng = torch.Generator().manual_seed(req.seed)
+        self.max_new = min(req.max_new_tokens, max_length - len(req.prefix))
+        self.stop_window = max((len(s) for s in req.stop), default=0) + 2
+
+
+class _Batch:
+    """The rows decoding together: one KV cache [rows, heads, T, dim], left-padded, a
+    matching attention mask, and per row the token to feed next and its position."""
+
+    def __init__(self, policy):
+        from transformers import DynamicCache
+
+        self.policy = policy
+        self.rows: list[_Row] = []
+        self.cache = DynamicCache()
+        self.mask = None  # [rows, T]
+        self.to_feed: list[int] = []
+        self.pos: list[int] = []
+        self.fresh: dict = {}  # prefix -> (entry, kv) prefilled in this stream
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def pinned(self) -> set[int]:
+        return {id(r.entry) for r in self.rows if r.entry is not None}
+
+    def add(self, items) -> None:
+        """New rows join with their prefix cache (KV of prefix[:-1]); they feed prefix[-1]."""
+        if not items:
+            return
+        dev = self.policy.device
+        lengths = [kv[0][0].shape[2] for _, _, (_, kv) in items]
+        T_old = self.mask.shape[1] if self.mask is not None else 0
+        T = max([T_old, *lengths])
+        new_layers = []
+        for li in range(len(items[0][2][1])):
+            k0 = items[0][2][1][li][0]
+            keys = torch.zeros((len(items), k0.shape[1], T, k0.shape[3]), dtype=k0.dtype, device=dev)
+            values = torch.zeros_like(keys)
+            for b, (_, _, (_, kv)) in enumerate(items):
+                n = kv[li][0].shape[2]
+                if n:
+                    keys[b, :, T - n:] = kv[li][0][0]
+                    values[b, :, T - n:] = kv[li][1][0]
+            new_layers.append((keys, values))
+        new_mask = torch.zeros((len(items), T), dtype=torch.long, device=dev)
+        for b, n in enumerate(lengths):
+            new_mask[b, T - n:] = 1
+        if self.rows:
+            pad = T - T_old
+            for layer, (k, v) in zip(self.cache.layers, new_layers):
+                old_k, old_v = layer.keys, layer.values
+                if pad:
+                    z = torch.zeros((old_k.shape[0], old_k.shape[1], pad, old_k.shape[3]), dtype=old_k.dtype, device=dev)
+                    old_k, old_v = torch.cat([z, old_k], dim=2), torch.cat([z, old_v], dim=2)
+                layer.keys, layer.values = torch.cat([old_k, k], dim=0), torch.cat([old_v, v], dim=0)
+            old_mask = self.mask
+            if pad:
+                old_mask = torch.cat([torch.zeros((old_mask.shape[0], pad), dtype=torch.long, device=dev), old_mask], 1)
+            self.mask = torch.cat([old_mask, new_mask], dim=0)
+        else:
+            from transformers import DynamicCache
+
+            self.cache = DynamicCache(ddp_cache_data=new_layers)
+            self.mask = new_mask
+        for key, req, (entry, _) in items:
+            self.rows.append(_Row(key, req, entry, self.policy.max_length))
+            self.to_feed.append(req.prefix[-1])
+            self.pos.append(len(req.prefix) - 1)
+
+    def step(self) -> torch.Tensor:
+        """Forward one token per row; returns next-token logits [rows, vocab]."""
+        dev = self.policy.device
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=dev)], dim=1)
+        ids = torch.tensor(self.to_feed, device=dev).unsqueeze(-1)
+        pos = torch.tensor(self.pos, device=dev).unsqueeze(-1)
+        return self.policy._forward(ids, self.mask, pos, self.cache)[:, -1]
+
+    def feed(self, chosen: list[int], drop: list[int]) -> None:
+        """Next step feeds each row's new token; finished rows leave the batch and cache."""
+        self.to_feed = list(chosen)
+        self.pos = [p + 1 for p in self.pos]
+        if not drop:
+            return
+        keep = [b for b in range(len(self.rows)) if b not in set(drop)]
+        if keep:
+            sel = torch.tensor(keep, device=self.policy.device)
+            self.cache.batch_select_indices(sel)
+            self.mask = self.mask[sel]
+        else:
+            from transformers import DynamicCache
+
+            self.cache, self.mask = DynamicCache(), None
+        self.rows = [self.rows[b] for b in keep]
+        self.to_feed = [self.to_feed[b] for b in keep]
+        self.pos = [self.pos[b] for b in keep]
+
+
 def cpu_supports_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()
@@ -101,10 +205,17 @@ class TransformersPolicy:
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Continue]) -> list[Generation]:
-        out: list[Generation] = []
-        for i in range(0, len(requests), self.max_batch):
-            out += self._generate_batch(list(requests[i: i + self.max_batch]))
-        return out
+        out: list[Generation | None] = [None] * len(requests)
+        queue = list(enumerate(requests))[::-1]
+
+        def pull(n):
+            return [queue.pop() for _ in range(min(n, len(queue)))]
+
+        def push(i, gen):
+            out[i] = gen
+
+        self.generate_stream(pull, push)
+        return out  # type: ignore[return-value]
 
     def _prefix_cache(self, prefix: tuple[int, ...]):
         """(KVTree entry or None, keys/values of prefix[:-1]): reused from the tree as far
@@ -134,82 +245,54 @@ class TransformersPolicy:
         empty = torch.zeros((1, heads, 0, dim), dtype=self.dtype, device=self.device)
         return [(empty, empty) for _ in range(cfg.num_hidden_layers)]
 
-    def _generate_batch(self, reqs: list[Continue]) -> list[Generation]:
-        from transformers import DynamicCache
-
-        for r in reqs:
-            self.check_length(len(r.prefix))
-        # 1. The cache of each row's prefix[:-1]: siblings with one prefix share one copy.
-        caches: dict[tuple[int, ...], tuple] = {}
-        rows_kv = []
-        for r in reqs:
-            if r.prefix not in caches or not self.kv_reuse:
-                caches[r.prefix] = self._prefix_cache(r.prefix)
-            rows_kv.append(caches[r.prefix])
-        # 2. One batch: caches left-padded to a common length; the first step feeds each
-        #    prefix's last token, whose logits give the first new token.
-        B = len(reqs)
-        T = max(len(r.prefix) - 1 for r in reqs)
-        layers = []
-        for li in range(len(rows_kv[0][1])):
-            k0 = rows_kv[0][1][li][0]
-            keys = torch.zeros((B, k0.shape[1], T, k0.shape[3]), dtype=k0.dtype, device=self.device)
-            values = torch.zeros_like(keys)
-            for b, (_, kv) in enumerate(rows_kv):
-                n = kv[li][0].shape[2]
-                if n:
-                    keys[b, :, T - n:] = kv[li][0][0]
-                    values[b, :, T - n:] = kv[li][1][0]
-            layers.append((keys, values))
-        mask = torch.zeros((B, T + 1), dtype=torch.long, device=self.device)
-        for b, r in enumerate(reqs):
-            mask[b, T - (len(r.prefix) - 1):] = 1
-        cache = DynamicCache(ddp_cache_data=layers)
-        del layers, caches
-        step_ids = torch.tensor([[r.prefix[-1]] for r in reqs], device=self.device)
-        next_pos = torch.tensor([len(r.prefix) - 1 for r in reqs], device=self.device)
-        logits = self._forward(step_ids, mask, next_pos.unsqueeze(-1), cache)[:, -1]
-
-        gens = [Generation([], [], [], finish="length") for _ in reqs]
-        rngs = [torch.Generator().manual_seed(r.seed) for r in reqs]
-        rows = list(range(B))  # request index of each live batch row
-        max_new = [min(r.max_new_tokens, self.max_length - len(r.prefix)) for r in reqs]
-        stop_window = [max((len(s) for s in r.stop), default=0) + 2 for r in reqs]
-        while rows:
+    @torch.inference_mode()
+    def generate_stream(self, pull, push) -> None:
+        """Continuous batching: keep up to `max_batch` rows decoding; whenever rows finish,
+        `pull(n)` is asked for up to n more (key, Continue) pairs, which join the running
+        batch at the next step; each result goes to `push(key, Generation)` as soon as its
+        row finishes. Ends when no row is live and `pull` returns nothing."""
+        batch = _Batch(self)
+        while True:
+            if len(batch) < self.max_batch:
+                new = pull(self.max_batch - len(batch))
+                for key, req in new:
+                    self.check_length(len(req.prefix))
+                batch.add([(key, req, self._prefix_cache_shared(req.prefix, batch)) for key, req in new])
+            if not len(batch):
+                break
+            logits = batch.step()
             logp = torch.log_softmax(logits.float(), dim=-1)
             top5 = logp.topk(TOP_K, dim=-1).values.tolist()
-            chosen = [self._sample(logits[b], logp[b], reqs[i], rngs[i]) for b, i in enumerate(rows)]
-            chosen_lp = logp[torch.arange(len(rows)), torch.tensor(chosen)].tolist()
-            keep = []
-            for b, i in enumerate(rows):
-                g = gens[i]
+            chosen = [self._sample(logits[b], logp[b], row.req, row.rng) for b, row in enumerate(batch.rows)]
+            chosen_lp = logp[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
+            finished = []
+            for b, row in enumerate(batch.rows):
+                g, req = row.gen, row.req
                 g.token_ids.append(chosen[b])
                 g.logprobs.append(chosen_lp[b])
                 g.top_logprobs.append(top5[b])
                 if chosen[b] in self.eos_ids:
                     g.finish = "eos"
-                elif reqs[i].stop and (hit := next((s for s in reqs[i].stop
-                                                    if s in self.decode(g.token_ids[-stop_window[i]:])), None)):
+                elif req.stop and (hit := next((s for s in req.stop
+                                                if s in self.decode(g.token_ids[-row.stop_window:])), None)):
                     g.finish, g.stop = "stop", hit
-                elif len(g.token_ids) < max_new[i]:
-                    keep.append(b)
+                elif len(g.token_ids) < row.max_new:
                     continue
-                self._keep_finished(reqs[i], g, rows_kv[i][0], cache, b)
-            if not keep:
-                break
-            if len(keep) < len(rows):  # drop finished rows from the batch and the cache
-                sel = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(sel)
-                mask, next_pos = mask[sel], next_pos[sel]
-                chosen = [chosen[b] for b in keep]
-                rows = [rows[b] for b in keep]
-            step_ids = torch.tensor(chosen, device=self.device).unsqueeze(-1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            next_pos = next_pos + 1
-            logits = self._forward(step_ids, mask, next_pos.unsqueeze(-1), cache)[:, -1]
-        if self.kv_reuse:
-            self.kv.evict_to_cap()
-        return gens
+                finished.append(b)
+                self._keep_finished(req, g, row.entry, batch.cache, b)
+            for b in finished:
+                push(batch.rows[b].key, batch.rows[b].gen)
+            batch.feed(chosen, drop=finished)
+            if self.kv_reuse and finished:
+                self.kv.evict_to_cap(pinned=batch.pinned())
+
+    def _prefix_cache_shared(self, prefix, batch):
+        """Siblings pulled together share one prefix cache (and one prefill)."""
+        if self.kv_reuse and prefix in batch.fresh:
+            return batch.fresh[prefix]
+        entry_kv = self._prefix_cache(prefix)
+        batch.fresh[prefix] = entry_kv
+        return entry_kv
 
     def _keep_finished(self, req: Continue, gen: Generation, parent, cache, row: int) -> None:
         """Cache prefix + generated (its KV for all but the last token is in the batch now)
@@ -225,13 +308,22 @@ class TransformersPolicy:
     def _sample(logits: torch.Tensor, logp: torch.Tensor, req: Continue, rng: torch.Generator) -> int:
         if req.temperature == 0:
             return int(torch.argmax(logp))
-        probs = torch.softmax(logits.float() / req.temperature, dim=-1)
-        if req.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > req.top_p  # keep the smallest set reaching top_p
-            sorted_p[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        return int(torch.multinomial(probs.cpu(), 1, generator=rng))
+        scaled = logits.float() / req.temperature
+        if req.top_p >= 1.0:
+            return int(torch.multinomial(torch.softmax(scaled, dim=-1).cpu(), 1, generator=rng))
+        # Nucleus sampling on the head of the distribution: top_p mass almost always lies in
+        # the top few hundred tokens, so sorting 1k candidates replaces sorting the vocabulary;
+        # if it does not, fall back to all of them. Same result as a full sort.
+        probs = torch.softmax(scaled, dim=-1)
+        k = min(1024, probs.numel())
+        while True:
+            top, idx = probs.topk(k)
+            if top.sum() >= req.top_p or k == probs.numel():
+                break
+            k = probs.numel()
+        drop = top.cumsum(-1) - top > req.top_p  # keep the smallest set reaching top_p
+        top = top.masked_fill(drop, 0.0)
+        return int(idx[torch.multinomial(top.cpu(), 1, generator=rng)])
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
     @torch.inference_mode()

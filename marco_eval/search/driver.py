@@ -3,6 +3,14 @@
 lm-eval hands `generate_until` every request at once. Keeping `width` trees live and
 concatenating their pending requests gives the backend big batches (the rStar-Math
 pattern) while each tree still sees exactly the results it asked for, in order.
+
+Two schedules, same results:
+- lock-step rounds (any Policy): one `generate` call carries every live tree's pending
+  requests; the call lasts as long as its longest row.
+- continuous (a policy with `generate_stream`, e.g. the transformers backend): the
+  backend pulls requests whenever batch rows free up; a tree advances the moment all of
+  its own requests are back and its next requests join the running batch, so no row
+  waits for another tree's long rollout.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ def run_searches(
 ) -> list[SearchResult]:
     if width <= 0:
         raise ValueError(f"width={width}: must be a positive integer")
+    if hasattr(policy, "generate_stream"):
+        return _run_continuous(searches, policy, width, on_done)
     results: list[SearchResult | None] = [None] * len(searches)
     waiting = deque(range(len(searches)))
     live: dict[int, tuple] = {}  # search index -> (generator, its pending requests)
@@ -50,4 +60,42 @@ def run_searches(
             except StopIteration as stop:
                 del live[i]
                 finish(i, stop.value)
+    return results  # type: ignore[return-value]
+
+
+def _run_continuous(searches, policy, width, on_done) -> list[SearchResult]:
+    results: list[SearchResult | None] = [None] * len(searches)
+    waiting = deque(range(len(searches)))
+    live: dict[int, list] = {}  # search index -> [generator, its results so far (None = pending)]
+    queue: deque = deque()  # ((search index, request index), Continue) not yet pulled
+
+    def advance(i: int, gen, sent) -> None:
+        """Send results (or start), queue the next requests, or finish the search."""
+        try:
+            reqs = next(gen) if sent is None else gen.send(sent)
+        except StopIteration as stop:
+            live.pop(i, None)
+            results[i] = stop.value
+            if on_done is not None:
+                on_done(i, stop.value)
+            return
+        live[i] = [gen, [None] * len(reqs)]
+        queue.extend(((i, j), r) for j, r in enumerate(reqs))
+
+    def pull(n: int):
+        while len(queue) < n and waiting and len(live) < width:
+            i = waiting.popleft()
+            advance(i, searches[i].run(), None)
+        return [queue.popleft() for _ in range(min(n, len(queue)))]
+
+    def push(key, generation) -> None:
+        i, j = key
+        gen, got = live[i]
+        got[j] = generation
+        if all(g is not None for g in got):
+            advance(i, gen, got)
+
+    policy.generate_stream(pull, push)
+    if waiting or live:
+        raise RuntimeError("the policy stopped streaming before every search finished")
     return results  # type: ignore[return-value]

@@ -1,0 +1,178 @@
+"""`marco-eval bench`: what KV sharing and lock-step batching buy, measured in one process.
+
+For each workload (MGSM-En prompts, zero-shot or 8-shot) and action (step, mini-step) it
+runs the same search three ways on the same model:
+
+  engine    our search with KV reuse across the tree (the default)
+  naive     the same search with cache reuse off: every expansion and rollout re-reads
+            its whole prefix (what a generate()-per-node implementation does)
+  sampling  plain batched `model.generate` at the same batch width, producing the same
+            number of tokens: the throughput ceiling of the hardware for this model
+
+and prints one JSON object per workload/action. forwarded_tokens counts every token
+position the model processed (prefill and decode, padding included);
+forwarded_per_generated = (forwarded_tokens - prompt_tokens) / generated_tokens, so 1.0
+means that after the one-time prompt prefill every token was forwarded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from marco_eval.paths import TASKS_DIR
+
+
+@dataclass
+class BenchSpec:
+    model: str = "qwen2.5-coder-0.5b"
+    workloads: tuple[str, ...] = ("zero_shot", "few_shot")
+    actions: tuple[str, ...] = ("step", "mini_step")
+    problems: int = 4
+    simulations: int = 3
+    children: int = 2
+    mini_step_tokens: int = 32
+    max_new_tokens: int = 384
+    tree_batch: int = 4  # problems searched at once
+    max_batch: int = 8  # rows per forward pass, for the engine and for plain sampling alike
+    dtype: str = "auto"
+    seed: int = 1234
+
+
+QUICK = dict(model="smollm2-135m", workloads=("zero_shot",), problems=2, simulations=1, max_new_tokens=24,
+             tree_batch=2, mini_step_tokens=8)
+
+
+def mgsm_prompts(n: int, few_shot: bool) -> list[str]:
+    sys.path.insert(0, str(TASKS_DIR))
+    import mgsm_utils
+
+    ds = mgsm_utils.load_mgsm_en()
+    shots = ""
+    if few_shot:
+        shots = "".join(f"{mgsm_utils.doc_to_text_en(d)}\n{mgsm_utils.fewshot_target(d)}\n\n" for d in ds["train"])
+    return [shots + mgsm_utils.doc_to_text_en(ds["test"][i]) for i in range(n)]
+
+
+def chat_ids(policy, text: str) -> list[int]:
+    from marco_eval.config import DEFAULT_SYSTEM_PROMPT
+
+    tok = policy.tokenizer
+    if not getattr(tok, "chat_template", None):
+        return policy.encode(text)
+    msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": text}]
+    return policy.encode(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
+
+def run_search(policy, prompts_ids, spec: BenchSpec, action: str) -> dict:
+    from marco_eval.search import Search, SearchConfig, run_searches
+
+    cfg = SearchConfig(simulations=spec.simulations, children=spec.children, action=action,
+                       mini_step_tokens=spec.mini_step_tokens, seed=spec.seed)
+    policy.forwarded_tokens = 0
+    policy.kv.clear()
+    searches = [Search(cfg, ids, policy, max_new_tokens=spec.max_new_tokens, until=("</Output>",))
+                for ids in prompts_ids]
+    start = time.perf_counter()
+    results = run_searches(searches, policy, width=spec.tree_batch)
+    seconds = time.perf_counter() - start
+    generated = sum(r.generated_tokens for r in results)
+    return {"generated": generated, "forwarded": policy.forwarded_tokens, "seconds": seconds}
+
+
+def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: float) -> dict:
+    """Plain `generate` over the same prompts, `batch` rows per call, until `tokens` are made.
+
+    Decode throughput only: each call's prompt prefill is timed separately (a
+    max_new_tokens=1 call on the same rows) and subtracted, because the engine prefills
+    each prompt once while sampling would prefill every row again."""
+    import torch
+
+    model = policy.model
+    per_row = max(8, min(512, -(-tokens // batch)))
+    made, seconds, i = 0, 0.0, 0
+    while made < tokens and seconds < seconds_cap:
+        rows = [prompts_ids[(i + j) % len(prompts_ids)] for j in range(batch)]
+        i += batch
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[policy.pad_id] * (width - len(r)) + list(r) for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        timed = []
+        for n in (1, per_row):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7,
+                                     top_p=0.95, max_new_tokens=n, min_new_tokens=n, pad_token_id=policy.pad_id)
+            timed.append(time.perf_counter() - start)
+        seconds += max(timed[1] - timed[0], 1e-9)
+        made += (out.shape[1] - width - 1) * batch
+    return {"generated": made, "seconds": seconds}
+
+
+def bench(spec: BenchSpec, log=print) -> list[dict]:
+    from marco_eval.backends.hf import TransformersPolicy
+    from marco_eval.models import resolve
+
+    path = resolve(spec.model)
+    policy = TransformersPolicy(path, dtype=spec.dtype, max_batch=spec.max_batch)
+    out = []
+    for workload in spec.workloads:
+        prompts = [chat_ids(policy, p) for p in mgsm_prompts(spec.problems, few_shot=workload == "few_shot")]
+        prompt_tokens = sum(len(p) for p in prompts)
+        for action in spec.actions:
+            policy.kv_reuse = True
+            engine = run_search(policy, prompts, spec, action)
+            policy.kv_reuse = False
+            naive = run_search(policy, prompts, spec, action)
+            policy.kv_reuse = True
+            sampling = run_sampling(policy, prompts, spec.max_batch, engine["generated"],
+                                    seconds_cap=max(30.0, engine["seconds"]))
+            tps = engine["generated"] / engine["seconds"]
+            naive_tps = naive["generated"] / naive["seconds"]
+            sampling_tps = sampling["generated"] / sampling["seconds"]
+            row = {
+                "workload": workload, "action": action, "model": spec.model, "dtype": str(policy.dtype).replace("torch.", ""),
+                "problems": spec.problems, "simulations": spec.simulations, "children": spec.children,
+                "batch_width": spec.max_batch, "tree_batch": spec.tree_batch,
+                "prompt_tokens": prompt_tokens, "generated_tokens": engine["generated"],
+                "forwarded_tokens": engine["forwarded"],
+                "forwarded_per_generated": round((engine["forwarded"] - prompt_tokens) / engine["generated"], 4),
+                "naive_forwarded_per_generated": round((naive["forwarded"] - prompt_tokens) / naive["generated"], 4),
+                "tokens_per_s": round(tps, 2), "naive_tokens_per_s": round(naive_tps, 2),
+                "sampling_tokens_per_s": round(sampling_tps, 2),
+                "speedup_vs_naive": round(tps / naive_tps, 3), "throughput_vs_sampling": round(tps / sampling_tps, 3),
+                "seconds": {"engine": round(engine["seconds"], 2), "naive": round(naive["seconds"], 2),
+                            "sampling": round(sampling["seconds"], 2)},
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+            log(json.dumps(row))
+            out.append(row)
+    return out
+
+
+def main(args) -> int:
+    spec = BenchSpec(**(QUICK if args.quick else {}))
+    for name in ("model", "problems", "simulations", "children", "tree_batch", "max_new_tokens", "dtype", "max_batch"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(spec, name, value)
+    if args.workloads:
+        spec.workloads = tuple(args.workloads.split(","))
+    if args.actions:
+        spec.actions = tuple(args.actions.split(","))
+    bad = [w for w in spec.workloads if w not in ("zero_shot", "few_shot")] + \
+          [a for a in spec.actions if a not in ("step", "mini_step")]
+    if bad:
+        raise ValueError(f"unknown workload/action {bad}; workloads: zero_shot,few_shot; actions: step,mini_step")
+    for name in ("problems", "simulations", "children", "tree_batch", "max_new_tokens"):
+        if getattr(spec, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+    rows = bench(spec)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0
