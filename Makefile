@@ -11,7 +11,7 @@ BIN         := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 MODEL       ?= qwen2.5-coder-0.5b
 CONFIG      ?= mcts_step
-LIMIT       ?= 5
+LIMIT       ?= 3
 PYTEST_ARGS ?=
 # MGSM: the local copy beside this checkout when present, else the hub dataset.
 MGSM_DATA_DIR ?= $(if $(wildcard ../shared/data/mgsm/mgsm_en.tsv),$(abspath ../shared/data/mgsm),)
@@ -33,8 +33,10 @@ models: setup
 
 eval: setup
 	$(BIN)/marco-eval models pull $(MODEL)
-	$(BIN)/lm_eval --model marco_mcts --model_args pretrained=$(MODEL),config=$(CONFIG) \
+	$(BIN)/lm_eval --model marco_mcts \
+		--model_args pretrained=$(MODEL),config=$(CONFIG),tree_dir=results/make_eval/trees \
 		--tasks mgsm_en --limit $(LIMIT) --output_path results/make_eval --log_samples
+	$(BIN)/marco-eval tree check results/make_eval/trees
 
 test: setup
 	$(BIN)/marco-eval models pull smollm2-135m

@@ -40,7 +40,7 @@ class ModelOptions:
     max_batch: int = 16  # rows per forward pass in the backend
     kv_reuse: bool = True  # share the KV cache across the tree (off = naive recompute)
     kv_cache_mb: int = 2048  # cap on cached keys/values; least-recently-used entries are evicted
-    tree_batch: int = 8  # searches (problems) advanced in lock-step
+    tree_batch: int = 16  # problems searched at once; more than max_batch/children keeps the batch full
     max_gen_toks: int = 1024  # per-request token budget when the task gives none
     chat_template: str = "auto"  # auto: wrap raw prompts in the tokenizer's chat template
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # "" for none

@@ -135,3 +135,19 @@ def test_evicted_cache_recomputes_the_same_answer(smollm_path):
     fresh = TransformersPolicy(smollm_path, dtype="float32", kv_reuse=False).generate([Continue(nxt, 5)])[0]
     assert len(pol.kv) == 0 and pol.kv.evictions > 0
     assert after_eviction.token_ids == fresh.token_ids
+
+
+def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path):
+    from marco_eval.bench import BenchSpec, bench
+
+    spec = BenchSpec(model="smollm2-135m", workloads=("zero_shot",), actions=("mini_step",), problems=1,
+                     simulations=1, max_new_tokens=12, mini_step_tokens=4, tree_batch=1, max_batch=2, dtype="float32")
+    lines = []
+    (row,) = bench(spec, log=lines.append)
+    assert json.loads(lines[0]) == row
+    for key in ("workload", "model", "dtype", "prompt_tokens", "generated_tokens", "forwarded_tokens",
+                "forwarded_per_generated", "naive_forwarded_per_generated", "tokens_per_s", "naive_tokens_per_s",
+                "sampling_tokens_per_s", "speedup_vs_naive", "throughput_vs_sampling", "peak_rss_mb"):
+        assert key in row
+    # counts, not timings: with reuse every token after the prompt is forwarded about once
+    assert row["forwarded_per_generated"] <= 1.10 < row["naive_forwarded_per_generated"]
