@@ -51,7 +51,6 @@ class _Batch:
         self.mask = None  # [rows, T]
         self.to_feed: list[int] = []
         self.pos: list[int] = []
-        self.fresh: dict = {}  # prefix -> (entry, kv) prefilled in this stream
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -257,7 +256,8 @@ class TransformersPolicy:
                 new = pull(self.max_batch - len(batch))
                 for key, req in new:
                     self.check_length(len(req.prefix))
-                batch.add([(key, req, self._prefix_cache_shared(req.prefix, batch)) for key, req in new])
+                shared: dict = {}  # siblings pulled together share one prefix cache (and prefill)
+                batch.add([(key, req, self._prefix_cache_shared(req.prefix, shared)) for key, req in new])
             if not len(batch):
                 break
             logits = batch.step()
@@ -286,13 +286,11 @@ class TransformersPolicy:
             if self.kv_reuse and finished:
                 self.kv.evict_to_cap(pinned=batch.pinned())
 
-    def _prefix_cache_shared(self, prefix, batch):
-        """Siblings pulled together share one prefix cache (and one prefill)."""
-        if self.kv_reuse and prefix in batch.fresh:
-            return batch.fresh[prefix]
-        entry_kv = self._prefix_cache(prefix)
-        batch.fresh[prefix] = entry_kv
-        return entry_kv
+    def _prefix_cache_shared(self, prefix, shared: dict):
+        if self.kv_reuse and prefix in shared:
+            return shared[prefix]
+        shared[prefix] = self._prefix_cache(prefix)
+        return shared[prefix]
 
     def _keep_finished(self, req: Continue, gen: Generation, parent, cache, row: int) -> None:
         """Cache prefix + generated (its KV for all but the last token is in the batch now)
