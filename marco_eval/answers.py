@@ -23,7 +23,7 @@ All results are canonical strings from ``normalize_number``.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from typing import Iterable
 

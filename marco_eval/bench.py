@@ -48,7 +48,8 @@ QUICK = dict(model="smollm2-135m", workloads=("zero_shot",), problems=2, simulat
 
 
 def mgsm_prompts(n: int, few_shot: bool) -> list[str]:
-    sys.path.insert(0, str(TASKS_DIR))
+    if str(TASKS_DIR) not in sys.path:  # the task's own loader and prompt, not a copy
+        sys.path.insert(0, str(TASKS_DIR))
     import mgsm_utils
 
     ds = mgsm_utils.load_mgsm_en()
