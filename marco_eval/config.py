@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelOptions:
     pretrained: str = "qwen2.5-coder-0.5b"  # alias, local path or Hugging Face id
-    backend: str = "hf"  # "hf" (transformers); "vllm" arrives with the scale-out issue
+    backend: str = "hf"  # "hf" (transformers, CPU or GPU) or "vllm" (GPU; pip install 'marco-eval[vllm]')
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it, else float32
     device: str = "cpu"
     revision: str | None = None
@@ -47,6 +47,11 @@ class ModelOptions:
     response_prefix: str = ""  # text forced at the start of the assistant turn, e.g. "<Thought>\n"
     tree_dir: str | None = None  # write one JSON tree per request here
     answer: str = "number"  # how rollout answers are read for `vote`: number | output | none
+    # backend=vllm only (the transformers backend scales out with `accelerate launch -m lm_eval`):
+    tensor_parallel_size: int = 1  # GPUs per vLLM engine
+    data_parallel_size: int = 1  # engines, one persistent worker process each; problems split by whole trees
+    gpu_memory_utilization: float = 0.9  # share of each GPU vLLM may take for weights + KV cache
+    max_model_len: int | None = None  # context (and KV cache) cap for vLLM; default: the model's
 
 
 # lm-eval's CLI passes these to every model; we accept and map or ignore them.
@@ -162,13 +167,32 @@ def validate_options(o: ModelOptions) -> None:
         if not ok:
             raise ConfigError(msg)
 
-    need(o.backend == "hf", f"backend={o.backend!r}: use hf (the vllm backend is not built yet)")
+    need(o.backend in ("hf", "vllm"), f"backend={o.backend!r}: use hf (transformers) or vllm")
+    validate_scale_out(o)
     need(o.max_batch > 0, f"max_batch={o.max_batch}: must be a positive integer")
     need(o.tree_batch > 0, f"tree_batch={o.tree_batch}: must be a positive integer")
     need(o.max_gen_toks > 0, f"max_gen_toks={o.max_gen_toks}: must be a positive integer")
     need(o.kv_cache_mb >= 0, f"kv_cache_mb={o.kv_cache_mb}: must be >= 0 (0 keeps nothing between calls)")
     need(o.chat_template in ("auto", "on", "off"), f"chat_template={o.chat_template!r}: use auto, on or off")
     need(o.answer in ("number", "output", "none"), f"answer={o.answer!r}: use number, output or none")
+
+
+VLLM_ONLY = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len")
+
+
+def validate_scale_out(o: ModelOptions) -> None:
+    defaults = ModelOptions()
+    for key in VLLM_ONLY:
+        if o.backend != "vllm" and getattr(o, key) != getattr(defaults, key):
+            raise ConfigError(f"{key}={getattr(o, key)} applies to backend=vllm; add backend=vllm, or for the "
+                              "transformers backend run one process per GPU with `accelerate launch -m lm_eval ...`")
+    for key in ("tensor_parallel_size", "data_parallel_size"):
+        if getattr(o, key) < 1:
+            raise ConfigError(f"{key}={getattr(o, key)}: must be a positive integer")
+    if not 0 < o.gpu_memory_utilization <= 1:
+        raise ConfigError(f"gpu_memory_utilization={o.gpu_memory_utilization}: must be in (0, 1], e.g. 0.9")
+    if o.max_model_len is not None and o.max_model_len < 2:
+        raise ConfigError(f"max_model_len={o.max_model_len}: must be a positive number of tokens (or unset)")
 
 
 def as_dict(search: SearchConfig, options: ModelOptions) -> dict:
