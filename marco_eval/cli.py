@@ -5,12 +5,15 @@
     marco-eval run ARGS...          exactly `lm_eval ARGS...`, with marco_mcts and tasks/ known
     marco-eval tree show FILE       render an exported search tree in the terminal
     marco-eval bench [--quick]      KV reuse and batching: engine vs naive vs plain sampling
+    marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from marco_eval.judge.cli import add_parser as add_judge_parser
 
 
 def cmd_models_pull(args) -> int:
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype")
     b.add_argument("--out", help="also write the JSON lines here")
     b.set_defaults(func=cmd_bench)
+    add_judge_parser(sub)
     return p
 
 
