@@ -7,11 +7,14 @@
 model_args = `pretrained`, `config` (a YAML in model_configs/ or a path) and any key of
 SearchConfig / ModelOptions (marco_eval/config.py) as an override; unknown keys fail fast,
 before the model loads. loglikelihood / loglikelihood_rolling are served by the same
-transformers model, so multiple-choice and perplexity tasks work too.
+backend (transformers, or vLLM with backend=vllm), so multiple-choice and perplexity
+tasks work too. Scale-out: backend=vllm with data_parallel_size=N (persistent workers,
+parallel.py), or the transformers backend under `accelerate launch -m lm_eval`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -20,7 +23,9 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from marco_eval import config as run_config
+from marco_eval.backends import build_policy
 from marco_eval.models import resolve
+from marco_eval.parallel import Ranks
 from marco_eval.search import Search, run_searches
 from marco_eval.search.export import tree_document, write_json_atomic
 
@@ -41,6 +46,18 @@ def answer_function(kind: str):
     return None
 
 
+def make_policy(o: run_config.ModelOptions):
+    """The backend for these options; with backend=vllm and data_parallel_size > 1, a pool of
+    persistent worker processes (one engine each) behind a tokenizer-only codec."""
+    if o.backend == "vllm" and o.data_parallel_size > 1:
+        from marco_eval.backends.codec import load_tokenizer
+        from marco_eval.parallel import WorkerPool
+
+        o = dataclasses.replace(o, pretrained=resolve(o.pretrained))  # pull an alias once, here
+        return WorkerPool(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code))
+    return build_policy(o)
+
+
 @register_model("marco_mcts")
 class MarcoMCTSLM(LM):
     def __init__(self, pretrained: str | None = None, config: str | None = None, **overrides):
@@ -53,13 +70,17 @@ class MarcoMCTSLM(LM):
         self.search_config, self.options = run_config.build(config, **overrides)
         self.config_name = config
         o = self.options
-        from marco_eval.backends.hf import TransformersPolicy
-
-        self.policy = TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device,
-                                         max_batch=o.max_batch, revision=o.revision,
-                                         trust_remote_code=o.trust_remote_code, kv_reuse=o.kv_reuse,
-                                         kv_cache_mb=o.kv_cache_mb)
-        o.device = self.policy.device  # what is really used (lm-eval passes cuda by default)
+        # Under `accelerate launch -m lm_eval` lm-eval shards requests by our rank (parallel.py).
+        self.ranks = Ranks.detect()
+        self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
+        if self.ranks.world_size > 1:
+            if o.backend == "vllm":
+                raise run_config.ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
+                                             "instead of accelerate launch")
+            o.device = self.ranks.device  # one GPU per rank, as lm-eval's hf model does
+        self.policy = make_policy(o)
+        o.device = getattr(self.policy, "device", o.device)  # what is really used (lm-eval passes cuda by default)
+        self._device = o.device
         self.tokenizer = self.policy.tokenizer
         self._answer_fn = answer_function(o.answer)
         self._templated_by_lm_eval = False
@@ -125,7 +146,10 @@ class MarcoMCTSLM(LM):
             searches[i] = None
             bar.update(1)
 
-        run_searches(searches, self.policy, width=self.options.tree_batch, on_done=on_done)
+        if hasattr(self.policy, "run_searches"):  # data parallel: whole trees split across workers
+            self.policy.run_searches(searches, width=self.options.tree_batch, on_done=on_done)
+        else:
+            run_searches(searches, self.policy, width=self.options.tree_batch, on_done=on_done)
         bar.close()
         return texts  # type: ignore[return-value]
 
@@ -143,11 +167,17 @@ class MarcoMCTSLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         out = []
-        for req in tqdm(requests, disable=disable_tqdm, desc="loglikelihood"):
-            ctx, cont = self._encode_pair(*req.args)
-            result = self.policy.score(ctx, cont)
-            self.cache_hook.add_partial("loglikelihood", req.args, result)
-            out.append(result)
+        # vLLM scores a chunk in one engine call; the transformers backend one pair at a time.
+        chunk = 256 if hasattr(self.policy, "score_many") else 1
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="loglikelihood") as bar:
+            for start in range(0, len(requests), chunk):
+                reqs = requests[start: start + chunk]
+                pairs = [self._encode_pair(*req.args) for req in reqs]
+                scores = self.policy.score_many(pairs) if chunk > 1 else [self.policy.score(*pairs[0])]
+                for req, result in zip(reqs, scores, strict=True):
+                    self.cache_hook.add_partial("loglikelihood", req.args, result)
+                    out.append(result)
+                bar.update(len(reqs))
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -162,6 +192,16 @@ class MarcoMCTSLM(LM):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
             out.append(total)
         return out
+
+    # ------------------------------------------------------------------ ranks (lm-eval's collectives)
+    def all_gather(self, tensor):
+        return self.ranks.all_gather(tensor)
+
+    def gather_object(self, obj, dst=0):
+        return self.ranks.gather_object(obj, dst)
+
+    def barrier(self) -> None:
+        self.ranks.barrier()
 
     def get_model_info(self) -> dict:
         return {"marco_eval_config": run_config.as_dict(self.search_config, self.options),

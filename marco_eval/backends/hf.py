@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.backends.kvtree import KVTree
 from marco_eval.search.policy import Continue, Generation
 
@@ -148,7 +149,7 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-class TransformersPolicy:
+class TransformersPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "cpu", max_batch: int = 16,
                  revision: str | None = None, trust_remote_code: bool = False, kv_reuse: bool = True,
                  kv_cache_mb: int = 2048):
@@ -171,8 +172,7 @@ class TransformersPolicy:
         if self.tokenizer.eos_token_id is not None:
             eos.append(self.tokenizer.eos_token_id)
         self.eos_ids = frozenset(eos)
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
+        self.pad_id = pad_token_id(self.tokenizer, self.eos_ids)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         # transformers 5 renames forward's `past_key_values` to `cache`; accept both.
         params = inspect.signature(self.model.forward).parameters
@@ -181,26 +181,12 @@ class TransformersPolicy:
         self.kv_reuse = kv_reuse  # off = naive recompute: every request re-reads its prefix
         self.kv = KVTree(max_bytes=kv_cache_mb * 2**20)
 
-    # ------------------------------------------------------------------ tokenizer
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-
     # ------------------------------------------------------------------ model calls
     def _forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep=1):
         self.forwarded_tokens += input_ids.numel()
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=True, logits_to_keep=logits_to_keep, **{self._cache_kw: cache})
         return out.logits
-
-    def check_length(self, n_prefix: int) -> None:
-        if n_prefix >= self.max_length:
-            raise ValueError(
-                f"a prompt of {n_prefix} tokens does not fit the model's context of {self.max_length}; "
-                "shorten the prompt (fewer few-shot examples) or use a longer-context model"
-            )
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Continue]) -> list[Generation]:

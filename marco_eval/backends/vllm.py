@@ -1,0 +1,166 @@
+"""vLLM backend: the search's Policy on a vLLM engine (GPU; `pip install 'marco-eval[vllm]'`).
+
+Same contract as the transformers backend (search/policy.py): token-id prefixes in; per
+generated token the token, its raw log-probability and the raw top-5 out. What vLLM gives:
+
+- Prefix caching (`enable_prefix_caching=True`): a node's prefix KV blocks are reused by
+  its children and rollouts, so `keep_cache` needs no bookkeeping here.
+- One engine call per search step: the lock-step driver (search/driver.py) puts every
+  live tree's frontier requests into one `generate`, and this backend sends them all in
+  one `LLM.generate`. Prompts go in as token ids (`TokensPrompt`), never as text.
+- Identical consecutive sampled requests (a node's K children) become one prompt with
+  `n=K`. vLLM seeds the K samples s, s+1, ..., s+K-1 from the group's first seed s.
+  Greedy requests are sent one by one (vLLM allows n>1 only when sampling).
+
+Log-probabilities: `logprobs=5` returns, per generated token, {token id: Logprob} with the
+top 5 and the sampled token, so six entries when sampling picked a token outside the top
+5. The engine runs with `logprobs_mode="raw_logprobs"`: values from the model's own
+distribution, before temperature and top-p, as the transformers backend reports them. We
+keep the chosen token's value and the five largest values; a chosen token outside the
+top 5 then joins the confidence denominator (reward.py), exactly as in that backend.
+
+vLLM is imported only when a VLLMPolicy is built, so the package works without it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from marco_eval.backends.codec import TokenizerCodec, pad_token_id
+from marco_eval.search.policy import Continue, Generation
+
+TOP_K = 5
+INSTALL_HINT = "pip install 'marco-eval[vllm]' on a machine with a CUDA GPU"
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's package is missing or broken; the message is one line with the fix."""
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        if e.name == "vllm":
+            raise BackendUnavailable(f"backend=vllm needs the vllm package, which is not installed: {INSTALL_HINT}") from None
+        raise BackendUnavailable(f"vllm is installed but does not import ({e}); reinstall it: {INSTALL_HINT}") from None
+    return vllm
+
+
+def to_generation(out) -> Generation:
+    """One vLLM CompletionOutput -> our Generation (ids, chosen log-prob, top-5, finish)."""
+    ids = list(out.token_ids)
+    if out.logprobs is None or len(out.logprobs) != len(ids):
+        raise RuntimeError("vLLM returned no log-probabilities for every token; was logprobs=5 dropped?")
+    logprobs, top5 = [], []
+    for token, entries in zip(ids, out.logprobs):
+        logprobs.append(float(entries[token].logprob))
+        top5.append(sorted((float(e.logprob) for e in entries.values()), reverse=True)[:TOP_K])
+    finish, stop = finish_of(out)
+    return Generation(ids, logprobs, top5, finish, stop)
+
+
+def finish_of(out) -> tuple[str, str | None]:
+    """vLLM's (finish_reason, stop_reason) -> ours: a stop string, end-of-sequence, or length."""
+    if out.finish_reason == "length":
+        return "length", None
+    if out.finish_reason == "stop":
+        if isinstance(out.stop_reason, str):
+            return "stop", out.stop_reason
+        return "eos", None  # None: the EOS token; an int: one of the generation config's EOS ids
+    raise RuntimeError(f"vLLM request ended with finish_reason={out.finish_reason!r}")
+
+
+def same_sampling(a: Continue, b: Continue) -> bool:
+    """Requests that may share one prompt with n>1: same prefix and sampling, not greedy."""
+    return a.temperature > 0 and (a.prefix, a.max_new_tokens, a.stop, a.temperature, a.top_p) == \
+        (b.prefix, b.max_new_tokens, b.stop, b.temperature, b.top_p)
+
+
+def group_requests(requests: Sequence[Continue]) -> list[list[int]]:
+    """Indices of runs of consecutive requests that become one prompt (n = run length)."""
+    groups: list[list[int]] = []
+    for i, req in enumerate(requests):
+        if groups and same_sampling(requests[groups[-1][0]], req):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+class VLLMPolicy(TokenizerCodec):
+    def __init__(self, pretrained: str, *, dtype: str = "auto", revision: str | None = None,
+                 trust_remote_code: bool = False, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+        self._vllm = import_vllm()
+        extra = {"max_model_len": max_model_len} if max_model_len else {}
+        self.llm = self._vllm.LLM(
+            model=pretrained, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=True, logprobs_mode="raw_logprobs", **extra)
+        model_config = self.llm.llm_engine.model_config
+        self.name = pretrained
+        self.dtype = str(getattr(model_config, "dtype", dtype)).replace("torch.", "")
+        self.max_length = int(model_config.max_model_len)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.pad_id = pad_token_id(self.tokenizer)
+        self.generate_calls = 0  # LLM.generate calls made for the search (one per search step)
+
+    # ------------------------------------------------------------------ generation
+    def sampling_params(self, req: Continue, n: int):
+        greedy = req.temperature == 0
+        return self._vllm.SamplingParams(
+            n=n, temperature=req.temperature, top_p=1.0 if greedy else req.top_p, seed=req.seed,
+            max_tokens=min(req.max_new_tokens, self.max_length - len(req.prefix)),
+            stop=list(req.stop), include_stop_str_in_output=True, logprobs=TOP_K)
+
+    def build_requests(self, requests: Sequence[Continue]):
+        """(groups, prompts, params) for one LLM.generate over all requests of a call."""
+        for req in requests:
+            self.check_length(len(req.prefix))
+        groups = group_requests(requests)
+        prompts = [self._vllm.TokensPrompt(prompt_token_ids=list(requests[g[0]].prefix)) for g in groups]
+        params = [self.sampling_params(requests[g[0]], len(g)) for g in groups]
+        return groups, prompts, params
+
+    def generate(self, requests: Sequence[Continue]) -> list[Generation]:
+        if not requests:
+            return []
+        groups, prompts, params = self.build_requests(requests)
+        self.generate_calls += 1
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        out: list[Generation | None] = [None] * len(requests)
+        for group, result in zip(groups, outputs, strict=True):
+            samples = sorted(result.outputs, key=lambda o: o.index)
+            if len(samples) != len(group):
+                raise RuntimeError(f"vLLM returned {len(samples)} samples for a prompt that asked for {len(group)}")
+            for i, sample in zip(group, samples):
+                out[i] = to_generation(sample)
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ scoring (loglikelihood)
+    def score(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
+        return self.score_many([(context, continuation)])[0]
+
+    def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """log P(continuation | context) and whether greedy decoding would produce it, for
+        every pair in one engine call, from the prompt's raw log-probabilities."""
+        if not pairs:
+            return []
+        seqs = [(list(ctx) + list(cont))[-(self.max_length - 1):] for ctx, cont in pairs]
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outputs = self.llm.generate([self._vllm.TokensPrompt(prompt_token_ids=s) for s in seqs], params,
+                                    use_tqdm=False)
+        return [continuation_score(out.prompt_logprobs, seq, len(cont))
+                for out, seq, (_, cont) in zip(outputs, seqs, pairs, strict=True)]
+
+
+def continuation_score(prompt_logprobs, seq: list[int], n_cont: int) -> tuple[float, bool]:
+    """Sum of the last n_cont tokens' log-probs; greedy iff each is its position's argmax."""
+    entries = prompt_logprobs[len(seq) - n_cont:]
+    if n_cont <= 0 or n_cont >= len(seq) or any(e is None for e in entries):
+        raise ValueError(f"cannot score {n_cont} continuation tokens after a context of {len(seq) - n_cont}")
+    targets = seq[len(seq) - n_cont:]
+    total = sum(float(e[t].logprob) for e, t in zip(entries, targets))
+    greedy = all(max(e, key=lambda tok: e[tok].logprob) == t for e, t in zip(entries, targets))
+    return total, greedy

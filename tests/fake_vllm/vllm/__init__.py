@@ -1,0 +1,152 @@
+"""A fake `vllm` for CPU tests: the subset of vLLM's API that marco-eval uses, with vLLM's
+semantics, running a scripted model (tests/scripted_lm.py) instead of a GPU engine.
+
+Tests put tests/fake_vllm on sys.path; `LLM(model="module:attr")` runs the ScriptedLM at
+that import path. Like vLLM: prompts are TokensPrompt dicts (text prompts are refused here,
+to prove none are sent); greedy needs n=1; n samples are seeded seed, seed+1, ...;
+`logprobs=k` gives per token {id: Logprob} with the top k plus the sampled token; log-probs
+are raw (before temperature); the token that completes a stop string, or EOS, is kept in
+token_ids; finish_reason "stop" with stop_reason = the stop string (None for EOS), or "length".
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+ENGINE_ARGS = {"revision", "trust_remote_code", "dtype", "tensor_parallel_size", "gpu_memory_utilization",
+               "enable_prefix_caching", "logprobs_mode", "max_model_len", "seed"}
+
+
+@dataclass
+class Logprob:
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: list[dict[int, Logprob]] | None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    prompt_logprobs: list[dict[int, Logprob] | None] | None
+    outputs: list[CompletionOutput] = field(default_factory=list)
+    finished: bool = True
+
+
+def TokensPrompt(*, prompt_token_ids):  # a TypedDict in vLLM
+    return {"prompt_token_ids": prompt_token_ids}
+
+
+class SamplingParams:
+    def __init__(self, n=1, temperature=1.0, top_p=1.0, seed=None, max_tokens=16, stop=None,
+                 include_stop_str_in_output=False, logprobs=None, prompt_logprobs=None, ignore_eos=False):
+        if temperature < 1e-5 and n > 1:
+            raise ValueError(f"n must be 1 when using greedy sampling, got {n}.")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+        self.n, self.temperature, self.top_p, self.seed, self.max_tokens = n, temperature, top_p, seed, max_tokens
+        self.stop = list(stop or [])
+        self.include_stop_str_in_output, self.logprobs, self.prompt_logprobs = include_stop_str_in_output, logprobs, prompt_logprobs
+        self.ignore_eos = ignore_eos
+
+
+def _entries(logp: list[float], k: int, chosen: int | None, decode) -> dict[int, Logprob]:
+    order = sorted(range(len(logp)), key=lambda t: -logp[t])
+    keep = order[:k] + ([chosen] if chosen is not None and chosen not in order[:k] else [])
+    return {t: Logprob(logp[t], order.index(t) + 1, decode([t])) for t in keep}
+
+
+def _sample(logp: list[float], sp: SamplingParams, rng: random.Random) -> int:
+    if sp.temperature < 1e-5:
+        return max(range(len(logp)), key=lambda t: logp[t])
+    scaled = [v / sp.temperature for v in logp]
+    m = max(scaled)
+    probs = [math.exp(v - m) for v in scaled]
+    total = sum(probs)
+    order = sorted(range(len(probs)), key=lambda t: -probs[t])
+    kept, mass = [], 0.0
+    for t in order:  # nucleus: the smallest head reaching top_p
+        kept.append(t)
+        mass += probs[t] / total
+        if mass >= sp.top_p:
+            break
+    return rng.choices(kept, weights=[probs[t] for t in kept])[0]
+
+
+class LLM:
+    built = 0  # engines constructed in this process
+
+    def __init__(self, model: str, **engine_args):
+        unknown = set(engine_args) - ENGINE_ARGS
+        if unknown:
+            raise TypeError(f"unexpected engine arguments {sorted(unknown)}")
+        module, attr = model.split(":")
+        self.model = getattr(importlib.import_module(module), attr)
+        self.engine_args = engine_args
+        max_len = engine_args.get("max_model_len") or self.model.max_length
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=max_len, dtype="float32"))
+        self.calls: list[tuple[list[dict], list[SamplingParams]]] = []
+        LLM.built += 1
+
+    def get_tokenizer(self):
+        return self.model.tokenizer
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=True):
+        prompts = prompts if isinstance(prompts, list) else [prompts]
+        if any(not isinstance(p, dict) or "prompt_token_ids" not in p for p in prompts):
+            raise TypeError("fake vllm: prompts must be TokensPrompt (token ids), not text")
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError("the lengths of prompts and sampling_params must be the same")
+        self.calls.append((prompts, params))
+        return [self._request(str(i), p["prompt_token_ids"], sp) for i, (p, sp) in enumerate(zip(prompts, params))]
+
+    def _request(self, request_id, prompt, sp: SamplingParams) -> RequestOutput:
+        if len(prompt) >= self.llm_engine.model_config.max_model_len:
+            raise ValueError("prompt is longer than max_model_len")
+        decode = self.model.tokenizer.decode
+        prompt_lp = None
+        if sp.prompt_logprobs is not None:
+            prompt_lp = [None] + [_entries(self.model.next_logprobs(prompt[:i]), sp.prompt_logprobs, prompt[i], decode)
+                                  for i in range(1, len(prompt))]
+        samples = [self._sample(list(prompt), sp, index) for index in range(sp.n)]
+        return RequestOutput(request_id, list(prompt), prompt_lp, samples)
+
+    def _sample(self, prompt, sp: SamplingParams, index: int) -> CompletionOutput:
+        rng = random.Random(None if sp.seed is None else sp.seed + index)
+        decode = self.model.tokenizer.decode
+        ids, lps, finish, reason = [], [], "length", None
+        max_tokens = min(sp.max_tokens, self.llm_engine.model_config.max_model_len - len(prompt))
+        while len(ids) < max_tokens:
+            logp = self.model.next_logprobs(prompt + ids)
+            token = _sample(logp, sp, rng)
+            before = decode(ids)
+            ids.append(token)
+            if sp.logprobs is not None:
+                lps.append(_entries(logp, sp.logprobs, token, decode))
+            if token in self.model.eos_ids and not sp.ignore_eos:
+                finish = "stop"
+                break
+            text = decode(ids)
+            hit = next((s for s in sp.stop if text.find(s, max(0, len(before) - len(s) + 1)) != -1), None)
+            if hit is not None:
+                finish, reason = "stop", hit
+                break
+        return CompletionOutput(index, decode(ids), ids, None, lps if sp.logprobs is not None else None, finish, reason)

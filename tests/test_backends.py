@@ -1,0 +1,349 @@
+"""Both backends on the same scripted model, on CPU.
+
+The transformers backend runs tests/scripted_lm.py as a torch "model" (its real decode
+loop, KV tree and sampling); the vLLM backend runs the same model through a fake `vllm`
+(tests/fake_vllm) that keeps vLLM's request/response semantics. Same log-probabilities in,
+so the same Generations and rewards must come out; plus the vLLM request building, one
+engine call per search step, data-parallel workers and accelerate rank sharding.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+import scripted_lm
+from marco_eval.backends.vllm import BackendUnavailable, finish_of, group_requests, to_generation
+from marco_eval.config import ConfigError, build
+from marco_eval.search import Search, SearchConfig, rollout_reward, run_searches, token_confidence
+from marco_eval.search.policy import Continue
+
+FAKE_VLLM = Path(__file__).resolve().parent / "fake_vllm"
+PROMPTS = ["Q: one?\n", "Q: two plus two?\n", "Q: three?\n"]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKE_VLLM))
+    sys.modules.pop("vllm", None)
+    import vllm
+
+    yield vllm
+    sys.modules.pop("vllm", None)
+
+
+def vllm_policy(model="MODEL", **kw):
+    from marco_eval.backends.vllm import VLLMPolicy
+
+    return VLLMPolicy(f"scripted_lm:{model}", **kw)
+
+
+@pytest.fixture
+def hf_loads_scripted(monkeypatch):
+    """transformers' from_pretrained hands out the scripted model and tokenizer."""
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: scripted_lm.torch_model(scripted_lm.MODEL))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: scripted_lm.CharTokenizer())
+
+
+@pytest.fixture
+def hf_policy(hf_loads_scripted):
+    from marco_eval.backends.hf import TransformersPolicy
+
+    return TransformersPolicy("scripted", dtype="float32", max_batch=4)
+
+
+def ids(text: str) -> tuple[int, ...]:
+    return tuple(ord(c) for c in text)
+
+
+def assert_same_generation(a, b):
+    assert (a.token_ids, a.finish, a.stop) == (b.token_ids, b.finish, b.stop)
+    assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    for x, y in zip(a.top_logprobs, b.top_logprobs, strict=True):
+        assert len(x) == len(y) == 5 and x == pytest.approx(y, abs=1e-5)
+    assert rollout_reward(a.logprobs, a.top_logprobs) == pytest.approx(rollout_reward(b.logprobs, b.top_logprobs), abs=1e-6)
+
+
+# ---------------------------------------------------------------- same log-probs, same results
+def test_vllm_and_transformers_backends_give_the_same_generations(fake_vllm, hf_policy):
+    body = scripted_lm.BODY
+    requests = [
+        Continue(ids(PROMPTS[0]), 64, ("\n\n",), temperature=0.0),  # ends at a step delimiter
+        Continue(ids(PROMPTS[1] + "Step 1 add.\n\n"), 64, ("</Output>",), temperature=0.0),  # answer end
+        Continue(ids(PROMPTS[2] + body[:-4]), 64, ("</Output>",), temperature=0.0),  # straddles the prefix: unseen (both
+        # backends match stop strings in the generated text only), so it runs to EOS
+        Continue(ids(PROMPTS[0] + body), 64, ("\n\n",), temperature=0.0),  # end-of-sequence
+        Continue(ids(PROMPTS[1]), 5, ("\n\n",), temperature=0.0),  # the token limit
+    ]
+    hf, vl = hf_policy.generate(requests), vllm_policy().generate(requests)
+    assert [g.finish for g in vl] == ["stop", "stop", "eos", "eos", "length"]
+    assert [g.stop for g in vl] == ["\n\n", "</Output>", None, None, None]
+    for a, b in zip(hf, vl, strict=True):
+        assert_same_generation(a, b)
+
+
+def test_same_search_on_both_backends(fake_vllm, hf_policy):
+    """Greedy MCTS over three problems: the continuous-batching transformers backend and the
+    lock-step vLLM backend build the same trees with the same rewards."""
+    cfg = SearchConfig(simulations=3, children=2, temperature=0.0)
+
+    def searches(policy):
+        return [Search(cfg, policy.encode(p), policy, max_new_tokens=200, until=("</Output>",)) for p in PROMPTS]
+
+    hf_results = run_searches(searches(hf_policy), hf_policy, width=3)
+    vl_results = run_searches(searches(vllm_policy()), vllm_policy(), width=3)
+    for a, b in zip(hf_results, vl_results, strict=True):
+        assert a.text == b.text and a.token_ids == b.token_ids and a.chosen_path == b.chosen_path
+        assert [r.token_ids for r in a.tree.rollouts] == [r.token_ids for r in b.tree.rollouts]
+        assert [r.reward for r in a.tree.rollouts] == pytest.approx([r.reward for r in b.tree.rollouts], abs=1e-6)
+        assert "<Output>7" in a.text
+
+
+def test_chosen_token_outside_top5_joins_the_denominator(fake_vllm):
+    """vLLM returns top-5 plus the sampled token; the Generation keeps the five largest
+    values, so the reward is what the transformers backend computes from the full
+    distribution: chosen / (top-5 + chosen) when the chosen token is not in the top 5."""
+    import torch
+
+    policy = vllm_policy("FLAT")
+    prompt = ids(PROMPTS[0])
+    gens = policy.generate([Continue(prompt, 40, (), temperature=1.0, seed=s) for s in (3, 4)])
+    outside = 0
+    for gen in gens:
+        for k, (token, lp, top5) in enumerate(zip(gen.token_ids, gen.logprobs, gen.top_logprobs)):
+            full = torch.tensor(scripted_lm.FLAT.next_logprobs(list(prompt) + gen.token_ids[:k]), dtype=torch.float64)
+            hf_top5 = full.topk(5).values.tolist()  # what backends/hf.py keeps
+            assert top5 == pytest.approx(hf_top5, abs=1e-9) and lp == pytest.approx(float(full[token]), abs=1e-9)
+            if token not in full.topk(5).indices.tolist():
+                outside += 1
+                expected = math.exp(lp) / (sum(math.exp(t) for t in hf_top5) + math.exp(lp))
+                assert token_confidence(lp, top5) == pytest.approx(expected)
+    assert outside > 10  # the flat model samples outside the top 5 most of the time
+
+
+def test_output_conversion_and_finish_mapping(fake_vllm):
+    from vllm import CompletionOutput, Logprob
+
+    six = {7: Logprob(-3.0, 9), 1: Logprob(-0.5, 1), 2: Logprob(-1.0, 2), 3: Logprob(-1.5, 3), 4: Logprob(-2.0, 4),
+           5: Logprob(-2.5, 5)}
+    gen = to_generation(CompletionOutput(0, "", [7], None, [six], "stop", "\n\n"))
+    assert gen.logprobs == [-3.0] and gen.top_logprobs == [[-0.5, -1.0, -1.5, -2.0, -2.5]]
+    assert (gen.finish, gen.stop) == ("stop", "\n\n")
+    assert token_confidence(-3.0, gen.top_logprobs[0]) < token_confidence(-2.5, gen.top_logprobs[0])
+    out = CompletionOutput(0, "", [], None, [], "stop", None)
+    assert finish_of(out) == ("eos", None)
+    out.stop_reason = 151645  # a generation-config EOS id
+    assert finish_of(out) == ("eos", None)
+    out.finish_reason = "length"
+    assert finish_of(out) == ("length", None)
+    out.finish_reason = "abort"
+    with pytest.raises(RuntimeError, match="abort"):
+        finish_of(out)
+    with pytest.raises(RuntimeError, match="log-probabilities"):
+        to_generation(CompletionOutput(0, "", [7], None, None, "length", None))
+
+
+def test_score_matches_transformers_backend(fake_vllm, hf_policy):
+    pairs = [(list(ids("Q: x\n")), list(ids("Step 1"))), (list(ids("Q: x\n")), list(ids("Step 2"))),
+             (list(ids("Q: y\nStep 1 add.")), list(ids("\n\n")))]
+    policy = vllm_policy()
+    vl = policy.score_many(pairs)
+    assert len(policy.llm.calls) == 1  # every pair in one engine call
+    for (total, greedy), pair in zip(vl, pairs):
+        hf_total, hf_greedy = hf_policy.score(*pair)
+        assert total == pytest.approx(hf_total, abs=1e-4) and greedy == hf_greedy
+    assert [g for _, g in vl] == [True, False, True]
+
+
+# ---------------------------------------------------------------- request building
+def test_requests_are_token_ids_grouped_with_n_and_full_sampling_params(fake_vllm):
+    policy = vllm_policy("FLAT", tensor_parallel_size=1, gpu_memory_utilization=0.5, max_model_len=100)
+    args = policy.llm.engine_args
+    assert args["enable_prefix_caching"] is True and args["logprobs_mode"] == "raw_logprobs"
+    assert args["gpu_memory_utilization"] == 0.5 and args["max_model_len"] == 100
+    a, b = ids(PROMPTS[0]), ids(PROMPTS[1])
+    requests = [
+        Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=11),
+        Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=99),  # same prefix + sampling: joins (n=2)
+        Continue(b, 500, (), 0.0, 0.95, seed=5),  # greedy: alone, top_p 1, max_tokens cut to the context
+        Continue(b, 500, (), 0.0, 0.95, seed=6),  # greedy again: vLLM refuses n>1 for greedy
+        Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=12),  # not adjacent to its twins: own prompt
+    ]
+    assert group_requests(requests) == [[0, 1], [2], [3], [4]]
+    gens = policy.generate(requests)
+    assert len(policy.llm.calls) == 1
+    prompts, params = policy.llm.calls[0]
+    assert [p["prompt_token_ids"] for p in prompts] == [list(a), list(b), list(b), list(a)]
+    assert all(type(t) is int for p in prompts for t in p["prompt_token_ids"])
+    assert [(sp.n, sp.seed, sp.temperature, sp.top_p) for sp in params] == \
+        [(2, 11, 0.7, 0.95), (1, 5, 0.0, 1.0), (1, 6, 0.0, 1.0), (1, 12, 0.7, 0.95)]
+    assert [sp.max_tokens for sp in params] == [30, 100 - len(b), 100 - len(b), 30]
+    assert all(sp.logprobs == 5 and sp.include_stop_str_in_output for sp in params)
+    assert params[0].stop == ["\n\n", "</Output>"] and params[1].stop == []
+    # the group's second sample is vLLM's seed + 1 sample, returned at the second request's place
+    alone = policy.generate([Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=12)])[0]
+    assert gens[1].token_ids == alone.token_ids and gens[4].token_ids == alone.token_ids
+    assert gens[0].token_ids != gens[1].token_ids
+
+
+def test_one_engine_call_per_search_step_across_trees(fake_vllm):
+    policy = vllm_policy()
+    cfg = SearchConfig(simulations=3, children=3)
+    searches = [Search(cfg, policy.encode(p), policy, max_new_tokens=200, until=("</Output>",)) for p in PROMPTS]
+    results = run_searches(searches, policy, width=3)
+    calls = policy.llm.calls
+    # every live tree advances one step per round and each round is one LLM.generate
+    assert len(calls) == policy.generate_calls == max(r.policy_calls for r in results)
+    first_prompts, first_params = calls[0]
+    assert [p["prompt_token_ids"] for p in first_prompts] == [list(policy.encode(p)) for p in PROMPTS]
+    assert [sp.n for sp in first_params] == [3, 3, 3]  # each root's 3 children: one prompt, n=3
+    assert sum(r.policy_calls for r in results) > len(calls)  # calls were shared between trees
+
+
+def test_missing_vllm_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
+    with pytest.raises(BackendUnavailable) as err:
+        vllm_policy()
+    assert "pip install 'marco-eval[vllm]'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_vllm_options_are_validated_before_loading():
+    _, o = build(None, backend="vllm", tensor_parallel_size="2", data_parallel_size="4", gpu_memory_utilization="0.8")
+    assert (o.tensor_parallel_size, o.data_parallel_size, o.gpu_memory_utilization) == (2, 4, 0.8)
+    for bad, msg in [(dict(backend="tpu"), "use hf"), (dict(backend="hf", tensor_parallel_size=2), "accelerate launch"),
+                     (dict(data_parallel_size=2), "backend=vllm"), (dict(backend="vllm", data_parallel_size=0), "positive"),
+                     (dict(backend="vllm", gpu_memory_utilization=1.5), r"\(0, 1\]")]:
+        with pytest.raises(ConfigError, match=msg):
+            build(None, **bad)
+
+
+def test_lm_with_backend_vllm_runs_the_search(fake_vllm):
+    from marco_eval.lm import MarcoMCTSLM
+
+    lm = MarcoMCTSLM(pretrained="scripted_lm:MODEL", backend="vllm", simulations=2, chat_template="off")
+    reqs = [_Request(p, {"until": ["</Output>"], "max_gen_toks": 200}) for p in PROMPTS]
+    texts = lm.generate_until(reqs, disable_tqdm=True)
+    assert all(t.endswith("<Output>7") for t in texts)
+    assert lm.loglikelihood([_Request("Q: x\n", "Step 1")], disable_tqdm=True)[0][1] is True
+
+
+class _Request:
+    def __init__(self, *args):
+        self.args = args
+
+
+# ---------------------------------------------------------------- data parallel workers
+@pytest.fixture(scope="module")
+def worker_pool():
+    from marco_eval.parallel import WorkerPool
+
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(FAKE_VLLM))  # spawned workers start with the parent's sys.path
+    _, options = build(None, backend="vllm", pretrained="scripted_lm:FLAT", data_parallel_size=2)
+    pool = WorkerPool(options, scripted_lm.CharTokenizer())
+    yield pool
+    pool.close()
+    mp.undo()
+
+
+def test_data_parallel_workers_split_whole_trees_and_match_one_process(worker_pool, fake_vllm):
+    cfg = SearchConfig(simulations=2, children=2, temperature=1.0)
+    prompts = [f"Q{i}: {'x' * i}?\n" for i in range(5)]
+    searches = [Search(cfg, worker_pool.encode(p), worker_pool, max_new_tokens=60, until=("</Output>",)) for p in prompts]
+    done = []
+    results = worker_pool.run_searches(searches, width=2, on_done=lambda i, r: done.append(i))
+    assert sorted(done) == list(range(5))
+    single = vllm_policy("FLAT")
+    alone = run_searches([Search(cfg, single.encode(p), single, max_new_tokens=60, until=("</Output>",))
+                          for p in prompts], single, width=2)
+    for search, got, want in zip(searches, results, alone, strict=True):
+        assert got.text == want.text and [r.reward for r in got.tree.rollouts] == [r.reward for r in want.tree.rollouts]
+        assert search.tree is got.tree  # the parent's Search holds the tree for export
+    pairs = [(list(ids("Q: x\n")), list(ids(w))) for w in ("Step 1", "Step 2", "St", "x")]
+    assert worker_pool.score_many(pairs) == single.score_many(pairs)
+
+
+def test_data_parallel_workers_are_persistent_one_engine_each(worker_pool):
+    before = worker_pool.info()
+    assert len({w["pid"] for w in before}) == 2
+    assert [w["cuda_visible_devices"] for w in before] == ["0", "1"]  # one GPU each (nominal on CPU)
+    searches = [Search(SearchConfig(simulations=1), worker_pool.encode(f"Q{i}\n"), worker_pool, max_new_tokens=20)
+                for i in range(2)]
+    worker_pool.run_searches(searches, width=1)
+    after = worker_pool.info()
+    assert [(w["pid"], w["policy"]) for w in after] == [(w["pid"], w["policy"]) for w in before]
+    assert all(a["generate_calls"] > b["generate_calls"] for a, b in zip(after, before))
+
+
+def test_gpu_groups():
+    from marco_eval.parallel import gpu_groups
+
+    assert gpu_groups(2, 2, visible="4,5,6,7") == ["4,5", "6,7"]
+    assert gpu_groups(3, 1, available=4) == ["0", "1", "2"]
+    with pytest.raises(ConfigError, match="needs 4 GPUs but 3 are visible"):
+        gpu_groups(2, 2, visible="0,1,2")
+
+
+def test_a_failing_worker_is_a_one_line_error(monkeypatch):
+    from marco_eval.parallel import WorkerPool
+
+    monkeypatch.syspath_prepend(str(FAKE_VLLM))
+    _, options = build(None, backend="vllm", pretrained="scripted_lm:NO_SUCH_MODEL", data_parallel_size=2)
+    with pytest.raises(RuntimeError, match="data-parallel worker 0 failed: AttributeError") as err:
+        WorkerPool(options, scripted_lm.CharTokenizer())
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- accelerate ranks (transformers backend)
+class FakeState:
+    """accelerate.PartialState of process `rank` in a launch of `world` processes."""
+
+    def __init__(self, rank, world):
+        self.process_index, self.num_processes, self.device = rank, world, "cpu"
+        self.barriers = 0
+
+    def wait_for_everyone(self):
+        self.barriers += 1
+
+
+def test_ranks_shard_requests_through_lm_eval(hf_loads_scripted, monkeypatch, tmp_path):
+    """Under `accelerate launch` each rank's MarcoMCTSLM reports its rank, and lm-eval's own
+    evaluator then hands it only its share of the documents (docs rank, rank+world, ...)."""
+    import torch
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager
+
+    from marco_eval import lm as lm_module
+    from marco_eval.parallel import Ranks
+
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(f'{{"q": "Q{i}: {i}+{i}?", "a": "{2 * i}"}}\n' for i in range(5)))
+    (tmp_path / "tiny.yaml").write_text(
+        "task: tiny_shard\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: \"{{q}}\\n\"\ndoc_to_target: a\n"
+        "generation_kwargs:\n  until: ['</Output>']\n  max_gen_toks: 60\n"
+        "metric_list:\n  - metric: exact_match\n")
+    seen = {}
+    for rank in (0, 1):
+        state = FakeState(rank, 2)
+        monkeypatch.setattr(Ranks, "detect", classmethod(lambda cls, s=state: cls(s)))
+        monkeypatch.setattr(Ranks, "all_gather", lambda self, t: torch.stack([t, t]))
+        monkeypatch.setattr(Ranks, "gather_object", lambda self, obj, dst=0: [obj, obj])
+        lm = lm_module.MarcoMCTSLM(pretrained="scripted", simulations=1, chat_template="off", dtype="float32")
+        assert (lm.rank, lm.world_size) == (rank, 2)
+        prompts = []
+        original = lm.generate_until
+        monkeypatch.setattr(lm, "generate_until", lambda reqs, disable_tqdm=False, o=original, p=prompts:
+                            (p.extend(r.args[0] for r in reqs), o(reqs, True))[1])
+        tasks = TaskManager(include_path=str(tmp_path), include_defaults=False).load(["tiny_shard"])
+        evaluate(lm, tasks, verbosity="ERROR")
+        seen[rank] = prompts
+        assert state.barriers >= 1
+    assert seen[0] == ["Q0: 0+0?\n", "Q2: 2+2?\n", "Q4: 4+4?\n"]
+    assert seen[1] == ["Q1: 1+1?\n", "Q3: 3+3?\n"]
