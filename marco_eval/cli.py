@@ -6,6 +6,7 @@
     marco-eval tree show FILE       render an exported search tree in the terminal
     marco-eval bench [--quick]      KV reuse and batching: engine vs naive vs plain sampling
     marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
+    marco-eval report [RESULTS_DIR]  accuracy/cost/translation tables, CIs, plot, results/README.md
 """
 
 from __future__ import annotations
@@ -110,7 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="also write the JSON lines here")
     b.set_defaults(func=cmd_bench)
     add_judge_parser(sub)
+    r = sub.add_parser("report", help="tables, CIs, paired tests and a plot from results/ (marco_eval/report.py)")
+    r.add_argument("results_dir", nargs="?", default="results", help="folder of runs (default results)")
+    r.add_argument("--out", help="where README.md and report/ go (default RESULTS_DIR)")
+    r.add_argument("--baseline", help="system name the other rows are compared with (paired, same problems)")
+    r.add_argument("--filter", default="flexible-extract", choices=("flexible-extract", "strict-match"))
+    r.add_argument("--exclude", action="append", metavar="SUBDIR",
+                   help="skip RESULTS_DIR/SUBDIR; repeatable; default: runs (raw, not yet slimmed)")
+    r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"), help="what moved between two results folders")
+    r.add_argument("--slim", nargs=2, metavar=("RAW_RUN_DIR", "DEST_DIR"), help="copy a run without dataset text")
+    r.set_defaults(func=cmd_report)
     return p
+
+
+def cmd_report(args) -> int:
+    from marco_eval import report
+
+    exclude = tuple(args.exclude) if args.exclude is not None else report.DEFAULT_EXCLUDE
+    if args.slim:
+        print("\n".join(str(p) for p in report.slim_run(*args.slim)))
+        return 0
+    if args.compare:
+        text, moved = report.compare(*args.compare, filter_name=args.filter, exclude=exclude)
+        print(text)
+        return 1 if moved else 0
+    paths = report.report(args.results_dir, args.out, args.baseline, args.filter, exclude)
+    print(f"wrote {len(paths)} files: {paths[-1]} and {report.TABLES_DIR}/")
+    return 0
 
 
 def cmd_bench(args) -> int:

@@ -1,0 +1,375 @@
+"""`marco-eval report`: parsing real lm-eval 0.4.13 output, statistics on known data, errors,
+determinism, compare, slim.
+
+tests/fixtures/report/ holds two real runs (smollm2-135m, --limit 3), slimmed: see its README.
+Everything else is built here from invented problems (no dataset text).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from marco_eval import report
+from marco_eval.cli import main as cli_main
+from marco_eval.report import ReportError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "report"
+BASE = "smollm2-135m / base_cot"
+SC = "smollm2-135m / self_consistency"
+STAMP = "2026-01-01T00-00-00.000000"
+
+
+# ------------------------------------------------------------------ invented runs, lm-eval's shape
+
+def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], *, config: str = "mcts_step",
+              model: str = "toy-model", candidates: dict[str, list[list]] | None = None, tokens: int = 100,
+              wall: float = 60.0, stamp: str = STAMP, targets: list[str] | None = None) -> Path:
+    """One run folder as lm-eval 0.4.13 writes it (results + samples per task) plus run.json and,
+    when candidates are given, the request store."""
+    run_dir = root / name
+    out = run_dir / "toy-model"
+    out.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"system": system, "model": model, "config": config,
+                                                  "command": f"lm_eval ... {name}"}))
+    results, n_samples = {}, {}
+    for task, per_doc in scores.items():
+        acc = sum(per_doc) / len(per_doc)
+        results[task] = {"alias": task, "exact_match,strict-match": acc, "exact_match_stderr,strict-match": 0.0,
+                         "exact_match,flexible-extract": acc, "exact_match_stderr,flexible-extract": 0.0}
+        n_samples[task] = {"original": 250, "effective": len(per_doc)}
+        lines = []
+        for filt in ("strict-match", "flexible-extract"):
+            for doc_id, score in enumerate(per_doc):
+                target = targets[doc_id] if targets else str(doc_id + 10)
+                lines.append({"doc_id": doc_id, "target": target, "resps": [["..."]], "filtered_resps": ["1"],
+                              "filter": filt, "metrics": ["exact_match"], "doc_hash": f"h{task}{doc_id}",
+                              "exact_match": float(score)})
+        (out / f"samples_{task}_{stamp}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    doc = {"results": results, "n-samples": n_samples, "total_evaluation_time_seconds": str(wall),
+           "config": {"model": "marco_mcts", "model_args": f"pretrained={model},config={config}",
+                      "marco_eval_config_file": config},
+           "model_name": model, "lm_eval_version": "0.4.13"}
+    (out / f"results_{stamp}.json").write_text(json.dumps(doc))
+    if candidates:
+        records = [{"key": f"{task}-{d}", "fingerprint": "f", "task": task, "doc_id": d, "text": "...", "answer": c[0],
+                    "candidates": c, "generated_tokens": tokens, "policy_calls": 3, "seconds": 1.5}
+                   for task, per_doc in candidates.items() for d, c in enumerate(per_doc)]
+        (run_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run_dir
+
+
+@pytest.fixture
+def two_systems(tmp_path):
+    root = tmp_path / "results"
+    base = [1, 0, 0, 1, 0, 1, 0, 0, 1, 0]
+    mcts = [1, 1, 1, 1, 0, 1, 1, 0, 1, 1]  # 4 wins over the baseline, 0 losses
+    write_run(root, "base", "toy / base_cot", {"mgsm_en": base, "mgsm_zh": base}, config="base_cot", tokens=80,
+              candidates={"mgsm_en": [[str(d + 10)] if s else ["0"] for d, s in enumerate(base)]})
+    # 8 candidates per problem: the right answer first for the solved ones, 5th for two more.
+    cands = [[str(d + 10)] + ["0"] * 7 if s else ["0"] * 4 + [str(d + 10)] + ["0"] * 3 if d in (4, 7) else ["0"] * 8
+             for d, s in enumerate(mcts)]
+    write_run(root, "mcts", "toy / mcts_step", {"mgsm_en": mcts}, tokens=800, candidates={"mgsm_en": cands})
+    return root
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ real lm-eval 0.4.13 files
+
+def test_parses_real_lm_eval_results():
+    loaded = report.load(FIXTURES)
+    runs = {(r.system, r.task): r for r in loaded.tasks}
+    assert set(runs) == {(BASE, "mgsm_en"), (BASE, "mgsm_zh"), (SC, "mgsm_en"), (SC, "mgsm_zh")}
+    for run in runs.values():
+        doc = json.loads(run.results_file.read_text())
+        assert run.n == doc["n-samples"][run.task]["effective"] == 3
+        assert run.accuracy == pytest.approx(doc["results"][run.task]["exact_match,flexible-extract"])
+        assert sorted(run.scores) == [0, 1, 2]
+        wall = float(doc["total_evaluation_time_seconds"])
+        assert run.seconds_per_problem == pytest.approx(wall / 6)  # two tasks of three problems
+    assert runs[BASE, "mgsm_en"].accuracy == pytest.approx(1 / 3)
+    strict = report.load(FIXTURES, filter_name="strict-match")
+    assert {(r.system, r.task): r.accuracy for r in strict.tasks}[BASE, "mgsm_en"] == 0.0
+
+
+def test_report_on_real_fixtures(tmp_path):
+    report.report(FIXTURES, tmp_path, baseline=BASE)
+    rows = {r["system"]: r for r in csv_rows(tmp_path / "report" / "mgsm.csv")}
+    assert float(rows[BASE]["mgsm_en_acc"]) == pytest.approx(1 / 3)
+    assert rows[SC]["mgsm_en_n"] == "3"
+    assert rows[BASE]["sources"] and rows[SC]["sources"]
+    readme = (tmp_path / "README.md").read_text()
+    assert "| " + BASE + " |" in readme and "results_" in readme
+
+
+# ------------------------------------------------------------------ statistics on known data
+
+def test_bootstrap_ci_known_data():
+    assert report.bootstrap_ci([1.0] * 50) == (1.0, 1.0)
+    assert report.bootstrap_ci([0.0] * 50) == (0.0, 0.0)
+    half = np.array([0, 1] * 200, dtype=float)  # p = 0.5, n = 400: normal approx. half-width 0.049
+    lo, hi = report.bootstrap_ci(half)
+    assert lo == pytest.approx(0.5 - 0.049, abs=0.006) and hi == pytest.approx(0.5 + 0.049, abs=0.006)
+    assert report.bootstrap_ci(half) == (lo, hi)  # fixed seed: same interval every call
+    skewed = np.array([1] * 90 + [0] * 10, dtype=float)  # p = 0.9, n = 100: about [0.84, 0.96]
+    lo, hi = report.bootstrap_ci(skewed)
+    assert 0.82 <= lo <= 0.86 and 0.94 <= hi <= 0.97
+
+
+def test_mcnemar_exact_known_data():
+    a, b = np.array([1, 1, 0, 0]), np.array([1, 1, 0, 0])
+    assert report.mcnemar_exact(a, b) == (0, 0, 1.0)
+    wins10 = report.mcnemar_exact(np.ones(10), np.zeros(10))
+    assert wins10 == (10, 0, pytest.approx(2 / 1024))
+    # 3 wins, 1 loss: p = 2 * (C(4,0) + C(4,1)) / 2^4 = 0.625
+    assert report.mcnemar_exact(np.array([1, 1, 1, 0]), np.array([0, 0, 0, 1]))[2] == pytest.approx(0.625)
+    # symmetric and capped at 1: 2 wins, 2 losses
+    assert report.mcnemar_exact(np.array([1, 1, 0, 0]), np.array([0, 0, 1, 1]))[2] == 1.0
+
+
+def test_paired_row_against_baseline(two_systems, tmp_path):
+    report.report(two_systems, tmp_path, baseline="toy / base_cot")
+    rows = {r["system"]: r for r in csv_rows(tmp_path / "report" / "mgsm.csv")}
+    mcts = rows["toy / mcts_step"]
+    assert float(mcts["mgsm_en_acc"]) == 0.8 and float(mcts["mgsm_en_delta"]) == pytest.approx(0.4)
+    assert (mcts["mgsm_en_wins"], mcts["mgsm_en_losses"]) == ("4", "0")
+    assert float(mcts["mgsm_en_p_mcnemar"]) == pytest.approx(2 / 16)
+    assert float(mcts["mgsm_en_delta_lo"]) > 0  # 4 wins, no losses: the paired CI excludes 0
+    assert mcts["mgsm_zh_acc"] == ""  # that system has no Zh run
+    assert list(rows) == ["toy / base_cot", "toy / mcts_step"]  # baseline first
+
+
+def test_test_at_n_from_store(two_systems, tmp_path):
+    report.report(two_systems, tmp_path)
+    rows = {r["system"]: r for r in csv_rows(tmp_path / "report" / "test_at_n.csv")}
+    mcts = rows["toy / mcts_step"]
+    assert mcts["mgsm_en_candidates_min"] == "8"
+    assert float(mcts["mgsm_en_test@1"]) == 0.8 and float(mcts["mgsm_en_test@8"]) == 1.0
+    assert mcts["mgsm_en_test@32"] == ""  # fewer than 32 candidates: not reported
+    assert rows["toy / base_cot"]["mgsm_en_test@8"] == ""
+    cost = {(r["system"], r["task"]): r for r in csv_rows(tmp_path / "report" / "cost.csv")}
+    assert float(cost["toy / mcts_step", "mgsm_en"]["tokens_per_problem"]) == 800
+    assert float(cost["toy / mcts_step", "mgsm_en"]["acc_pct_per_1k_tokens"]) == pytest.approx(100)
+    assert cost["toy / base_cot", "mgsm_zh"]["tokens_per_problem"] == ""  # the store has no Zh records
+    assert float(cost["toy / base_cot", "mgsm_en"]["seconds_per_problem"]) == pytest.approx(3.0)  # 60 s / 20
+
+
+def test_tokens_sidecar(tmp_path):
+    root = tmp_path / "results"
+    run = write_run(root, "a", "toy / a", {"mgsm_en": [1, 0]})
+    (run / "tokens.json").write_text(json.dumps({"mgsm_en": {"problems": 2, "generated_tokens": 300}}))
+    assert report.load(root).tasks[0].tokens_per_problem == 150
+    (run / "tokens.json").write_text(json.dumps({"mgsm_en": {"problems": 5, "generated_tokens": 300}}))
+    with pytest.raises(ReportError, match="counts 5 problems"):
+        report.load(root)
+
+
+# ------------------------------------------------------------------ determinism and atomicity
+
+def test_byte_identical_outputs(two_systems, tmp_path):
+    first, second = tmp_path / "one", tmp_path / "two"
+    report.report(two_systems, first, baseline="toy / base_cot")
+    report.report(two_systems, second, baseline="toy / base_cot")
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert Path("report/accuracy_vs_tokens.png") in names and Path("README.md") in names
+    assert names == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert (first / "report/accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_regenerates_readme_in_place_unchanged(two_systems):
+    report.report(two_systems, baseline="toy / base_cot")
+    before = (two_systems / "README.md").read_bytes()
+    report.report(two_systems, baseline="toy / base_cot")  # the tables' own files do not disturb a rerun
+    assert (two_systems / "README.md").read_bytes() == before
+
+
+def test_error_writes_nothing(two_systems, tmp_path):
+    (two_systems / "mcts" / "run.json").write_text("{")
+    with pytest.raises(ReportError):
+        report.report(two_systems, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ errors
+
+def test_malformed_results_json(two_systems):
+    path = next((two_systems / "mcts").rglob("results_*.json"))
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ReportError, match=r"results_.*not valid lm-eval results JSON"):
+        report.load(two_systems)
+
+
+def test_missing_manifest(two_systems):
+    (two_systems / "mcts" / "run.json").unlink()
+    with pytest.raises(ReportError, match=r"no run\.json in its folder"):
+        report.load(two_systems)
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"model": "m", "config": "c", "command": "x"}, "missing 'system'"),
+    ({"system": "s", "model": "m", "config": "c", "command": "x", "sytem": "s"}, "unknown key 'sytem'"),
+    ({"system": "s", "model": "m", "config": "c", "command": 3}, "'command' has the wrong type"),
+    ({"system": " ", "model": "m", "config": "c", "command": "x"}, "'system' is empty"),
+    ([], "must be a JSON object"),
+])
+def test_malformed_manifest(tmp_path, manifest, message):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ReportError, match=message):
+        report.load_manifest(path)
+
+
+def test_manifest_that_does_not_match_the_run(tmp_path):
+    root = tmp_path / "results"
+    run = write_run(root, "a", "toy / a", {"mgsm_en": [1, 0]}, config="mcts_step")
+    manifest = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**manifest, "config": "base_cot"}))
+    with pytest.raises(ReportError, match="ran config=mcts_step but .* says config 'base_cot'"):
+        report.load(root)
+    (run / "run.json").write_text(json.dumps({**manifest, "model": "other-model"}))
+    with pytest.raises(ReportError, match="ran pretrained=toy-model"):
+        report.load(root)
+
+
+def test_duplicate_system_and_task_names_both_files(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "first", "toy / a", {"mgsm_en": [1, 0]})
+    write_run(root, "second", "toy / a", {"mgsm_en": [0, 0]})
+    with pytest.raises(ReportError, match=r"two runs claim system 'toy / a' task mgsm_en: "
+                                          r"first/toy-model/results_.*\.json and second/toy-model/results_.*\.json"):
+        report.load(root)
+
+
+def test_mismatched_problems_between_paired_rows(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "base", "toy / base", {"mgsm_en": [1, 0, 1]})
+    write_run(root, "other", "toy / other", {"mgsm_en": [1, 1]})
+    report.load(root)  # loading is fine; pairing is not
+    with pytest.raises(ReportError, match=r"mgsm_en: 'toy / other' \(other/.*\) and 'toy / base' \(base/.*\) "
+                                          r"scored different problems"):
+        report.report(root, tmp_path / "out", baseline="toy / base")
+    with pytest.raises(ReportError, match="not a system with MGSM runs"):
+        report.report(root, tmp_path / "out", baseline="toy / nope")
+
+
+def test_different_data_for_the_same_doc_ids(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "base", "toy / base", {"mgsm_en": [1, 0]})
+    write_run(root, "other", "toy / other", {"mgsm_en": [1, 1]}, targets=["10", "99"])
+    with pytest.raises(ReportError, match="disagree on problem doc_id 1"):
+        report.report(root, tmp_path / "out", baseline="toy / base")
+
+
+def test_samples_from_another_run(tmp_path):
+    root = tmp_path / "results"
+    run = write_run(root, "a", "toy / a", {"mgsm_en": [1, 0, 0]})
+    results = next(run.rglob("results_*.json"))
+    doc = json.loads(results.read_text())
+    doc["results"]["mgsm_en"]["exact_match,flexible-extract"] = 0.9
+    results.write_text(json.dumps(doc))
+    with pytest.raises(ReportError, match="mean exact_match 0.333333 differs"):
+        report.load(root)
+    next(run.rglob("samples_*.jsonl")).unlink()
+    with pytest.raises(ReportError, match="rerun lm_eval with --log_samples"):
+        report.load(root)
+
+
+def test_store_that_does_not_match(tmp_path):
+    root = tmp_path / "results"
+    run = write_run(root, "a", "toy / a", {"mgsm_en": [1, 0]}, candidates={"mgsm_en": [["10"], ["0"], ["1"]]})
+    with pytest.raises(ReportError, match=r"requests\.jsonl: mgsm_en records do not match"):
+        report.load(root)
+    (run / "requests.jsonl").write_text('{"task": "mgsm_en"}\n')
+    with pytest.raises(ReportError, match=r"requests\.jsonl:1: field 'doc_id' missing"):
+        report.load(root)
+
+
+def test_cli_errors_are_one_line(two_systems, capsys):
+    (two_systems / "mcts" / "run.json").unlink()
+    assert cli_main(["report", str(two_systems)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run.json" in err
+
+
+def test_excluded_raw_runs(two_systems, tmp_path):
+    raw = two_systems / "runs" / "raw"
+    (raw / "m").mkdir(parents=True)
+    shutil.copy(next((two_systems / "mcts").rglob("results_*.json")), raw / "m")  # no run.json yet: raw
+    assert len(report.load(two_systems).runs) == 2  # results/runs/ is skipped by default
+    with pytest.raises(ReportError, match="no run.json"):
+        report.load(two_systems, exclude=())
+
+
+# ------------------------------------------------------------------ translation and human judgement
+
+def test_translation_and_judge_tables(tmp_path):
+    root = tmp_path / "results"
+    run = root / "tr"
+    (run / "m").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"system": "toy / mcts_step", "model": "toy", "config": "mcts_step",
+                                              "command": "x"}))
+    doc = {"results": {"wmt22_zh_en": {"bleu,output": 21.5, "bleu_stderr,output": "N/A", "chrf++,output": 48.25,
+                                       "ter,output": 70.0,
+                                       "bleu_signature,output": "nrefs:2|case:mixed|tok:13a|smooth:exp|version:2.6.0"}},
+           "n-samples": {"wmt22_zh_en": {"original": 1875, "effective": 50}},
+           "config": {"model": "marco_mcts", "model_args": {"pretrained": "toy"}}, "total_evaluation_time_seconds": "5"}
+    (run / "m" / f"results_{STAMP}.json").write_text(json.dumps(doc))
+    summary = {"schema_version": 1, "task": "colloquial_zh_en",
+               "systems": [{"system": "toy / mcts_step", "n_items": 20, "n_ratings": 80, "adequacy_mean": 3.5,
+                            "adequacy_ci": [3.1, 3.9], "fluency_mean": None, "fluency_ci": None}],
+               "alpha": {"adequacy": 0.61, "fluency": None}}
+    (root / "sheet.summary.json").write_text(json.dumps(summary))
+    report.report(root, tmp_path / "out")
+    tr = csv_rows(tmp_path / "out" / "report" / "translation.csv")
+    assert tr == [{"system": "toy / mcts_step", "task": "wmt22_zh_en", "n": "50", "bleu": "21.5", "chrf++": "48.25",
+                   "ter": "70.0", "comet": "", "signatures": "bleu_signature: nrefs:2|case:mixed|tok:13a|smooth:exp|version:2.6.0",
+                   "sources": "R1"}]
+    human = csv_rows(tmp_path / "out" / "report" / "human.csv")
+    assert human[0]["adequacy"] == "3.5" and human[0]["fluency"] == "" and human[0]["sources"] == "J1"
+    assert "adequacy = 0.610" in (tmp_path / "out" / "report" / "human.md").read_text()
+    (root / "sheet.summary.json").write_text(json.dumps({"systems": [{"system": "x"}]}))
+    with pytest.raises(ReportError, match=r"sheet\.summary\.json: systems\[0\] is malformed"):
+        report.load(root)
+
+
+# ------------------------------------------------------------------ compare and slim
+
+def test_compare(two_systems, tmp_path):
+    text, moved = report.compare(two_systems, two_systems)
+    assert moved == 0 and "| toy / mcts_step | MGSM-En | 80.00" in text
+    new = tmp_path / "new"
+    shutil.copytree(two_systems, new)
+    shutil.rmtree(new / "mcts")
+    write_run(new, "mcts", "toy / mcts_step", {"mgsm_en": [0] * 10})  # collapsed to 0%
+    text, moved = report.compare(two_systems, new)
+    row = next(line for line in text.splitlines() if line.startswith("| toy / mcts_step"))
+    assert "| 0.00 | -80.00 | yes |" in row and moved == 1
+    assert cli_main(["report", "--compare", str(two_systems), str(new)]) == 1
+    assert cli_main(["report", "--compare", str(two_systems), str(two_systems)]) == 0
+
+
+def test_slim_drops_dataset_text(tmp_path):
+    raw = write_run(tmp_path / "raw", "a", "toy / a", {"mgsm_en": [1, 0]},
+                    candidates={"mgsm_en": [["10"], ["0"]]})
+    samples = next(raw.rglob("samples_*.jsonl"))
+    rows = [dict(json.loads(line), doc={"question": "Q?"}, arguments={"gen_args_0": {"arg_0": "Q?"}})
+            for line in samples.read_text().splitlines()]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (raw / "trees").mkdir()
+    (raw / "trees" / "t.json").write_text("{}")
+    written = report.slim_run(raw, tmp_path / "slim")
+    names = sorted(p.relative_to(tmp_path / "slim").as_posix() for p in written)
+    assert "trees/t.json" not in names and "requests.jsonl" in names and "run.json" in names
+    slim_samples = next((tmp_path / "slim").rglob("samples_*.jsonl")).read_text()
+    assert "Q?" not in slim_samples and '"exact_match"' in slim_samples
+    assert report.load(tmp_path / "slim").tasks[0].accuracy == 0.5
