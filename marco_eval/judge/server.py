@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import sys
 import threading
 from http import HTTPStatus
@@ -66,7 +67,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
         route = routes.get(urlsplit(self.path).path)
         if route is None:
             return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {self.path}"})
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit():
+            return self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "a POST needs a Content-Length"})
+        length = int(length)
         if length > MAX_BODY:
             return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request body too large"})
         try:
@@ -89,8 +93,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def _answer(self, work) -> None:
         try:
             self._json(HTTPStatus.OK, work())
-        except JudgeError as e:
+        except JudgeError as e:  # the request is wrong: the page drops it and says why
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+        except sqlite3.Error as e:  # the disk is: the page keeps the rating and retries
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"ratings store: {e}"})
 
     def _json(self, status: HTTPStatus, doc: dict) -> None:
         self._send(status, json.dumps(doc, ensure_ascii=False).encode(), "application/json")
