@@ -5,6 +5,7 @@ a browser here). Skipped when either is missing on a developer machine; on CI (C
 missing is a failure, because .ci/run installs both.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -30,9 +31,7 @@ def _need_browser():
     missing = []
     if not Path(CHROMIUM).exists():
         missing.append(f"chromium ({CHROMIUM}; apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         missing.append("playwright (pip install -e '.[dev]')")
     if missing:
         reason = "browser test needs " + " and ".join(missing)
