@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", help="system name the other rows are compared with (paired, same problems)")
     r.add_argument("--filter", default="flexible-extract", choices=("flexible-extract", "strict-match"))
     r.add_argument("--exclude", action="append", metavar="SUBDIR",
-                   help="skip RESULTS_DIR/SUBDIR; repeatable; default: runs (raw, not yet slimmed)")
+                   help="skip RESULTS_DIR/SUBDIR; repeatable; default: runs and make_eval (gitignored scratch)")
     r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"), help="what moved between two results folders")
     r.add_argument("--slim", nargs=2, metavar=("RAW_RUN_DIR", "DEST_DIR"), help="copy a run without dataset text")
     r.set_defaults(func=cmd_report)

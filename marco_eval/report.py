@@ -50,7 +50,8 @@ TOKENS = "tokens.json"
 JUDGE_SUMMARY = "*.summary.json"  # `marco-eval judge summarize` writes <sheet>.summary.json
 TABLES_DIR = "report"
 PLOT = "accuracy_vs_tokens.png"
-DEFAULT_EXCLUDE = ("runs",)  # results/runs/: raw lm-eval outputs, gitignored until slimmed
+# Gitignored scratch under results/: raw lm-eval outputs before slimming, `make eval` output.
+DEFAULT_EXCLUDE = ("runs", "make_eval")
 
 MANIFEST_REQUIRED = {"system": str, "model": str, "config": str, "command": str}
 MANIFEST_OPTIONAL = {"wall_seconds": (int, float), "notes": str, "store": str}

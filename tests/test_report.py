@@ -6,6 +6,7 @@ Everything else is built here from invented problems (no dataset text).
 """
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 
 from marco_eval import report
+from marco_eval.cli import build_parser
 from marco_eval.cli import main as cli_main
 from marco_eval.report import ReportError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
+REPO = Path(__file__).resolve().parent.parent
 BASE = "smollm2-135m / base_cot"
 SC = "smollm2-135m / self_consistency"
 STAMP = "2026-01-01T00-00-00.000000"
@@ -191,6 +194,22 @@ def test_regenerates_readme_in_place_unchanged(two_systems):
     before = (two_systems / "README.md").read_bytes()
     report.report(two_systems, baseline="toy / base_cot")  # the tables' own files do not disturb a rerun
     assert (two_systems / "README.md").read_bytes() == before
+
+
+def test_committed_results_readme_is_current(tmp_path, monkeypatch):
+    """results/README.md and its tables are what the command written in it regenerates
+    (text files; the PNG's bytes depend on the matplotlib/freetype build, so only its presence)."""
+    readme = REPO / "results" / "README.md"
+    line = next(x.strip() for x in readme.read_text().splitlines() if x.startswith("    marco-eval report"))
+    args = build_parser().parse_args(shlex.split(line)[1:] + ["--out", str(tmp_path)])
+    monkeypatch.chdir(REPO)
+    assert args.func(args) == 0
+    regenerated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    for name in regenerated:
+        committed = REPO / "results" / name
+        assert committed.is_file(), f"results/{name} is missing: rerun `{line}`"
+        if name.suffix != ".png":
+            assert committed.read_bytes() == (tmp_path / name).read_bytes(), f"results/{name} is stale: rerun `{line}`"
 
 
 def test_error_writes_nothing(two_systems, tmp_path):
