@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import io
 import json
 import math
@@ -97,6 +98,8 @@ class TaskRun:
     policy_calls_per_problem: float | None = None
     tokens_file: Path | None = None
     seconds_per_problem: float | None = None
+    first_correct: np.ndarray | None = None  # caches: Test@N, the accuracy with its CI
+    accuracy_ci: "Accuracy | None" = None
 
     @property
     def accuracy(self) -> float:
@@ -321,6 +324,15 @@ def task_count(doc: dict, task: str, path: Path) -> int:
     return n
 
 
+def wall_seconds(doc: dict, path: Path) -> float | None:
+    """lm-eval 0.4.x writes total_evaluation_time_seconds as a string."""
+    value = doc.get("total_evaluation_time_seconds")
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        raise ReportError(f"{path}: total_evaluation_time_seconds is {value!r}, not a number") from None
+
+
 def load_results_file(path: Path, source: str, root: Path, metric_key: str, filter_name: str,
                       skipped: list[str]) -> tuple[RunFile, list[TaskRun]]:
     doc = read_json(path, "lm-eval results JSON")
@@ -349,8 +361,7 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
             if run.tokens_file is None and tokens_path.is_file():
                 attach_tokens_sidecar(run, tokens_path)
         runs.append(run)
-    wall = doc.get("total_evaluation_time_seconds")
-    wall = float(wall) if wall is not None else None
+    wall = wall_seconds(doc, path)
     problems = sum(task_count(doc, t, path) for t in doc["results"])
     for run in runs:
         run.seconds_per_problem = wall / problems if wall is not None and problems else None
@@ -476,7 +487,8 @@ def bootstrap_ci(values, level: float = CI_LEVEL, **kwargs) -> tuple[float, floa
     if len(values) == 0:
         raise ReportError("bootstrap of no values")
     means = bootstrap_means(values, **kwargs)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    # inverted_cdf: the classic percentile, an attainable resample mean rather than an interpolation
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2], method="inverted_cdf")
     return float(lo), float(hi)
 
 
@@ -514,6 +526,12 @@ def accuracy_of(values: np.ndarray) -> Accuracy:
     return Accuracy(float(values.mean()), lo, hi, len(values))
 
 
+def run_accuracy(run: TaskRun) -> Accuracy:
+    if run.accuracy_ci is None:
+        run.accuracy_ci = accuracy_of(run.score_vector())
+    return run.accuracy_ci
+
+
 def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
     check_same_problems(run, base, root)
     a, b = run.score_vector(), base.score_vector()
@@ -522,12 +540,22 @@ def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
     return Paired(float(a.mean() - b.mean()), lo, hi, wins, losses, p)
 
 
+same_answer = functools.lru_cache(maxsize=None)(answers_match)  # rollouts repeat answers a lot
+
+
+def first_correct(run: TaskRun) -> np.ndarray:
+    """Per problem (doc_id order): the index of the first candidate that matches the target, or inf."""
+    if run.first_correct is None:
+        run.first_correct = np.array([next((i for i, c in enumerate(run.candidates[d]) if same_answer(c, run.targets[d])),
+                                           math.inf) for d in sorted(run.candidates)], dtype=float)
+    return run.first_correct
+
+
 def test_at_n(run: TaskRun, n: int) -> np.ndarray | None:
     """Per problem: 1 when any of the first n candidates matches the target; None when too few."""
     if run.candidates is None or min(len(c) for c in run.candidates.values()) < n:
         return None
-    return np.array([float(any(answers_match(c, run.targets[d]) for c in run.candidates[d][:n]))
-                     for d in sorted(run.candidates)])
+    return (first_correct(run) < n).astype(float)
 
 
 # =============================================================================== tables
@@ -592,7 +620,7 @@ def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
         md, row, sources = [system], [system], []
         for task in MGSM_TASKS:
             run = runs.get((system, task))
-            acc = accuracy_of(run.score_vector()) if run else None
+            acc = run_accuracy(run) if run else None
             md.append(acc_md(acc))
             row += acc_csv(acc)
             if baseline:
@@ -654,7 +682,7 @@ def test_at_table(loaded: Loaded) -> Table:
 
 def cost_rows(loaded: Loaded) -> list[tuple[TaskRun, Accuracy]]:
     runs = mgsm_runs(loaded)
-    return [(runs[k], accuracy_of(runs[k].score_vector())) for k in sorted(runs)]
+    return [(runs[k], run_accuracy(runs[k])) for k in sorted(runs)]
 
 
 def cost_table(loaded: Loaded) -> Table:
@@ -729,8 +757,8 @@ def human_table(loaded: Loaded) -> Table:
                         shown(row.fluency), row.source])
         csv_rows.append([row.system, row.task, row.n_items, row.n_ratings, *map(num, row.adequacy or (None,) * 3),
                          *map(num, row.fluency or (None,) * 3), row.source])
-    alpha = "; ".join(f"{name} = {value:.3f}" if isinstance(value, float) else f"{name} = {value}"
-                      for _, name, value in loaded.judge_alpha)
+    alpha = "; ".join(f"{source} {name} = {value:.3f}" if isinstance(value, float) else f"{source} {name} = {value}"
+                      for source, name, value in loaded.judge_alpha)
     note = ("Human adequacy and fluency from `marco-eval judge summarize` (its bootstrap CIs over items)."
             + (f" Krippendorff's alpha: {alpha}." if alpha else ""))
     return Table("human", "Translation: human judgement", note, columns, md_rows, csv_columns, csv_rows)
@@ -934,7 +962,7 @@ def compare(old_dir: Path, new_dir: Path, filter_name: str = "flexible-extract",
             lines.append(f"| {key[0]} | {MGSM_TASKS[key[1]]} | {status} | | | | | "
                          f"{'' if a is None else src} | {src if a is None else ''} |")
             continue
-        acc_old, acc_new = accuracy_of(a.score_vector()), b.accuracy
+        acc_old, acc_new = run_accuracy(a), b.accuracy
         outside = not (acc_old.lo <= acc_new <= acc_old.hi)
         moved += outside
         same = set(a.scores) == set(b.scores) and all(a.targets[d] == b.targets[d] for d in a.scores)
