@@ -783,7 +783,8 @@ def runs_table(loaded: Loaded) -> Table:
         source = next(r.source for r in loaded.judge if r.path == path)
         md_rows.append([source, rel(path, root), "(judge summary)", "", "—", "—", "`marco-eval judge summarize`"])
         csv_rows.append([source, rel(path, root), "", "", "", "", "", "", "", "", "marco-eval judge summarize", ""])
-    note = "Every number above names its source here. Paths are relative to this folder; commands from each run.json."
+    note = ("Every number above names its source here. Paths are relative to the results folder; commands are "
+            "from each run.json.")
     return Table("runs", "Runs (sources)", note, columns, md_rows, csv_columns, csv_rows)
 
 
@@ -883,7 +884,7 @@ def render_readme(tables: list[Table], loaded: Loaded, command: str) -> str:
     skipped = "".join(f"\n- {s}" for s in loaded.skipped_tasks)
     head = f"""# Results
 
-Generated from the runs in this folder by
+Generated from the runs in the results folder by
 
     {command}
 
