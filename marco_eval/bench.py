@@ -13,6 +13,11 @@ and prints one JSON object per workload/action. forwarded_tokens counts every to
 position the model processed (prefill and decode, padding included);
 forwarded_per_generated = (forwarded_tokens - prompt_tokens) / generated_tokens, so 1.0
 means that after the one-time prompt prefill every token was forwarded exactly once.
+
+`--backend vllm` (a GPU machine with the [vllm] extra) runs the same search on the vLLM
+backend and compares it with plain vLLM sampling of the same number of tokens from the
+same prompts (prefill included on both sides; vLLM's prefix cache is always on, so there
+is no naive row); engine_calls counts LLM.generate calls, one per search step.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class BenchSpec:
     max_batch: int = 8  # rows per forward pass, for the engine and for plain sampling alike
     dtype: str = "auto"
     seed: int = 1234
+    backend: str = "hf"  # or "vllm"
+    tensor_parallel_size: int = 1  # vllm: GPUs per engine
+    gpu_memory_utilization: float = 0.9  # vllm
 
 
 QUICK = dict(model="smollm2-135m", workloads=("zero_shot",), problems=2, simulations=1, max_new_tokens=24,
@@ -74,15 +82,19 @@ def run_search(policy, prompts_ids, spec: BenchSpec, action: str) -> dict:
 
     cfg = SearchConfig(simulations=spec.simulations, children=spec.children, action=action,
                        mini_step_tokens=spec.mini_step_tokens, seed=spec.seed)
-    policy.forwarded_tokens = 0
-    policy.kv.clear()
+    if hasattr(policy, "kv"):  # the transformers backend's own cache and counter
+        policy.forwarded_tokens = 0
+        policy.kv.clear()
+    calls_before = getattr(policy, "generate_calls", 0)
     searches = [Search(cfg, ids, policy, max_new_tokens=spec.max_new_tokens, until=("</Output>",))
                 for ids in prompts_ids]
     start = time.perf_counter()
     results = run_searches(searches, policy, width=spec.tree_batch)
     seconds = time.perf_counter() - start
     generated = sum(r.generated_tokens for r in results)
-    return {"generated": generated, "forwarded": policy.forwarded_tokens, "seconds": seconds}
+    return {"generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None), "seconds": seconds,
+            "engine_calls": getattr(policy, "generate_calls", 0) - calls_before,
+            "search_steps": max(r.policy_calls for r in results)}
 
 
 def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: float) -> dict:
@@ -114,7 +126,61 @@ def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: floa
     return {"generated": made, "seconds": seconds}
 
 
+def run_vllm_sampling(policy, prompts_ids, tokens: int, seed: int) -> dict:
+    """Plain vLLM sampling over the same prompts: n samples each, exactly `tokens` in all."""
+    vllm = policy._vllm
+    per_row = max(8, min(512, -(-tokens // len(prompts_ids))))
+    n = max(1, -(-tokens // (per_row * len(prompts_ids))))
+    params = vllm.SamplingParams(n=n, temperature=0.7, top_p=0.95, max_tokens=per_row, min_tokens=per_row,
+                                 ignore_eos=True, seed=seed)
+    start = time.perf_counter()
+    outputs = policy.llm.generate([vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts_ids], params,
+                                  use_tqdm=False)
+    seconds = time.perf_counter() - start
+    return {"generated": sum(len(o.token_ids) for r in outputs for o in r.outputs), "seconds": seconds}
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a label only
+        return None
+
+
+def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
+    from marco_eval.backends.vllm import VLLMPolicy, import_vllm
+    from marco_eval.models import resolve
+
+    import_vllm()  # no vllm: a one-line error now, before an alias is pulled
+    policy = VLLMPolicy(resolve(spec.model), dtype=spec.dtype, tensor_parallel_size=spec.tensor_parallel_size,
+                        gpu_memory_utilization=spec.gpu_memory_utilization)
+    out = []
+    for workload in spec.workloads:
+        prompts = [chat_ids(policy, p) for p in mgsm_prompts(spec.problems, few_shot=workload == "few_shot")]
+        for action in spec.actions:
+            engine = run_search(policy, prompts, spec, action)
+            sampling = run_vllm_sampling(policy, prompts, engine["generated"], spec.seed)
+            tps, sampling_tps = engine["generated"] / engine["seconds"], sampling["generated"] / sampling["seconds"]
+            row = {
+                "backend": "vllm", "workload": workload, "action": action, "model": spec.model, "dtype": policy.dtype,
+                "gpu": gpu_name(), "tensor_parallel_size": spec.tensor_parallel_size, "problems": spec.problems,
+                "simulations": spec.simulations, "children": spec.children, "tree_batch": spec.tree_batch,
+                "prompt_tokens": sum(len(p) for p in prompts), "generated_tokens": engine["generated"],
+                "engine_calls": engine["engine_calls"], "search_steps": engine["search_steps"],
+                "tokens_per_s": round(tps, 2), "sampling_tokens_per_s": round(sampling_tps, 2),
+                "throughput_vs_sampling": round(tps / sampling_tps, 3),
+                "seconds": {"engine": round(engine["seconds"], 2), "sampling": round(sampling["seconds"], 2)},
+            }
+            log(json.dumps(row))
+            out.append(row)
+    return out
+
+
 def bench(spec: BenchSpec, log=print) -> list[dict]:
+    if spec.backend == "vllm":
+        return bench_vllm(spec, log)
     from marco_eval.backends.hf import TransformersPolicy
     from marco_eval.models import resolve
 
@@ -157,7 +223,8 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
 
 def main(args) -> int:
     spec = BenchSpec(**(QUICK if args.quick else {}))
-    for name in ("model", "problems", "simulations", "children", "tree_batch", "max_new_tokens", "dtype", "max_batch"):
+    for name in ("model", "problems", "simulations", "children", "tree_batch", "max_new_tokens", "dtype", "max_batch",
+                 "backend", "tensor_parallel_size"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(spec, name, value)
@@ -169,11 +236,15 @@ def main(args) -> int:
           [a for a in spec.actions if a not in ("step", "mini_step")]
     if bad:
         raise ValueError(f"unknown workload/action {bad}; workloads: zero_shot,few_shot; actions: step,mini_step")
-    for name in ("problems", "simulations", "children", "tree_batch", "max_new_tokens"):
+    if spec.backend not in ("hf", "vllm"):
+        raise ValueError(f"--backend {spec.backend}: use hf or vllm")
+    for name in ("problems", "simulations", "children", "tree_batch", "max_new_tokens", "tensor_parallel_size"):
         if getattr(spec, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
     rows = bench(spec)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp = Path(f"{args.out}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(args.out)  # never half a file
     return 0

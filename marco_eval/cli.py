@@ -5,6 +5,7 @@
     marco-eval run ARGS...          exactly `lm_eval ARGS...`, with marco_mcts and tasks/ known
     marco-eval tree show FILE       render an exported search tree in the terminal
     marco-eval bench [--quick]      KV reuse and batching: engine vs naive vs plain sampling
+                    [--backend vllm]  the search on vLLM vs plain vLLM sampling (GPU)
     marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
     marco-eval report [RESULTS_DIR]  accuracy/cost/translation tables, CIs, plot, results/README.md
 """
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     b.add_argument("--max-batch", dest="max_batch", type=int, help="rows per forward pass (engine and sampling)")
     b.add_argument("--dtype")
+    b.add_argument("--backend", choices=("hf", "vllm"), help="hf (default) or vllm (GPU, the [vllm] extra)")
+    b.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, help="vllm: GPUs per engine")
     b.add_argument("--out", help="also write the JSON lines here")
     b.set_defaults(func=cmd_bench)
     add_judge_parser(sub)

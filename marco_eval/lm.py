@@ -51,7 +51,10 @@ def make_policy(o: run_config.ModelOptions):
     persistent worker processes (one engine each) behind a tokenizer-only codec."""
     if o.backend == "vllm" and o.data_parallel_size > 1:
         from marco_eval.backends.codec import load_tokenizer
+        from marco_eval.backends.vllm import import_vllm
         from marco_eval.parallel import WorkerPool
+
+        import_vllm()  # fail in one line here rather than in every worker
 
         o = dataclasses.replace(o, pretrained=resolve(o.pretrained))  # pull an alias once, here
         return WorkerPool(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code))

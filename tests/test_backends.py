@@ -67,7 +67,8 @@ def assert_same_generation(a, b):
     assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
     for x, y in zip(a.top_logprobs, b.top_logprobs, strict=True):
         assert len(x) == len(y) == 5 and x == pytest.approx(y, abs=1e-5)
-    assert rollout_reward(a.logprobs, a.top_logprobs) == pytest.approx(rollout_reward(b.logprobs, b.top_logprobs), abs=1e-6)
+    reward_a, reward_b = rollout_reward(a.logprobs, a.top_logprobs), rollout_reward(b.logprobs, b.top_logprobs)
+    assert reward_a == pytest.approx(reward_b, abs=1e-6)
 
 
 # ---------------------------------------------------------------- same log-probs, same results
@@ -76,8 +77,9 @@ def test_vllm_and_transformers_backends_give_the_same_generations(fake_vllm, hf_
     requests = [
         Continue(ids(PROMPTS[0]), 64, ("\n\n",), temperature=0.0),  # ends at a step delimiter
         Continue(ids(PROMPTS[1] + "Step 1 add.\n\n"), 64, ("</Output>",), temperature=0.0),  # answer end
-        Continue(ids(PROMPTS[2] + body[:-4]), 64, ("</Output>",), temperature=0.0),  # straddles the prefix: unseen (both
-        # backends match stop strings in the generated text only), so it runs to EOS
+        # a stop string straddling the prefix is not seen (both backends match stop strings in
+        # the generated text only), so this one runs to EOS
+        Continue(ids(PROMPTS[2] + body[:-4]), 64, ("</Output>",), temperature=0.0),
         Continue(ids(PROMPTS[0] + body), 64, ("\n\n",), temperature=0.0),  # end-of-sequence
         Continue(ids(PROMPTS[1]), 5, ("\n\n",), temperature=0.0),  # the token limit
     ]
@@ -217,7 +219,8 @@ def test_vllm_options_are_validated_before_loading():
     _, o = build(None, backend="vllm", tensor_parallel_size="2", data_parallel_size="4", gpu_memory_utilization="0.8")
     assert (o.tensor_parallel_size, o.data_parallel_size, o.gpu_memory_utilization) == (2, 4, 0.8)
     for bad, msg in [(dict(backend="tpu"), "use hf"), (dict(backend="hf", tensor_parallel_size=2), "accelerate launch"),
-                     (dict(data_parallel_size=2), "backend=vllm"), (dict(backend="vllm", data_parallel_size=0), "positive"),
+                     (dict(data_parallel_size=2), "backend=vllm"),
+                     (dict(backend="vllm", data_parallel_size=0), "positive"),
                      (dict(backend="vllm", gpu_memory_utilization=1.5), r"\(0, 1\]")]:
         with pytest.raises(ConfigError, match=msg):
             build(None, **bad)
@@ -255,7 +258,8 @@ def worker_pool():
 def test_data_parallel_workers_split_whole_trees_and_match_one_process(worker_pool, fake_vllm):
     cfg = SearchConfig(simulations=2, children=2, temperature=1.0)
     prompts = [f"Q{i}: {'x' * i}?\n" for i in range(5)]
-    searches = [Search(cfg, worker_pool.encode(p), worker_pool, max_new_tokens=60, until=("</Output>",)) for p in prompts]
+    searches = [Search(cfg, worker_pool.encode(p), worker_pool, max_new_tokens=60, until=("</Output>",))
+                for p in prompts]
     done = []
     results = worker_pool.run_searches(searches, width=2, on_done=lambda i, r: done.append(i))
     assert sorted(done) == list(range(5))
@@ -347,3 +351,28 @@ def test_ranks_shard_requests_through_lm_eval(hf_loads_scripted, monkeypatch, tm
         assert state.barriers >= 1
     assert seen[0] == ["Q0: 0+0?\n", "Q2: 2+2?\n", "Q4: 4+4?\n"]
     assert seen[1] == ["Q1: 1+1?\n", "Q3: 3+3?\n"]
+
+
+# ---------------------------------------------------------------- marco-eval bench --backend vllm
+def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeypatch):
+    from marco_eval import bench
+
+    monkeypatch.setattr(bench, "mgsm_prompts", lambda n, few_shot: PROMPTS[:n])
+    spec = bench.BenchSpec(model="scripted_lm:MODEL", backend="vllm", workloads=("zero_shot",), actions=("step",),
+                           problems=2, simulations=2, children=2, max_new_tokens=40, tree_batch=2)
+    lines = []
+    rows = bench.bench(spec, log=lines.append)
+    assert len(rows) == len(lines) == 1
+    row = rows[0]
+    assert row["backend"] == "vllm" and row["generated_tokens"] > 0 and row["prompt_tokens"] > 0
+    assert row["engine_calls"] == row["search_steps"] > 1  # both trees in every engine call
+    assert row["tokens_per_s"] > 0 and row["sampling_tokens_per_s"] > 0 and row["throughput_vs_sampling"] > 0
+
+
+def test_bench_backend_vllm_without_vllm_fails_in_one_line(monkeypatch, capsys):
+    from marco_eval.cli import main
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    assert main(["bench", "--backend", "vllm", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip install 'marco-eval[vllm]'" in err

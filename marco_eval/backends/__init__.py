@@ -14,14 +14,15 @@ def build_policy(options):
     from marco_eval.models import resolve
 
     o = options
-    path = resolve(o.pretrained)
     if o.backend == "vllm":
-        from marco_eval.backends.vllm import VLLMPolicy
+        from marco_eval.backends.vllm import VLLMPolicy, import_vllm
 
-        return VLLMPolicy(path, dtype=o.dtype, revision=o.revision, trust_remote_code=o.trust_remote_code,
-                          tensor_parallel_size=o.tensor_parallel_size,
+        import_vllm()  # no vllm: a one-line error now, before an alias is pulled
+        return VLLMPolicy(resolve(o.pretrained), dtype=o.dtype, revision=o.revision,
+                          trust_remote_code=o.trust_remote_code, tensor_parallel_size=o.tensor_parallel_size,
                           gpu_memory_utilization=o.gpu_memory_utilization, max_model_len=o.max_model_len)
     from marco_eval.backends.hf import TransformersPolicy
 
-    return TransformersPolicy(path, dtype=o.dtype, device=o.device, max_batch=o.max_batch, revision=o.revision,
-                              trust_remote_code=o.trust_remote_code, kv_reuse=o.kv_reuse, kv_cache_mb=o.kv_cache_mb)
+    return TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device, max_batch=o.max_batch,
+                              revision=o.revision, trust_remote_code=o.trust_remote_code, kv_reuse=o.kv_reuse,
+                              kv_cache_mb=o.kv_cache_mb)

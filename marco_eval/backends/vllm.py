@@ -42,7 +42,8 @@ def import_vllm():
         import vllm
     except ImportError as e:
         if e.name == "vllm":
-            raise BackendUnavailable(f"backend=vllm needs the vllm package, which is not installed: {INSTALL_HINT}") from None
+            raise BackendUnavailable(
+                f"backend=vllm needs the vllm package, which is not installed: {INSTALL_HINT}") from None
         raise BackendUnavailable(f"vllm is installed but does not import ({e}); reinstall it: {INSTALL_HINT}") from None
     return vllm
 

@@ -54,7 +54,8 @@ def TokensPrompt(*, prompt_token_ids):  # a TypedDict in vLLM
 
 class SamplingParams:
     def __init__(self, n=1, temperature=1.0, top_p=1.0, seed=None, max_tokens=16, stop=None,
-                 include_stop_str_in_output=False, logprobs=None, prompt_logprobs=None, ignore_eos=False):
+                 include_stop_str_in_output=False, logprobs=None, prompt_logprobs=None, ignore_eos=False,
+                 min_tokens=0):
         if temperature < 1e-5 and n > 1:
             raise ValueError(f"n must be 1 when using greedy sampling, got {n}.")
         if max_tokens < 1:
@@ -63,8 +64,9 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
         self.n, self.temperature, self.top_p, self.seed, self.max_tokens = n, temperature, top_p, seed, max_tokens
         self.stop = list(stop or [])
-        self.include_stop_str_in_output, self.logprobs, self.prompt_logprobs = include_stop_str_in_output, logprobs, prompt_logprobs
-        self.ignore_eos = ignore_eos
+        self.include_stop_str_in_output = include_stop_str_in_output
+        self.logprobs, self.prompt_logprobs = logprobs, prompt_logprobs
+        self.ignore_eos, self.min_tokens = ignore_eos, min_tokens
 
 
 def _entries(logp: list[float], k: int, chosen: int | None, decode) -> dict[int, Logprob]:
@@ -141,6 +143,8 @@ class LLM:
             ids.append(token)
             if sp.logprobs is not None:
                 lps.append(_entries(logp, sp.logprobs, token, decode))
+            if len(ids) < sp.min_tokens:
+                continue
             if token in self.model.eos_ids and not sp.ignore_eos:
                 finish = "stop"
                 break
