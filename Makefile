@@ -16,6 +16,9 @@ PYTEST_ARGS ?=
 # MGSM: the local copy beside this checkout when present, else the hub dataset.
 MGSM_DATA_DIR ?= $(if $(wildcard ../shared/data/mgsm/mgsm_en.tsv),$(abspath ../shared/data/mgsm),)
 export MGSM_DATA_DIR
+# WMT22 zh->en: the local copy when present, else sacrebleu downloads it.
+WMT22_ZHEN_DIR ?= $(if $(wildcard ../shared/data/wmt22_zhen/generaltest2022.zh-en.src.zh),$(abspath ../shared/data/wmt22_zhen),)
+export WMT22_ZHEN_DIR
 
 .PHONY: setup eval test models clean-venv
 

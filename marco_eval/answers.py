@@ -18,6 +18,9 @@ Precedence in ``extract_answer(text, mode="strict")`` (first hit wins):
 
 ``mode="flexible"`` tries strict first, then takes the last number in the text.
 All results are canonical strings from ``normalize_number``.
+
+Free-text answers (translation) are read by ``extract_output_text``: the ``<Output>``
+block's text, with the fallbacks listed there.
 """
 
 from __future__ import annotations
@@ -211,3 +214,58 @@ def strict_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list[list
 def flexible_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list[list[str]]:
     """Per-doc lists of responses -> same shape of flexible answers or "[invalid]"."""
     return _filter(resps, "flexible")
+
+
+# --- free-text answers (translation): the text the model marked as its output ---------
+
+_THOUGHT_OPEN_RE = re.compile(r"<thought>", re.IGNORECASE)
+_THOUGHT_CLOSE_RE = re.compile(r"</thought>", re.IGNORECASE)
+_ANY_TAG_RE = re.compile(r"</?(?:thought|output)>", re.IGNORECASE)
+# A label a model puts before the answer line ("Translation: ...", "译文：...").
+_OUTPUT_LABEL_RE = re.compile(
+    r"^(?:\*\*)?(?:final\s+)?(?:translation|english(?:\s+translation)?|output|answer|译文|翻译)(?:\*\*)?\s*[:：]\s*(?:\*\*)?",
+    re.IGNORECASE,
+)
+_WRAPPING_QUOTES = {'"': '"', "“": "”", "'": "'", "‘": "’", "「": "」"}
+
+
+def _tidy_output(text: str) -> str:
+    """One line, no tags, no label, no quotes wrapped around the whole answer."""
+    text = " ".join(_ANY_TAG_RE.sub(" ", text).split())
+    text = _OUTPUT_LABEL_RE.sub("", text).strip()
+    close = _WRAPPING_QUOTES.get(text[:1])
+    # strip only a pair that wraps everything: '"Hi," he said, "bye."' keeps its quotes
+    if close and len(text) >= 2 and text.endswith(close) and text[1:-1].count(close) == 0:
+        text = text[1:-1].strip()
+    return text
+
+
+def extract_output_text(text: str) -> str:
+    """The answer text of a Thought/Output completion; "" when there is none.
+
+    1. The last ``<Output>`` block (closed, or left open at the end) when it is not empty.
+    2. Else, after the last ``</Thought>``: the last non-empty line (a model that dropped
+       the Output tags usually writes a lead-in line, then the answer).
+    3. Else, a ``<Thought>`` that never closed held only reasoning: "".
+    4. Else (no tags at all): the whole text.
+    The result is one line: tags and an "Output:"/"Translation:" label removed,
+    whitespace collapsed, a pair of quotes around the whole answer dropped.
+    """
+    if not text:
+        return ""
+    block = _last_output_block(text)
+    if block is not None and block.strip():
+        return _tidy_output(block)
+    closings = list(_THOUGHT_CLOSE_RE.finditer(text))
+    if closings:
+        after = _OUTPUT_OPEN_RE.sub("", text[closings[-1].end():])
+        lines = [line for line in after.splitlines() if _tidy_output(line)]
+        return _tidy_output(lines[-1]) if lines else ""
+    if _THOUGHT_OPEN_RE.search(text):
+        return ""
+    return _tidy_output(text)
+
+
+def output_text_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list[list[str]]:
+    """lm-eval filter: per-doc lists of responses -> the same shape of output texts."""
+    return [[extract_output_text(response or "") for response in doc_responses] for doc_responses in resps]

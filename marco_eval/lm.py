@@ -31,18 +31,12 @@ from marco_eval.search.export import tree_document, write_json_atomic
 
 
 def answer_function(kind: str):
-    from marco_eval.answers import extract_answer
+    from marco_eval.answers import extract_answer, extract_output_text
 
     if kind == "number":
         return lambda text: extract_answer(text, "flexible")
-    if kind == "output":
-        import re
-
-        def output_text(text: str) -> str | None:
-            blocks = re.findall(r"<Output>(.*?)(?:</Output>|$)", text, flags=re.S | re.I)
-            return blocks[-1].strip() if blocks else None
-
-        return output_text
+    if kind == "output":  # free text (translation): what the task's filter scores
+        return lambda text: extract_output_text(text) or None
     return None
 
 

@@ -10,6 +10,9 @@ REPO = TESTS.parent
 SHARED_MGSM = REPO.parent / "shared" / "data" / "mgsm"
 if not os.environ.get("MGSM_DATA_DIR") and SHARED_MGSM.is_dir():
     os.environ["MGSM_DATA_DIR"] = str(SHARED_MGSM)
+SHARED_WMT22 = REPO.parent / "shared" / "data" / "wmt22_zhen"
+if not os.environ.get("WMT22_ZHEN_DIR") and SHARED_WMT22.is_dir():
+    os.environ["WMT22_ZHEN_DIR"] = str(SHARED_WMT22)
 
 
 @pytest.fixture(scope="session")
