@@ -42,8 +42,16 @@ def cmd_run(argv: list[str]) -> int:
     install()  # in case the .pth hook is not active (python -S, a non-site install)
     from lm_eval.__main__ import cli_evaluate
 
+    from marco_eval.errors import find_user_error, one_line
+
     sys.argv = ["lm_eval", *argv]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except Exception as e:  # bad input (errors.UserError): one line and exit 2, like other subcommands
+        if (err := find_user_error(e)) is None:
+            raise
+        print(one_line(err), file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from marco_eval.errors import UserError
 from marco_eval.paths import MODEL_CONFIGS_DIR
 from marco_eval.search.config import SearchConfig
 
@@ -25,7 +26,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Bad configuration; the message is one line naming the problem and the fix."""
 
 
@@ -46,6 +47,7 @@ class ModelOptions:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # "" for none
     response_prefix: str = ""  # text forced at the start of the assistant turn, e.g. "<Thought>\n"
     tree_dir: str | None = None  # write one JSON tree per request here
+    store: str | None = None  # JSONL of finished requests: a rerun after a kill skips them (store.py)
     answer: str = "number"  # how rollout answers are read for `vote`: number | output | none
     # backend=vllm only (the transformers backend scales out with `accelerate launch -m lm_eval`):
     tensor_parallel_size: int = 1  # GPUs per vLLM engine
@@ -53,6 +55,10 @@ class ModelOptions:
     gpu_memory_utilization: float = 0.9  # share of each GPU vLLM may take for weights + KV cache
     max_model_len: int | None = None  # context (and KV cache) cap for vLLM; default: the model's
 
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Options that only say where outputs go: they never change an answer (store.fingerprint).
+OUTPUT_ONLY = ("tree_dir", "store")
 
 # lm-eval's CLI passes these to every model; we accept and map or ignore them.
 LM_EVAL_PASSTHROUGH = {"batch_size", "max_batch_size"}
@@ -173,6 +179,8 @@ def validate_options(o: ModelOptions) -> None:
     need(o.tree_batch > 0, f"tree_batch={o.tree_batch}: must be a positive integer")
     need(o.max_gen_toks > 0, f"max_gen_toks={o.max_gen_toks}: must be a positive integer")
     need(o.kv_cache_mb >= 0, f"kv_cache_mb={o.kv_cache_mb}: must be >= 0 (0 keeps nothing between calls)")
+    need(o.dtype in DTYPES, f"dtype={o.dtype!r}: use one of {', '.join(DTYPES)}")
+    need(o.store != "", "store=: give a file path for the request store (e.g. store=results/run.jsonl)")
     need(o.chat_template in ("auto", "on", "off"), f"chat_template={o.chat_template!r}: use auto, on or off")
     need(o.answer in ("number", "output", "none"), f"answer={o.answer!r}: use number, output or none")
 

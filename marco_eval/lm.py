@@ -15,6 +15,7 @@ parallel.py), or the transformers backend under `accelerate launch -m lm_eval`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -23,11 +24,15 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from marco_eval import config as run_config
+from marco_eval import store as request_store
 from marco_eval.backends import build_policy
-from marco_eval.models import resolve
+from marco_eval.errors import InputError, install_excepthook
+from marco_eval.models import ALIASES, ModelError, resolve
 from marco_eval.parallel import Ranks
 from marco_eval.search import Search, run_searches
 from marco_eval.search.export import tree_document, write_json_atomic
+
+install_excepthook()  # plain `lm_eval`: a UserError prints one line, not a traceback (errors.py)
 
 
 def answer_function(kind: str):
@@ -55,6 +60,15 @@ def make_policy(o: run_config.ModelOptions):
     return build_policy(o)
 
 
+USE_CACHE_MARKER = "marco_eval_fingerprint"  # key of our fingerprint in lm-eval's --use_cache database
+
+
+def _label(req, i: int) -> str:
+    """How an error names a request: lm-eval's task and document, else its position."""
+    task, doc = getattr(req, "task_name", None), getattr(req, "doc_id", None)
+    return f"{task} doc {doc}" if task is not None else f"request {i}"
+
+
 @register_model("marco_mcts")
 class MarcoMCTSLM(LM):
     def __init__(self, pretrained: str | None = None, config: str | None = None, **overrides):
@@ -75,13 +89,65 @@ class MarcoMCTSLM(LM):
                 raise run_config.ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
                                              "instead of accelerate launch")
             o.device = self.ranks.device  # one GPU per rank, as lm-eval's hf model does
-        self.policy = make_policy(o)
-        o.device = getattr(self.policy, "device", o.device)  # what is really used (lm-eval passes cuda by default)
+        if o.pretrained not in ALIASES:
+            resolve(o.pretrained)  # a missing path or a directory without weights fails now, not after a load
+        # A bad store path fails now; under accelerate each rank keeps its own file.
+        store_path = o.store if self.ranks.world_size == 1 else f"{o.store}.rank{self.ranks.rank}"
+        self.store = request_store.RequestStore(store_path) if o.store else None
+        self._fingerprint: str | None = None
+        # The model loads on first use, so task and data errors (lm-eval loads tasks after
+        # creating the model) are reported before any weights are read.
+        self._policy = None
         self._device = o.device
-        self.tokenizer = self.policy.tokenizer
         self._answer_fn = answer_function(o.answer)
         self._templated_by_lm_eval = False
         self.stats: list[dict] = []  # per request: tokens generated, policy calls, seconds
+
+    # ------------------------------------------------------------------ model, fingerprint
+    @property
+    def policy(self):
+        if self._policy is None:
+            o = self.options
+            try:
+                self._policy = make_policy(o)
+            except OSError as e:  # transformers: no such hub id, hub unreachable, unreadable files
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ModelError(f"could not load pretrained={o.pretrained!r} ({first}); give an alias "
+                                 f"({', '.join(ALIASES)}), a checkpoint directory or a reachable hub id") from e
+            o.device = getattr(self._policy, "device", o.device)  # what is really used (lm-eval passes cuda by default)
+            self._device = o.device
+        return self._policy
+
+    @property
+    def tokenizer(self):
+        return self.policy.tokenizer
+
+    def fingerprint(self) -> str:
+        """Model identity + every setting that can change an answer (store.py)."""
+        if self._fingerprint is None:
+            policy, o = self.policy, self.options
+            model_config = getattr(getattr(policy, "model", None), "config", None)
+            identity = request_store.model_identity(resolve(o.pretrained), o.revision, str(policy.dtype),
+                                                    getattr(model_config, "_commit_hash", None))
+            settings = {k: v for k, v in run_config.as_dict(self.search_config, o).items()
+                        if k not in run_config.OUTPUT_ONLY}
+            self._fingerprint = request_store.fingerprint(identity, settings)
+        return self._fingerprint
+
+    def set_cache_hook(self, cache_hook) -> None:
+        """lm-eval's --use_cache keys answers by request only; tag its database with our
+        fingerprint so another model or config never reads answers it did not write."""
+        super().set_cache_hook(cache_hook)
+        db = getattr(cache_hook, "dbdict", None)
+        if db is None:
+            return
+        found = db.get(USE_CACHE_MARKER)
+        if (found is None and len(db)) or (found is not None and found != self.fingerprint()):
+            raise run_config.ConfigError(
+                f"--use_cache {db.filename} holds answers of another model or config; give a new cache path, "
+                "or resume marco_mcts runs with store=PATH in --model_args")
+        db[USE_CACHE_MARKER] = self.fingerprint()
+        db.commit()
 
     # ------------------------------------------------------------------ prompts
     @property
@@ -112,35 +178,51 @@ class MarcoMCTSLM(LM):
         return text + o.response_prefix
 
     # ------------------------------------------------------------------ generation
-    def make_search(self, context: str, gen_kwargs: dict) -> Search:
+    def make_search(self, context: str, gen_kwargs: dict, label: str = "a request") -> Search:
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         prompt_ids = self.policy.encode(self.prompt_text(context))
-        self.policy.check_length(len(prompt_ids) + 1)
-        budget = int(gen_kwargs.get("max_gen_toks") or self.options.max_gen_toks)
+        asked = gen_kwargs.get("max_gen_toks")
+        budget = self.options.max_gen_toks if asked is None else asked
+        if isinstance(budget, bool) or not str(budget).isdigit() or int(budget) <= 0:
+            raise InputError(f"{label}: max_gen_toks={budget!r} (from the task or --gen_kwargs) must be a positive integer")
+        budget = int(budget)
+        try:
+            self.policy.check_length(len(prompt_ids) + 1)
+        except ValueError as e:  # the prompt does not fit the model's context
+            raise InputError(f"{label}: {e}") from None
         budget = min(budget, self.policy.max_length - len(prompt_ids))
         return Search(self.search_config, prompt_ids, self.policy, max_new_tokens=budget, until=until,
                       answer_fn=self._answer_fn)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        searches = [self.make_search(*req.args) for req in requests]
-        tree_dir = Path(self.options.tree_dir) if self.options.tree_dir else None
-        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="marco_mcts")
         started = time.perf_counter()
         texts: list[str | None] = [None] * len(requests)
+        keys = self._stored_texts(requests, texts)  # fills texts[i] for requests a killed run finished
+        todo = [i for i, text in enumerate(texts) if text is None]
+        searches = [self.make_search(*requests[i].args, label=_label(requests[i], i)) for i in todo]
+        tree_dir = Path(self.options.tree_dir) if self.options.tree_dir else None
+        bar = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=disable_tqdm, desc="marco_mcts")
 
-        def on_done(i, result):
-            req = requests[i]
+        def on_done(j, result):
+            i, req = todo[j], requests[todo[j]]
             texts[i] = result.text
+            seconds = round(time.perf_counter() - started, 3)
             self.stats.append({"request": i, "generated_tokens": result.generated_tokens,
                                "policy_calls": result.policy_calls, "candidates": result.candidates,
-                               "seconds_since_start": round(time.perf_counter() - started, 3)})
+                               "seconds_since_start": seconds})
             if tree_dir is not None:
                 name = f"{getattr(req, 'task_name', 'request')}_{getattr(req, 'doc_id', i)}_{getattr(req, 'repeats', 0)}_{i}.json"
-                write_json_atomic(tree_dir / name, tree_document(searches[i], result, i, req.args[0]))
+                write_json_atomic(tree_dir / name, tree_document(searches[j], result, i, req.args[0]))
+            if self.store is not None:
+                self.store.add({"key": keys[i], "fingerprint": self.fingerprint(),
+                                "task": getattr(req, "task_name", None), "doc_id": getattr(req, "doc_id", None),
+                                "text": result.text, "answer": result.answer, "candidates": result.candidates,
+                                "generated_tokens": result.generated_tokens, "policy_calls": result.policy_calls,
+                                "seconds": seconds})
             self.cache_hook.add_partial("generate_until", req.args, result.text)
             result.tree = None  # free the tree as soon as its request is done
-            searches[i] = None
+            searches[j] = None
             bar.update(1)
 
         if hasattr(self.policy, "run_searches"):  # data parallel: whole trees split across workers
@@ -149,6 +231,19 @@ class MarcoMCTSLM(LM):
             run_searches(searches, self.policy, width=self.options.tree_batch, on_done=on_done)
         bar.close()
         return texts  # type: ignore[return-value]
+
+    def _stored_texts(self, requests, texts: list) -> list[str | None]:
+        """With store=PATH: each request's key, and texts[i] set where the store has it."""
+        if self.store is None:
+            return [None] * len(requests)
+        keys = [request_store.request_key(self.fingerprint(), *req.args) for req in requests]
+        for i, key in enumerate(keys):
+            if (record := self.store.get(key)) is not None:
+                texts[i] = record["text"]
+        done = sum(t is not None for t in texts)
+        print(f"marco_mcts: store {self.store.path}: {done} of {len(requests)} requests already finished, "
+              f"searching {len(requests) - done}", file=sys.stderr, flush=True)
+        return keys
 
     # ------------------------------------------------------------------ scoring
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

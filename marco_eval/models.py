@@ -18,6 +18,7 @@ other Hugging Face id or local path through unchanged.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -29,10 +30,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from marco_eval.errors import UserError
 from marco_eval.paths import cache_dir
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model alias or path that cannot be used; the message says how to fix it."""
 
 
@@ -88,6 +90,7 @@ ALIASES: dict[str, GGUFAlias] = {
 }
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 _DONE_MARKER = "marco_eval_model.json"
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 
 
 def model_dir(alias: str) -> Path:
@@ -116,7 +119,16 @@ def resolve(name_or_path: str, pull_missing: bool = True) -> str:
                 f"{path} has no config.json, so it is no model checkpoint; point pretrained= at a "
                 f"directory written by save_pretrained(), or use an alias ({', '.join(ALIASES)})"
             )
+        if path.is_dir() and not any(any(path.glob(p)) for p in WEIGHT_FILES):
+            raise ModelError(
+                f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)}); copy the model's "
+                f"weight files there or point pretrained= at the complete checkpoint"
+            )
         return str(path)
+    close = difflib.get_close_matches(name_or_path, list(ALIASES), n=1, cutoff=0.6)
+    if "/" not in name_or_path and close:  # a typo of an alias, not a bare hub id
+        raise ModelError(f"unknown model alias {name_or_path!r}; did you mean {close[0]!r}? "
+                         f"known aliases: {', '.join(ALIASES)} (or give a directory or an org/name hub id)")
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(
             f"model path {name_or_path!r} does not exist; give an existing directory, a Hugging Face id "

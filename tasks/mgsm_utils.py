@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from marco_eval.answers import flexible_filter, normalize_number, strict_filter  # noqa: F401 (YAML uses them)
+from marco_eval.errors import DataError
 
 HUB_DATASET = "juletxara/mgsm"
 
@@ -32,18 +33,18 @@ def _data_dir() -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"MGSM_DATA_DIR={value} is not a directory; point it at the folder holding mgsm_en.tsv")
+        raise DataError(f"MGSM_DATA_DIR={value} is not a directory; point it at the folder holding mgsm_en.tsv")
     return path
 
 
 def _read_tsv(path: Path) -> list[dict]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; MGSM_DATA_DIR must hold mgsm_en.tsv and mgsm_zh.tsv")
+        raise DataError(f"{path} is missing; MGSM_DATA_DIR must hold mgsm_en.tsv and mgsm_zh.tsv")
     with open(path, encoding="utf-8", newline="") as f:
         rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r]
     bad = [i + 1 for i, r in enumerate(rows) if len(r) != 2]
     if bad:
-        raise ValueError(f"{path}: line(s) {bad[:5]} are not question<TAB>answer")
+        raise DataError(f"{path}: line(s) {bad[:5]} are not question<TAB>answer; fix or replace the file")
     return [{"question": q, "answer": None, "answer_number": a, "equation_solution": None} for q, a in rows]
 
 

@@ -85,3 +85,28 @@ class StreamingScriptedPolicy(ScriptedPolicy):
             for row in [r for r in live if r[3] <= 0]:
                 live.remove(row)
                 push(row[0], row[2])
+
+
+class FakeModelPolicy(StreamingScriptedPolicy):
+    """The streaming fake with what MarcoMCTSLM asks of a loaded backend (no tokenizer:
+    run the LM with chat_template=off)."""
+
+    tokenizer, dtype, name = None, "fake", "fake"
+
+    def __init__(self, script, max_length: int = 4096, **kw):
+        super().__init__(script, **kw)
+        self.max_length = max_length
+
+    def check_length(self, n_prefix: int) -> None:
+        from marco_eval.backends.codec import TokenizerCodec
+
+        TokenizerCodec.check_length(self, n_prefix)
+
+
+def fake_lm(script=lambda prefix, seed: "Step one.\n\n<Output>3</Output>", max_length: int = 4096, **model_args):
+    """A MarcoMCTSLM whose backend is the scripted fake (the model never loads)."""
+    from marco_eval.lm import MarcoMCTSLM
+
+    lm = MarcoMCTSLM(**{"pretrained": "test/fake", "chat_template": "off", "simulations": 1, **model_args})
+    lm._policy = FakeModelPolicy(script, max_length=max_length)
+    return lm

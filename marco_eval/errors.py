@@ -1,0 +1,59 @@
+"""Errors a user can fix, and how the command line shows them: one line, no traceback.
+
+Every error raised for bad input (a mistyped model_args key, a missing config file, an
+unknown model alias, a missing data folder, a prompt longer than the model's context, a
+corrupt request store) is a `UserError` whose message is one line naming the problem and
+the fix. `marco-eval` prints it as `marco-eval: error: MESSAGE` and exits 2. Plain
+`lm_eval` has no such handler, so importing marco_eval.lm installs an excepthook that does
+the same for an uncaught UserError (exit status 1, Python's for an uncaught exception).
+MARCO_EVAL_TRACEBACK=1 shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+class UserError(Exception):
+    """Bad input; the message is one line naming the problem and the fix."""
+
+
+class DataError(UserError, FileNotFoundError):
+    """A task's data folder or file is missing or malformed."""
+
+
+class InputError(UserError, ValueError):
+    """A request the model cannot serve: a prompt longer than its context, a bad token budget."""
+
+
+def find_user_error(exc: BaseException | None) -> UserError | None:
+    """The UserError behind `exc`: itself, or one it was raised from (lm-eval may wrap)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    return f"marco-eval: error: {exc}"
+
+
+def install_excepthook() -> None:
+    """Show an uncaught UserError as one line; any other exception as before."""
+    previous = sys.excepthook
+    if getattr(previous, "_marco_eval", False) or os.environ.get("MARCO_EVAL_TRACEBACK"):
+        return
+
+    def hook(kind, exc, tb):
+        err = find_user_error(exc)
+        if err is None:
+            return previous(kind, exc, tb)
+        sys.stdout.flush()
+        print(one_line(err), file=sys.stderr)
+
+    hook._marco_eval = True
+    sys.excepthook = hook

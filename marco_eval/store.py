@@ -1,0 +1,124 @@
+"""RequestStore: finished requests on disk, so a killed run resumes where it stopped.
+
+    lm_eval --model marco_mcts --model_args ...,store=results/run.jsonl --tasks mgsm_en
+
+One JSON line per finished `generate_until` request, appended and fsynced the moment the
+request finishes (a tree search can take minutes; a kill loses at most the searches in
+flight). A rerun of the same command loads the file, returns the stored text of every
+request whose key is present and searches only the rest. Record fields:
+
+    key               sha256 of json([fingerprint, context, gen_kwargs]): this request, this run
+    fingerprint       sha256 of the model identity and every setting that can change an answer
+    task, doc_id      lm-eval's, for reading the file (null when unknown)
+    text              the completion handed to lm-eval
+    answer            extracted answer of that completion (null: none found / answer=none)
+    candidates        extracted answers of every rollout or sample
+    generated_tokens, policy_calls
+    seconds           wall time from the start of that generate_until call to this request's end
+
+The fingerprint covers the model (resolved path or hub id, revision, commit, loaded dtype,
+the weights' config.json) and all search and model options except those that only say
+where outputs go (`tree_dir`, `store`): a different model, config or seed never reuses an
+answer, so several runs may share one file. A SIGKILL can tear only the last line (each
+record is one write ending in a newline); it is ignored and cut away when the file is
+opened again. An exclusive lock keeps two runs from appending to the same file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from marco_eval.errors import UserError
+
+
+class StoreError(UserError, ValueError):
+    """The store file cannot be used; the message says why and what to do."""
+
+
+def _sha256_json(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def model_identity(resolved: str, revision: str | None, dtype: str, commit: str | None = None) -> dict:
+    """What identifies the weights: a local checkpoint by its path and config.json, a hub
+    model by its id, revision and the commit transformers resolved."""
+    path = Path(resolved).expanduser()
+    config_file = path / "config.json"
+    if config_file.is_file():
+        return {"model": str(path.resolve()), "revision": revision, "dtype": dtype,
+                "config": json.loads(config_file.read_text(encoding="utf-8"))}
+    return {"model": resolved, "revision": revision, "dtype": dtype, "commit": commit}
+
+
+def fingerprint(identity: dict, settings: dict) -> str:
+    return _sha256_json([identity, settings])
+
+
+def request_key(fingerprint: str, context: str, gen_kwargs: dict) -> str:
+    return _sha256_json([fingerprint, context, gen_kwargs])
+
+
+class RequestStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            raise StoreError(f"store={path} is a directory; give a file path such as {self.path / 'run.jsonl'}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+b")
+        except OSError as e:
+            raise StoreError(f"store={path} cannot be opened ({e.strerror}); give a writable file path") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise StoreError(f"store={path} is in use by another run; wait for it to finish or "
+                             "give this run its own store file") from None
+        self.records: dict[str, dict] = {}
+        self._load()
+
+    def _load(self) -> None:
+        self._file.seek(0)
+        data = self._file.read()
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline, else a record a kill cut short
+        if torn:
+            self._file.truncate(len(data) - len(torn))
+            self._sync()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not (isinstance(record["key"], str) and isinstance(record["text"], str)):
+                    raise TypeError
+                self.records[record["key"]] = record
+            except (ValueError, TypeError, KeyError, IndexError):
+                raise StoreError(f"store {self.path} line {number} is not a request record; remove that line "
+                                 "(or the file, to start over) and rerun") from None
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, record: dict) -> None:
+        """Append one record as one write + fsync: after this returns, a kill keeps it."""
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        self._file.write(line.encode("utf-8"))
+        self._sync()
+        self.records[record["key"]] = record
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing releases the lock

@@ -1,0 +1,210 @@
+"""Reliability: resume after a kill (store=PATH), a model that never finishes a step or an
+answer, determinism, and memory (trees freed, the KV cap).
+
+The model-free tests drive MarcoMCTSLM with the scripted fake (tests/fakes.py); the ones
+marked slow run smollm2-135m, one of them through `lm_eval` killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+from fakes import ScriptedPolicy, fake_lm
+
+from marco_eval.search import Search, SearchConfig, drive
+from marco_eval.store import RequestStore, StoreError
+
+GEN = {"until": ["</Output>"], "max_gen_toks": 200}
+RECORD_FIELDS = ["key", "fingerprint", "task", "doc_id", "text", "answer", "candidates", "generated_tokens",
+                 "policy_calls", "seconds"]
+
+
+class Req:
+    """What lm-eval hands generate_until: args plus the task and document it came from."""
+
+    def __init__(self, doc_id: int, task_name: str = "toy", gen_kwargs=GEN):
+        self.args = (f"Question {doc_id}: what is {doc_id} plus {doc_id}?\n", dict(gen_kwargs))
+        self.task_name, self.doc_id, self.repeats = task_name, doc_id, 1
+
+
+def varied(prefix: str, seed: int) -> str:
+    """Different seeds write different steps and answers (so a reused answer is visible)."""
+    return f"Think {seed % 89}.\n\n<Output>{seed % 10}</Output>"
+
+
+REQS = [Req(i) for i in range(5)]
+
+
+def read_store(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+class Killed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- resume
+def test_store_records_every_finished_request(tmp_path):
+    lm = fake_lm(varied, simulations=2, store=str(tmp_path / "s.jsonl"))
+    texts = lm.generate_until(REQS, True)
+    records = read_store(tmp_path / "s.jsonl")
+    assert len(records) == 5 and all(list(r) == RECORD_FIELDS for r in records)
+    by_doc = {r["doc_id"]: r for r in records}
+    assert [by_doc[i]["text"] for i in range(5)] == texts
+    assert {r["task"] for r in records} == {"toy"} and len({r["fingerprint"] for r in records}) == 1
+    assert all(len(r["candidates"]) == 4 and r["policy_calls"] > 0 and r["seconds"] >= 0 for r in records)
+
+
+def test_killed_run_resumes_computing_only_unfinished_requests(tmp_path, capfd):
+    store = tmp_path / "s.jsonl"
+    uninterrupted = fake_lm(varied, simulations=2, tree_batch=2).generate_until(REQS, True)
+
+    lm = fake_lm(varied, simulations=2, tree_batch=2, store=str(store))
+    add = lm.store.add
+
+    def add_then_die(record):  # the process dies right after its second record is on disk
+        add(record)
+        if len(lm.store) == 2:
+            raise Killed
+
+    lm.store.add = add_then_die
+    with pytest.raises(Killed):
+        lm.generate_until(REQS, True)
+    lm.store.close()  # the OS releases the lock of a killed process
+    finished = {r["doc_id"]: r for r in read_store(store)}
+    assert len(finished) == 2
+    with open(store, "a") as f:  # a kill during the next write leaves a torn line
+        f.write('{"key": "deadbeef", "text": "half a rec')
+
+    again = fake_lm(varied, simulations=2, tree_batch=2, store=str(store))
+    capfd.readouterr()
+    assert again.generate_until(REQS, True) == uninterrupted
+    assert "2 of 5 requests already finished, searching 3" in capfd.readouterr().err
+    searched = {s["request"] for s in again.stats}
+    assert searched == set(range(5)) - set(finished)  # nothing that had finished was searched again
+    records = read_store(store)  # the torn line was cut away; each request appears once
+    assert len(records) == 5 and sorted(r["doc_id"] for r in records) == list(range(5))
+    assert records[:2] == list(finished.values())
+
+
+def test_a_different_seed_or_config_never_reuses_an_answer(tmp_path):
+    store = str(tmp_path / "s.jsonl")
+    first = fake_lm(varied, simulations=2, seed=1, store=store)
+    texts = first.generate_until(REQS[:2], True)
+    first.store.close()
+    same = fake_lm(varied, simulations=2, seed=1, store=store, tree_dir=str(tmp_path / "trees"))
+    assert same.generate_until(REQS[:2], True) == texts and same.stats == []  # output-only options don't matter
+    same.store.close()
+    for changed in ({"seed": 2}, {"simulations": 3}, {"temperature": 0.5}):
+        other = fake_lm(varied, store=store, **{"simulations": 2, "seed": 1, **changed})
+        other.generate_until(REQS[:2], True)
+        assert len(other.stats) == 2, changed  # both searched again
+        other.store.close()
+    assert len(read_store(store)) == 2 + 3 * 2
+
+
+def test_store_ignores_and_cuts_a_torn_last_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"key": "a", "text": "x"}\n{"key": "b", "te')
+    store = RequestStore(path)
+    assert list(store.records) == ["a"] and path.read_text() == '{"key": "a", "text": "x"}\n'
+    store.add({"key": "c", "text": "z"})
+    store.close()
+    assert [r["key"] for r in read_store(path)] == ["a", "c"]
+
+
+def test_store_corrupt_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"key": "a", "text": "x"}\n[1, 2]\n')
+    with pytest.raises(StoreError, match="line 2 is not a request record"):
+        RequestStore(path)
+
+
+def test_use_cache_of_the_same_config_is_reused(tmp_path):
+    """lm-eval's own --use_cache: allowed when our fingerprint matches the database's."""
+    from lm_eval.api.model import CachingLM
+
+    db = str(tmp_path / "cache.db")
+    first = CachingLM(fake_lm(varied, simulations=2), db)
+    texts = first.generate_until(REQS[:3])
+    first.dbdict.close()
+    second_lm = fake_lm(varied, simulations=2)
+    second = CachingLM(second_lm, db)
+    assert second.generate_until(REQS[:3]) == texts and second_lm.stats == []
+
+
+# ---------------------------------------------------------------- a model that never finishes
+@pytest.mark.parametrize("action", ["step", "mini_step"])
+def test_model_that_never_writes_a_delimiter_or_an_answer_is_bounded(action):
+    policy = ScriptedPolicy(lambda prefix, seed: "a" * 10_000)  # no blank line, no </Output>, no EOS
+    cfg = SearchConfig(simulations=6, children=2, action=action, action_max_tokens=7, mini_step_tokens=5,
+                       max_depth=3, rollout_max_tokens=20)
+    search = Search(cfg, policy.encode("Q?\n"), policy, max_new_tokens=50, until=("</Output>",),
+                    answer_fn=lambda text: None)
+    result = drive(search, policy)
+    assert result.text and set(result.text) == {"a"} and result.answer is None
+    nodes = search.tree.nodes
+    assert max(n.depth for n in nodes) <= 3
+    assert all(len(n.action_ids) <= (7 if action == "step" else 5) for n in nodes)
+    assert all(len(r.token_ids) - r.continuation_start <= 20 for r in search.tree.rollouts)
+    assert len(result.token_ids) <= 50
+    # no request ever asks for more than the budget left on its path
+    assert all(len(r.prefix) - 3 + r.max_new_tokens <= 50 for call in policy.calls for r in call)
+    assert result.generated_tokens == sum(len(g.token_ids) for g in policy.outputs)
+
+
+def test_unanswered_text_is_returned_and_scored_as_invalid():
+    import mgsm_utils
+
+    from marco_eval.answers import extract_answer
+
+    lm = fake_lm(lambda prefix, seed: "b" * 10_000, simulations=2, action_max_tokens=4, max_depth=2)
+    (text,) = lm.generate_until([Req(0, gen_kwargs={"until": ["</Output>"], "max_gen_toks": 12})], True)
+    assert text == "b" * 12  # the whole budget, returned as text
+    for response in (text, "", "<Output></Output>", "<Output>many</Output>", "I don't know."):
+        assert extract_answer(response, "strict") is None and extract_answer(response, "flexible") is None
+    resps = [[text], [""], ["<Output>many</Output>"]]
+    assert mgsm_utils.strict_filter(resps, [{}] * 3) == mgsm_utils.flexible_filter(resps, [{}] * 3) == [["[invalid]"]] * 3
+
+
+@pytest.fixture(autouse=True)
+def tasks_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tasks"))
+
+
+# ---------------------------------------------------------------- memory
+def test_trees_are_freed_when_their_request_completes():
+    lm = fake_lm(varied, simulations=3, tree_batch=1)
+    made: list[tuple[weakref.ref, weakref.ref]] = []
+    make_search = lm.make_search
+
+    def tracked(*args, **kw):
+        search = make_search(*args, **kw)
+        made.append((weakref.ref(search), weakref.ref(search.tree)))
+        return search
+
+    lm.make_search = tracked
+    checked = []
+    pull_original = lm.policy.generate_stream
+
+    def generate_stream(pull, push):
+        def checking_pull(n):
+            done = {s["request"] for s in lm.stats}
+            for i in done:  # every finished request's search and tree are gone already (refcounting: no gc run)
+                assert made[i][0]() is None and made[i][1]() is None, f"request {i} still held"
+            checked.append(len(done))
+            return pull(n)
+        return pull_original(checking_pull, push)
+
+    lm.policy.generate_stream = generate_stream
+    lm.generate_until(REQS, True)
+    assert 4 in checked  # also checked while the last request was still running
