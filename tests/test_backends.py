@@ -376,3 +376,16 @@ def test_bench_backend_vllm_without_vllm_fails_in_one_line(monkeypatch, capsys):
     assert main(["bench", "--backend", "vllm", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pip install 'marco-eval[vllm]'" in err
+
+
+def test_vllm_is_an_optional_extra_never_imported_by_default():
+    import subprocess
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert not any(dep.lower().startswith("vllm") for dep in project["dependencies"])
+    assert any(dep.startswith("vllm") for dep in project["optional-dependencies"]["vllm"])
+    code = ("import sys, marco_eval.lm, marco_eval.bench, marco_eval.parallel, marco_eval.backends.vllm; "
+            "print('vllm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
