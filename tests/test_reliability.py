@@ -208,3 +208,139 @@ def test_trees_are_freed_when_their_request_completes():
     lm.policy.generate_stream = generate_stream
     lm.generate_until(REQS, True)
     assert 4 in checked  # also checked while the last request was still running
+
+
+# ---------------------------------------------------------------- real model (smollm2-135m)
+# One torch thread: on a shared 2-core machine two threads that get preempted are 5-25x
+# slower (measured: a 150-token prefill of smollm2 takes 1.1 s on one thread, 3.6-12.5 s on two).
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tree_files(folder: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(folder.glob("*.json"))}
+
+
+@pytest.mark.slow
+def test_same_seed_gives_byte_identical_texts_and_trees(smollm_path, tmp_path, one_thread):
+    """Two fresh models and a second call on a warm KV cache: the same bytes."""
+    from marco_eval.lm import MarcoMCTSLM
+
+    args = dict(pretrained=smollm_path, dtype="float32", simulations=3, children=2, action="mini_step",
+                mini_step_tokens=6, max_batch=4, tree_batch=2, seed=7)
+    reqs = [Req(i, gen_kwargs={"until": ["</Output>"], "max_gen_toks": 24}) for i in range(2)]
+    first = MarcoMCTSLM(**args, tree_dir=str(tmp_path / "a"))
+    texts = first.generate_until(reqs, True)
+    first.options.tree_dir = str(tmp_path / "warm")
+    assert first.generate_until(reqs, True) == texts
+    second = MarcoMCTSLM(**args, tree_dir=str(tmp_path / "b"))
+    assert second.generate_until(reqs, True) == texts
+    trees = _tree_files(tmp_path / "a")
+    assert len(trees) == 2 and all(len(json.loads(b)["rollouts"]) >= 4 for b in trees.values())
+    assert _tree_files(tmp_path / "b") == trees
+    assert _tree_files(tmp_path / "warm") == trees
+    other_seed = MarcoMCTSLM(**{**args, "seed": 8})
+    assert other_seed.generate_until(reqs, True) != texts  # the seed is what fixes the samples
+
+
+def _pinned_closure(kv, pinned) -> set[int]:
+    """Entries live rows hold (pinned) and their ancestors: what eviction may not drop."""
+    held = set()
+    for entry in kv.entries.values():
+        if id(entry) in pinned:
+            while entry is not None:
+                held.add(id(entry))
+                entry = entry.parent
+    return held
+
+
+def _greedy_trees(policy):
+    cfg = SearchConfig(simulations=3, children=2, temperature=0.0, action="mini_step", mini_step_tokens=6,
+                       rollout_max_tokens=24)
+    prompts = ["A farmer has 12 sheep and buys 5 more. How many sheep?", "Lena reads 9 pages a day for 4 days."]
+    chats = [policy.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                  add_generation_prompt=True) for p in prompts]
+    searches = [Search(cfg, policy.encode(c), policy, max_new_tokens=40) for c in chats]
+    from marco_eval.search import run_searches
+
+    results = run_searches(searches, policy, width=2)
+    return [r.text for r in results], [[n.action_ids for n in s.tree.nodes] for s in searches]
+
+
+@pytest.mark.slow
+def test_kv_cache_cap_holds_and_changes_no_answer(smollm_path, one_thread):
+    from marco_eval.backends.hf import TransformersPolicy
+
+    capped = TransformersPolicy(smollm_path, dtype="float32", max_batch=4, kv_cache_mb=1)
+    kv, passes = capped.kv, []
+    evict = kv.evict_to_cap
+
+    def checked_evict(pinned=frozenset()):
+        evict(pinned)
+        held = _pinned_closure(kv, pinned)
+        passes.append((kv.nbytes, kv.nbytes <= kv.max_bytes or all(id(e) in held for e in kv.entries.values())))
+
+    kv.evict_to_cap = checked_evict
+    uncapped = TransformersPolicy(smollm_path, dtype="float32", max_batch=4)
+    assert _greedy_trees(capped) == _greedy_trees(uncapped)
+    # After every eviction pass the cache is under its cap, or holds only what live rows use.
+    assert passes and all(ok for _, ok in passes)
+    assert kv.evictions > 0 and uncapped.kv.nbytes > kv.max_bytes  # the cap did bind
+    assert kv.nbytes <= kv.max_bytes  # no row is live at the end: the cap holds exactly
+
+
+@pytest.mark.slow
+def test_sigkill_part_way_then_rerun_recomputes_only_unfinished(smollm_path, tmp_path):
+    """A real `lm_eval` run killed with SIGKILL after 2 of 4 problems; the same command again
+    searches only the other 2 and ends with the results of an uninterrupted run."""
+    def command(name: str, store: Path) -> list[str]:
+        return [str(Path(sys.executable).parent / "lm_eval"), "--model", "marco_mcts", "--model_args",
+                f"pretrained={smollm_path},dtype=float32,simulations=2,children=2,tree_batch=1,max_batch=4,"
+                f"store={store},tree_dir={tmp_path / name / 'trees'}",
+                "--tasks", "mgsm_en", "--limit", "4", "--gen_kwargs", "max_gen_toks=12",
+                "--output_path", str(tmp_path / name / "out"), "--log_samples"]
+
+    def run(cmd):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=ONE_THREAD_ENV)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    run(command("whole", whole))
+
+    victim = subprocess.Popen(command("resumed", resumed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=ONE_THREAD_ENV)
+    deadline = time.monotonic() + 1200
+    while (not resumed.exists() or resumed.read_text().count("\n") < 2) and victim.poll() is None:
+        assert time.monotonic() < deadline, "the run wrote no records"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    before = read_store(resumed)
+    assert victim.returncode == -signal.SIGKILL and 2 <= len(before) < 4, len(before)
+    assert not glob.glob(str(tmp_path / "resumed" / "out" / "**" / "results_*.json"), recursive=True)
+
+    proc = run(command("resumed", resumed))
+    assert f"{len(before)} of 4 requests already finished, searching {4 - len(before)}" in proc.stderr
+    after = read_store(resumed)
+    assert after[: len(before)] == before and len(after) == 4  # appended only the unfinished ones
+    assert {r["doc_id"] for r in after[len(before):]}.isdisjoint(r["doc_id"] for r in before)
+    assert {r["key"]: r["text"] for r in after} == {r["key"]: r["text"] for r in read_store(whole)}
+
+    def outputs(name):
+        samples = glob.glob(str(tmp_path / name / "out" / "**" / "samples_mgsm_en_*.jsonl"), recursive=True)
+        rows = sorted((json.loads(line) for line in open(samples[0])), key=lambda d: d["doc_id"])
+        results = json.load(open(glob.glob(str(tmp_path / name / "out" / "**" / "results_*.json"), recursive=True)[0]))
+        return [(d["doc_id"], d["resps"], d["filtered_resps"]) for d in rows], results["results"]["mgsm_en"]
+
+    assert outputs("resumed") == outputs("whole")
+    assert _tree_files(tmp_path / "resumed" / "trees") == _tree_files(tmp_path / "whole" / "trees")
