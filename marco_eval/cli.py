@@ -8,6 +8,8 @@
                     [--backend vllm]  the search on vLLM vs plain vLLM sampling (GPU)
     marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
     marco-eval report [RESULTS_DIR]  accuracy/cost/translation tables, CIs, plot, results/README.md
+    marco-eval synth --out FILE     synthetic CoT rows from our MCTS on problems with known answers
+    marco-eval train CONFIG [k=v]   full-parameter CoT SFT with TRL (marco_eval/train/sft.py)
 """
 
 from __future__ import annotations
@@ -132,7 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"), help="what moved between two results folders")
     r.add_argument("--slim", nargs=2, metavar=("RAW_RUN_DIR", "DEST_DIR"), help="copy a run without dataset text")
     r.set_defaults(func=cmd_report)
+    add_synth_parser(sub)
+    sub.add_parser("train", help="full-parameter CoT SFT from a YAML (marco-eval train --help)", add_help=False)
     return p
+
+
+def add_synth_parser(sub) -> None:
+    s = sub.add_parser("synth", help="synthetic CoT rows: our MCTS on problems with known answers, correct paths kept")
+    s.add_argument("--out", required=True, help="JSONL of rows; appended as problems finish, resumed on rerun")
+    s.add_argument("--problems", type=int, default=300, help="how many generated problems (default 300)")
+    s.add_argument("--problem-seed", dest="problem_seed", type=int, default=0, help="generator seed")
+    s.add_argument("--langs", default="en,zh", help="generated problem languages, alternating (default en,zh)")
+    s.add_argument("--problem-file", dest="problem_file", help="your own JSON/JSONL of {question, answer} instead")
+    s.add_argument("--write-problems", dest="write_problems", help="also save the problem list (JSONL) here")
+    s.add_argument("--model", default="qwen2.5-coder-0.5b", help="alias, checkpoint directory or hub id")
+    s.add_argument("--config", default="mcts_step", help="search config in model_configs/ or a YAML path")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a search/model option (repeatable)")
+    s.add_argument("--keep", type=int, default=1, help="correct paths kept per problem, highest reward first")
+    s.add_argument("--max-gen-toks", dest="max_gen_toks", type=int, default=1024, help="token budget per problem")
+    s.set_defaults(func=cmd_synth)
+
+
+def cmd_synth(args) -> int:
+    from marco_eval.train.synth import main as synth_main
+
+    return synth_main(args)
 
 
 def cmd_report(args) -> int:
@@ -161,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return cmd_run(argv[1:])
+    if argv[:1] == ["train"]:  # its own parser: the same one `accelerate launch -m marco_eval.train.sft` uses
+        from marco_eval.train.sft import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

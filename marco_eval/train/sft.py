@@ -1,0 +1,289 @@
+"""Full-parameter CoT SFT with TRL's SFTTrainer, from one OmegaConf YAML plus key=value overrides.
+
+    marco-eval train training/configs/sft_cpu_small.yaml max_steps=20 output_dir=checkpoints/try
+    accelerate launch --config_file training/accelerate/zero3.yaml -m marco_eval.train.sft \\
+        training/configs/sft_qwen2_7b.yaml
+
+Precedence: TrainConfig defaults < YAML < overrides (dotted keys: `data.0.weight=2`). Unknown
+keys and wrong types fail before anything loads, with one line naming the key.
+
+The run trains into OUTPUT_DIR.tmp/ and only when the model, tokenizer (with its chat
+template) and training_summary.json are all written renames OUTPUT_DIR.tmp/final to
+OUTPUT_DIR, so a killed run never leaves a directory that `pretrained=` would load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from marco_eval.config import DEFAULT_SYSTEM_PROMPT, ConfigError
+from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "qwen2.5-coder-0.5b"  # alias, local checkpoint or Hugging Face id
+    output_dir: str = "checkpoints/marco-o1-cot"
+    data: list[SourceConfig] = field(default_factory=list)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    # The system turn of every training conversation. None = the one marco_mcts prompts with
+    # (marco_eval.config.DEFAULT_SYSTEM_PROMPT), so training and evaluation contexts agree; "" = none.
+    system_prompt: str | None = None
+    max_length: int = 2048  # tokens per sequence (prompt + completion)
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.03  # < 1: fraction of the steps; >= 1: a number of steps
+    weight_decay: float = 0.0
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 stops after this many optimizer steps (overrides epochs)
+    per_device_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    seed: int = 42
+    precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp32 | fp32 | bf16 | fp16
+    model_dtype: str = "float32"  # weights as loaded: fp32 master weights under bf16 autocast/ZeRO
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    save_steps: int = 0  # > 0: checkpoints in OUTPUT_DIR.tmp/ every N steps (resume=true picks them up)
+    resume: bool = False  # continue from the newest checkpoint in OUTPUT_DIR.tmp/
+    overwrite: bool = False  # replace an existing OUTPUT_DIR
+    report_to: str = "none"  # none | tensorboard | wandb ...
+    trust_remote_code: bool = False
+    trainer_args: dict = field(default_factory=dict)  # any other SFTConfig / TrainingArguments key
+
+
+# ---------------------------------------------------------------------- config
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _config_error(where: str, e: Exception) -> ConfigError:
+    key = getattr(e, "full_key", None)  # OmegaConf names the offending key
+    return ConfigError(f"{where}: {f'{key}: ' if key else ''}{_first_line(e)}")
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults < YAML < `key=value` overrides, type-checked; a ConfigError names the bad key."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(TrainConfig)
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"training config {path} does not exist; see training/configs/ for examples")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        except Exception as e:
+            raise _config_error(f"training config {path}", e) from None
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: write key=value, e.g. learning_rate=2e-5")
+        if OmegaConf.select(cfg, key, default="\0missing") == "\0missing":
+            raise ConfigError(f"override {item!r}: {key!r} is not a training config key")
+        try:
+            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=True)
+        except Exception as e:
+            raise _config_error(f"override {item!r}", e) from None
+    try:
+        out = OmegaConf.to_object(cfg)
+    except Exception as e:  # a required field left unset
+        raise _config_error("training config", e) from None
+    validate(out)
+    return out
+
+
+def validate(c: TrainConfig) -> None:
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(c.data, "no data sources: list at least one under `data:` (path, format, weight)")
+    need(c.precision in PRECISIONS, f"precision={c.precision!r}: use one of {', '.join(PRECISIONS)}")
+    need(c.model_dtype in ("float32", "bfloat16", "float16"), f"model_dtype={c.model_dtype!r}: use float32, bfloat16 or float16")
+    need(c.max_length > 0, f"max_length={c.max_length}: must be a positive number of tokens")
+    need(c.learning_rate > 0, f"learning_rate={c.learning_rate}: must be positive")
+    need(c.per_device_batch_size > 0 and c.gradient_accumulation_steps > 0, "batch sizes must be positive")
+    need(c.epochs > 0 or c.max_steps > 0, "set epochs > 0 or max_steps > 0")
+    need(c.output_dir.strip() not in ("", ".", "/"), f"output_dir={c.output_dir!r}: name a new directory")
+
+
+def resolved_precision(precision: str) -> str:
+    import torch
+
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+# ---------------------------------------------------------------------- data
+def token_counter(tokenizer, system_prompt: str, max_length: int):
+    """A `too_long(row)` check: the conversation as the trainer will tokenise it."""
+    def too_long(row: Row) -> bool:
+        ex = conversation(row, system_prompt)
+        ids = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True)["input_ids"]
+        return len(ids) > max_length
+    return too_long
+
+
+def prepare_data(c: TrainConfig, tokenizer):
+    import datasets
+
+    system_prompt = DEFAULT_SYSTEM_PROMPT if c.system_prompt is None else c.system_prompt
+    too_long = token_counter(tokenizer, system_prompt, c.max_length) if c.filters.drop_overlong else None
+    rows, counts = build_mix(c.data, c.filters, c.seed, too_long)
+    if not rows:
+        raise ValueError("every row was filtered out; see the counts above and loosen `filters:` or fix the data")
+    dataset = datasets.Dataset.from_list([conversation(r, system_prompt) for r in rows])
+    return dataset, counts
+
+
+# ---------------------------------------------------------------------- training
+def checkpointing_args(c: TrainConfig, names) -> dict:
+    """Activation checkpointing under the name this transformers knows (renamed in v5)."""
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    if not c.gradient_checkpointing:
+        return {}
+    return {key: True, f"{key}_kwargs": {"use_reentrant": False}}
+
+
+def sft_args(c: TrainConfig, staging: Path):
+    import dataclasses
+
+    from trl import SFTConfig
+
+    precision = resolved_precision(c.precision)
+    kwargs = dict(
+        output_dir=str(staging), num_train_epochs=c.epochs, max_steps=c.max_steps,
+        per_device_train_batch_size=c.per_device_batch_size, gradient_accumulation_steps=c.gradient_accumulation_steps,
+        learning_rate=c.learning_rate, lr_scheduler_type=c.lr_scheduler, warmup_steps=c.warmup,
+        weight_decay=c.weight_decay, seed=c.seed, data_seed=c.seed,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        **checkpointing_args(c, {f.name for f in dataclasses.fields(SFTConfig)}),
+        logging_steps=c.logging_steps, logging_first_step=True,
+        save_strategy="steps" if c.save_steps > 0 else "no", save_steps=c.save_steps or 500, save_total_limit=2,
+        report_to=c.report_to, max_length=c.max_length,
+        completion_only_loss=True,  # loss on the assistant's CoT only, never on the prompt
+        packing=False, model_init_kwargs={"dtype": c.model_dtype, "trust_remote_code": c.trust_remote_code},
+        trust_remote_code=c.trust_remote_code,
+    )
+    kwargs.update(c.trainer_args)
+    try:
+        return SFTConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"trainer settings: {_first_line(e)}") from None
+
+
+def newest_checkpoint(staging: Path) -> str | None:
+    found = sorted(staging.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    return str(found[-1]) if found else None
+
+
+def train(c: TrainConfig, log=print) -> dict:
+    """Train, save atomically to c.output_dir, return the summary written beside the weights."""
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    from marco_eval.models import resolve
+
+    final = Path(c.output_dir).expanduser()
+    staging = final.with_name(final.name + ".tmp")
+    if final.exists() and not c.overwrite:
+        raise ConfigError(f"{final} already exists; pass overwrite=true or pick another output_dir")
+    started = time.perf_counter()
+    base = resolve(c.model)
+    args = sft_args(c, staging)  # before the model loads: ZeRO-3 must see its config first
+    resume_from = newest_checkpoint(staging) if c.resume and staging.is_dir() else None
+    if staging.exists() and resume_from is None and args.process_index == 0:
+        shutil.rmtree(staging)  # leftovers of a killed run
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=c.trust_remote_code)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"{c.model} has no chat template; use an instruct/chat model or add a template to its tokenizer")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset, counts = prepare_data(c, tokenizer)
+    log(counts_table(counts))
+    log(f"training rows: {len(dataset)}")
+    trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    done_dir = staging / "final"
+    trainer.save_model(str(done_dir))  # weights, config, generation config, tokenizer + chat template
+    summary = {
+        "base_model": c.model, "base_model_path": base, "config": asdict(c),
+        "data": {label: asdict(n) for label, n in counts.items()}, "train_rows": len(dataset),
+        "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "losses": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
+        "train_loss": result.training_loss, "wall_seconds": round(time.perf_counter() - started, 1),
+        "versions": versions(),
+    }
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        (done_dir / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        publish(done_dir, final, staging)
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def publish(done_dir: Path, final: Path, staging: Path) -> None:
+    """Rename the finished checkpoint into place; an old one (overwrite=true) goes only after."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    done_dir.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
+
+
+def dry_run(c: TrainConfig, log=print) -> dict:
+    """Read, filter and mix the data, print the counts: no model weights loaded."""
+    from transformers import AutoTokenizer
+
+    from marco_eval.models import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(c.model), trust_remote_code=c.trust_remote_code)
+    dataset, counts = prepare_data(c, tokenizer)
+    log(counts_table(counts))
+    log(f"training rows: {len(dataset)}")
+    return {label: asdict(n) for label, n in counts.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="marco-eval train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="training YAML (see training/configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. max_steps=20 data.0.weight=2")
+    p.add_argument("--data-only", action="store_true", help="read, filter and count the data; do not train")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        c = load_config(args.config, args.overrides)
+        if args.data_only:
+            dry_run(c)
+            return 0
+        summary = train(c)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"marco-eval train: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("train_rows", "steps", "train_loss", "wall_seconds")}
+                     | {"output_dir": c.output_dir}))
+    return 0
+
+
+if __name__ == "__main__":  # `accelerate launch -m marco_eval.train.sft CONFIG ...`
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Training: data readers and filters, the problem generator, synth's path choice, SFT config,
+and (slow) a real SFT + synth on smollm2-135m. All rows here are invented for the tests."""
+
+from __future__ import annotations
+
+import json
+import re
+from fractions import Fraction
+from types import SimpleNamespace
+
+import pytest
+
+from fakes import ScriptedPolicy
+from marco_eval.config import ConfigError
+from marco_eval.search import Search, SearchConfig, run_searches
+from marco_eval.train import data, problems, synth
+from marco_eval.train.jsonl import read_json_rows, write_jsonl_atomic
+
+
+def tagged(thought: str, output: str) -> str:
+    return f"<Thought>\n{thought}\n</Thought>\n<Output>{output}</Output>"
+
+
+GOOD = tagged("Three boxes of four pens is 3 * 4 = 12 pens.", "12")
+
+
+# ---------------------------------------------------------------------- readers and filters
+def test_marco_reader_counts_each_filter(tmp_path):
+    rows = [
+        {"instruction": "How many pens are in three boxes of four?", "response": GOOD},
+        {"instruction": "Missing answer", "response": ""},
+        {"instruction": "No closing output", "response": "<Thought>\nx\n</Thought>\n<Output>12"},
+        {"instruction": "Two thoughts", "response": "<Thought>a</Thought><Thought>b</Thought><Output>1</Output>"},
+        {"instruction": "Empty thought", "response": "<Thought>  </Thought><Output>1</Output>"},
+        {"instruction": "Too short", "response": tagged("a", "1")},
+        {"instruction": "  how many PENS are in three boxes of four? ", "response": GOOD},  # same prompt
+        {"instruction": "What is 5 + 7?", "response": tagged("Five plus seven is twelve.", "12")},
+    ]
+    path = tmp_path / "cot.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    filters = data.FilterConfig(min_response_chars=50)
+    kept, counts = data.read_source(data.SourceConfig(str(path)), filters, set())
+    assert [r.instruction for r in kept] == ["How many pens are in three boxes of four?", "What is 5 + 7?"]
+    assert counts.read == 8 and counts.kept == 2
+    assert counts.dropped == {"malformed": 1, "tags": 3, "length": 1, "duplicate": 1, "overlong": 0}
+
+
+def test_openo1_alpaca_and_synth_formats(tmp_path):
+    write_jsonl_atomic(tmp_path / "o1.jsonl", [{"instruction": "Q1", "output": GOOD}])
+    write_jsonl_atomic(tmp_path / "alpaca.jsonl", [
+        {"instruction": "Translate to French", "input": "good morning", "output": "bonjour"},
+        {"instruction": "Say hi", "input": "", "output": "Hi there!"}])
+    write_jsonl_atomic(tmp_path / "synth.jsonl", [{"instruction": "Q2", "response": GOOD, "reward": 0.9}])
+    sources = [data.SourceConfig(str(tmp_path / "o1.jsonl"), format="openo1"),
+               data.SourceConfig(str(tmp_path / "alpaca.jsonl"), format="alpaca"),
+               data.SourceConfig(str(tmp_path / "synth.jsonl"), format="synth", name="mine")]
+    rows, counts = data.build_mix(sources, data.FilterConfig(min_response_chars=1), seed=0)
+    by_prompt = {r.instruction: r for r in rows}
+    assert by_prompt["Translate to French\n\ngood morning"].response == "bonjour"  # no tags needed
+    assert by_prompt["Say hi"].source == "alpaca" and by_prompt["Q2"].source == "mine"
+    assert set(counts) == {"o1", "alpaca", "mine"} and len(rows) == 4
+
+
+def test_wrong_format_and_missing_file_are_one_line_errors(tmp_path):
+    write_jsonl_atomic(tmp_path / "o1.jsonl", [{"instruction": "Q", "output": GOOD}])
+    with pytest.raises(ValueError, match="is format=marco right"):
+        data.read_source(data.SourceConfig(str(tmp_path / "o1.jsonl"), format="marco"), data.FilterConfig(), set())
+    with pytest.raises(ValueError, match="format='sharegpt'; use one of marco, openo1, alpaca, synth"):
+        data.read_source(data.SourceConfig(str(tmp_path / "o1.jsonl"), format="sharegpt"), data.FilterConfig(), set())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.load_records(data.SourceConfig(str(tmp_path / "nope.jsonl")))
+
+
+def test_weights_repeat_or_sample_and_mix_is_seeded(tmp_path):
+    write_jsonl_atomic(tmp_path / "a.jsonl", [{"instruction": f"a{i}", "response": GOOD} for i in range(10)])
+    write_jsonl_atomic(tmp_path / "b.jsonl", [{"instruction": f"b{i}", "response": GOOD} for i in range(10)])
+    sources = [data.SourceConfig(str(tmp_path / "a.jsonl"), weight=2.0),
+               data.SourceConfig(str(tmp_path / "b.jsonl"), weight=0.5)]
+    rows, counts = data.build_mix(sources, data.FilterConfig(), seed=3)
+    assert (counts["a"].kept, counts["a"].used, counts["b"].kept, counts["b"].used) == (10, 20, 10, 5)
+    assert sum(r.source == "a" for r in rows) == 20 and len({r.instruction for r in rows if r.source == "b"}) == 5
+    again, _ = data.build_mix(sources, data.FilterConfig(), seed=3)
+    other, _ = data.build_mix(sources, data.FilterConfig(), seed=4)
+    assert again == rows and other != rows
+
+
+def test_conversation_is_prompt_completion_with_optional_system():
+    row = data.Row("What is 2 + 2?", tagged("Two and two make four.", "4"), "x")
+    ex = data.conversation(row, "Think first.")
+    assert ex["prompt"] == [{"role": "system", "content": "Think first."}, {"role": "user", "content": "What is 2 + 2?"}]
+    assert ex["completion"] == [{"role": "assistant", "content": row.response}]
+    assert data.conversation(row, "")["prompt"] == [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+# ---------------------------------------------------------------------- problem generator
+_STEP = re.compile(r"^(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
+
+
+def test_generator_is_deterministic_distinct_and_alternates_languages():
+    first = problems.generate(40, seed=7)
+    assert first == problems.generate(40, seed=7)
+    assert first[:15] == problems.generate(15, seed=7)  # asking for more extends the same list
+    assert first != problems.generate(40, seed=8)
+    assert len({problems.normalized_text(p.question) for p in first}) == 40
+    assert [p.lang for p in first[:4]] == ["en", "zh", "en", "zh"]
+    assert all(re.search(r"[\u4e00-\u9fff]", p.question) for p in first if p.lang == "zh")
+    assert all(not re.search(r"[\u4e00-\u9fff]", p.question) for p in first if p.lang == "en")
+    assert {p.kind for p in problems.generate(200, seed=1)} == set(problems.TEMPLATES)
+
+
+def test_generated_answers_follow_from_the_question():
+    """Each recorded step is right, uses only numbers from the question, earlier results or
+    unit constants, and the last step's result is the answer."""
+    for p in problems.generate(400, seed=11):
+        numbers_in_question = {int(n) for n in re.findall(r"\d+", p.question)}
+        known = numbers_in_question | problems.CONSTANTS
+        for step in p.steps:
+            a, op, b, c = _STEP.match(step).groups()
+            a, b, c = int(a), int(b), int(c)
+            assert {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b)}[op] == c, step
+            assert a in known and b in known, (p.question, step)
+            known.add(c)
+        assert p.answer == str(c) and c > 0, p.question
+
+
+def test_no_generated_problem_is_an_mgsm_question():
+    mgsm = problems.mgsm_questions()
+    if mgsm is None:
+        pytest.skip("MGSM_DATA_DIR is not set")
+    generated = problems.generate(3000, seed=0)
+    assert problems.drop_eval_overlap(generated, mgsm)[1] == 0
+    # and the check does catch an overlap
+    fake_eval = {problems.normalized_text(generated[5].question.upper())}
+    kept, dropped = problems.drop_eval_overlap(generated, fake_eval)
+    assert dropped == 1 and generated[5] not in kept
+
+
+def test_user_problem_file(tmp_path):
+    write_jsonl_atomic(tmp_path / "p.jsonl", [{"question": "Tom has 3 cats and gets 2 more. How many?", "answer": "5"},
+                                              {"question": "一共有多少个？", "answer": 1200, "id": "z1"}])
+    got = problems.read_problem_file(tmp_path / "p.jsonl")
+    assert [(p.lang, p.answer) for p in got] == [("en", "5"), ("zh", "1200")] and got[1].id == "z1"
+    write_jsonl_atomic(tmp_path / "bad.jsonl", [{"question": "ok?", "answer": 1}, {"question": "no answer"}])
+    with pytest.raises(ValueError, match="row 2 needs"):
+        problems.read_problem_file(tmp_path / "bad.jsonl")
+
+
+# ---------------------------------------------------------------------- synth: path choice and files
+FIRST = "<Thought>\nAdd the two numbers.\n\n"
+VARIANTS = [  # (text the fake model writes, confidence of its tokens)
+    (FIRST + "40 + 1 = 41.\n</Thought>\n<Output>41</Output>", 0.95),  # wrong, the most confident
+    (FIRST + "40 + 2 = 42.\n</Thought>\n<Output>42</Output>", 0.60),  # right, tagged
+    (FIRST + "So the answer is 42.\n\n\x00", 0.40),  # right, no tags; ends with end-of-sequence
+    (FIRST + "40 + 2 = 4" + "2" * 400, 0.99),  # runs out of tokens: never finished
+]
+PROMPT = "Q: 40 + 2?\n"
+
+
+def variant_script():
+    """Round-robin over the variants that continue what is already written."""
+    turn = [0]
+
+    def script(prefix: str, seed: int) -> str:
+        written = prefix[len(PROMPT):]
+        fits = [text for text, _ in VARIANTS if text.startswith(written)]
+        turn[0] += 1
+        return fits[turn[0] % len(fits)][len(written):] if fits else "\x00"
+
+    def logprobs(prefix: str, seed: int):
+        written = prefix[len(PROMPT):]
+        p = next((conf for text, conf in VARIANTS if text.startswith(written) and len(written) > len(FIRST)), 0.5)
+        import math
+        return math.log(p), [math.log(p)] + [math.log((1 - p) / 5)] * 4
+
+    return script, logprobs
+
+
+def make_fake_search(strategy: str):
+    script, logprobs = variant_script()
+    policy = ScriptedPolicy(script, logprob_fn=logprobs)
+    cfg = SearchConfig(strategy=strategy, samples=8, simulations=6, children=4, action="step", temperature=0.7)
+    return policy, lambda prompt: Search(cfg, policy.encode(PROMPT), policy, max_new_tokens=120, until=["</Output>"])
+
+
+@pytest.mark.parametrize("strategy", ["sampling", "mcts"])
+def test_synth_keeps_the_highest_reward_correct_finished_paths(strategy):
+    policy, make_search = make_fake_search(strategy)
+    search = make_search(PROMPT)
+    run_searches([search], policy)
+    texts = {synth.rollout_text(search, i) for i in range(len(search.tree.rollouts))}
+    assert any("41" in t for t in texts) and any(t.startswith(FIRST + "40 + 2 = 422") for t in texts)
+    problem = problems.Problem("p1", "en", "What is 40 + 2?", "42")
+    rows, n_correct = synth.rows_for(problem, search, keep=2, provenance={"model": "fake"})
+    assert [r["response"] for r in rows] == [
+        "<Thought>\nAdd the two numbers.\n\n40 + 2 = 42.\n</Thought>\n<Output>42</Output>",
+        "<Thought>\nAdd the two numbers.\n\nSo the answer is 42.\n</Thought>\n<Output>42</Output>"]
+    assert rows[0]["reward"] > rows[1]["reward"] and rows[0]["rank"] == 0 and rows[0]["model"] == "fake"
+    assert all(data.well_formed(r["response"]) for r in rows)
+    assert n_correct >= 2 and rows[0]["correct_rollouts"] == n_correct
+
+
+def test_marco_response_shapes():
+    assert synth.marco_response("<Thought>\n a \n</Thought>\n<Output> 7 ", "7") == "<Thought>\na\n</Thought>\n<Output>7</Output>"
+    assert synth.marco_response("3 + 4 = 7. The answer is 7.", "7") == "<Thought>\n3 + 4 = 7. The answer is 7.\n</Thought>\n<Output>7</Output>"
+    assert synth.marco_response("<Thought>\nso 7\n<Output>7", "7") == "<Thought>\nso 7\n</Thought>\n<Output>7</Output>"
+    assert synth.marco_response("<Output>7", "7") is None  # no reasoning: not a CoT row
+
+
+def test_synth_appends_resumes_and_refuses_other_settings(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    probs = [problems.Problem(f"p{i}", "en", f"What is 40 + 2? ({i})", "42") for i in range(3)]
+    policy, make_search = make_fake_search("sampling")
+    stats = synth.synthesize(probs[:2], make_search, policy, out, settings={"model": "fake"}, log=lambda s: None)
+    assert (stats.searched, stats.solved, stats.rows) == (2, 2, 2)
+    assert [r["problem_id"] for r in read_json_rows(out)] == ["p0", "p1"]
+    with open(out, "a", encoding="utf-8") as f:
+        f.write('{"instruction": "torn')  # a kill in the middle of a line
+    policy.calls.clear()
+    stats = synth.synthesize(probs, make_search, policy, out, settings={"model": "fake"}, log=lambda s: None)
+    assert (stats.already_done, stats.searched) == (2, 1)
+    assert [r["problem_id"] for r in read_json_rows(out)] == ["p0", "p1", "p2"]
+    progress = read_json_rows(synth.progress_path(out))
+    assert progress[0] == {"settings": {"model": "fake"}} and len(progress) == 4
+    with pytest.raises(ValueError, match="other settings"):
+        synth.synthesize(probs, make_search, policy, out, settings={"model": "other"}, log=lambda s: None)
+
+
+# ---------------------------------------------------------------------- SFT config
+def test_train_config_yaml_overrides_and_errors(tmp_path):
+    from marco_eval.train.sft import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: smollm2-135m\ndata:\n  - path: a.jsonl\n  - path: b.jsonl\n    format: synth\n"
+                   "learning_rate: 1.0e-5\n", encoding="utf-8")
+    c = load_config(str(cfg), ["learning_rate=3e-4", "data.1.weight=2", "filters.dedup=pair"])
+    assert c.learning_rate == 3e-4 and c.data[1].weight == 2.0 and c.data[1].format == "synth"
+    assert c.filters.dedup == "pair" and c.data[0].format == "marco"
+    for bad, message in ((["lr=1"], "'lr' is not a training config key"),
+                         (["epochs=many"], "epochs"), (["precision=int8"], "use one of auto")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(str(cfg), bad)
+    cfg.write_text("model: m\ndata:\n  - pth: a.jsonl\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="Did you mean: 'path'"):
+        load_config(str(cfg))
+
+
+def test_shipped_training_configs_load():
+    from marco_eval.paths import PACKAGE_DIR
+    from marco_eval.train.sft import load_config
+
+    for name in ("sft_cpu_small", "sft_qwen2_7b"):
+        c = load_config(str(PACKAGE_DIR.parent / "training" / "configs" / f"{name}.yaml"))
+        assert c.data and c.output_dir
+
+
+# ---------------------------------------------------------------------- slow: real model
+def worked_rows(n: int) -> list[dict]:
+    """Tiny invented CoT rows: generated problems with their recorded steps as the thought."""
+    return [{"instruction": p.question, "response": tagged("\n\n".join(p.steps), p.answer)}
+            for p in problems.generate(n, seed=5, langs=("en",))]
+
+
+@pytest.mark.slow
+def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_path, smollm_path):
+    pytest.importorskip("trl")
+    from marco_eval.lm import MarcoMCTSLM
+    from marco_eval.train.sft import load_config, train
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", worked_rows(4))
+    out = tmp_path / "ckpt"
+    c = load_config(None, [f"model={smollm_path}", f"output_dir={out}", f"data=[{{path: '{tmp_path / 'rows.jsonl'}'}}]",
+                           "system_prompt=''", "max_length=160", "learning_rate=3e-4", "lr_scheduler=constant",
+                           "warmup=0", "max_steps=3", "per_device_batch_size=2", "gradient_accumulation_steps=1",
+                           "precision=fp32"])
+    summary = train(c, log=lambda s: None)
+    losses = [e["loss"] for e in summary["losses"]]
+    assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], losses
+    assert summary["data"]["rows"]["kept"] == 4 and summary["train_rows"] == 4
+    assert not (tmp_path / "ckpt.tmp").exists()  # staged, then renamed into place
+    assert (out / "chat_template.jinja").is_file() and (out / "training_summary.json").is_file()
+
+    lm = MarcoMCTSLM(pretrained=str(out), config="base_cot", max_gen_toks=6)
+    assert "<|im_start|>" in lm.prompt_text("What is 2 + 2?")  # the saved chat template is used
+    req = SimpleNamespace(args=("Sam has 3 apples and buys 4 more. How many apples?", {"until": ["</Output>"]}))
+    text = lm.generate_until([req], disable_tqdm=True)[0]
+    assert isinstance(text, str) and 0 < lm.stats[0]["generated_tokens"] <= 6
+
+
+@pytest.mark.slow
+def test_synth_command_on_smollm(tmp_path, smollm_path, capsys):
+    """smollm2 cannot do arithmetic: expect few or no rows, but every row kept must be correct
+    and well formed, and the counts must add up."""
+    from marco_eval.cli import main
+
+    out = tmp_path / "synth.jsonl"
+    rc = main(["synth", "--out", str(out), "--problems", "2", "--model", smollm_path, "--config", "mcts_step",
+               "--set", "simulations=1", "--set", "children=2", "--max-gen-toks", "24",
+               "--write-problems", str(tmp_path / "problems.jsonl")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["searched"] == 2 and summary["rollouts"] >= 2
+    gold = {p["id"]: p["answer"] for p in read_json_rows(tmp_path / "problems.jsonl")}
+    rows = read_json_rows(out) if out.exists() else []
+    assert summary["rows"] == len(rows)
+    for row in rows:
+        assert data.well_formed(row["response"]) and row["answer"] == gold[row["problem_id"]]
+    progress = read_json_rows(synth.progress_path(out))
+    assert len(progress) == 3 and sum(p["kept"] for p in progress[1:]) == len(rows)
