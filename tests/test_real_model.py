@@ -101,9 +101,15 @@ def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_arg
 
 def _greedy_search_texts(path, kv_reuse):
     from marco_eval.backends.hf import TransformersPolicy
-    from marco_eval.search import Search, SearchConfig, run_searches
 
     pol = TransformersPolicy(path, dtype="float32", max_batch=8, kv_reuse=kv_reuse)
+    return (*greedy_searches(pol), pol)
+
+
+def greedy_searches(pol):
+    """Texts and per-node action ids of a small greedy mini-step search on two prompts."""
+    from marco_eval.search import Search, SearchConfig, run_searches
+
     cfg = SearchConfig(simulations=3, children=2, temperature=0.0, action="mini_step", mini_step_tokens=6,
                        rollout_max_tokens=24)
     prompts = ["Tom has 3 apples and buys 4 more. How many apples?", "What is 12 times 3?"]
@@ -111,7 +117,7 @@ def _greedy_search_texts(path, kv_reuse):
                                                add_generation_prompt=True) for p in prompts]
     searches = [Search(cfg, pol.encode(c), pol, max_new_tokens=40) for c in chats]
     results = run_searches(searches, pol, width=2)
-    return [r.text for r in results], [[n.action_ids for n in s.tree.nodes] for s in searches], pol
+    return [r.text for r in results], [[n.action_ids for n in s.tree.nodes] for s in searches]
 
 
 def test_kv_reuse_gives_identical_greedy_answers_with_fewer_forwarded_tokens(smollm_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from fakes import ScriptedPolicy, fake_lm
+from test_real_model import greedy_searches
 
 from marco_eval.search import Search, SearchConfig, drive
 from marco_eval.store import RequestStore, StoreError
@@ -263,19 +264,6 @@ def _pinned_closure(kv, pinned) -> set[int]:
     return held
 
 
-def _greedy_trees(policy):
-    cfg = SearchConfig(simulations=3, children=2, temperature=0.0, action="mini_step", mini_step_tokens=6,
-                       rollout_max_tokens=24)
-    prompts = ["A farmer has 12 sheep and buys 5 more. How many sheep?", "Lena reads 9 pages a day for 4 days."]
-    chats = [policy.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                  add_generation_prompt=True) for p in prompts]
-    searches = [Search(cfg, policy.encode(c), policy, max_new_tokens=40) for c in chats]
-    from marco_eval.search import run_searches
-
-    results = run_searches(searches, policy, width=2)
-    return [r.text for r in results], [[n.action_ids for n in s.tree.nodes] for s in searches]
-
-
 @pytest.mark.slow
 def test_kv_cache_cap_holds_and_changes_no_answer(smollm_path, one_thread):
     from marco_eval.backends.hf import TransformersPolicy
@@ -291,7 +279,7 @@ def test_kv_cache_cap_holds_and_changes_no_answer(smollm_path, one_thread):
 
     kv.evict_to_cap = checked_evict
     uncapped = TransformersPolicy(smollm_path, dtype="float32", max_batch=4)
-    assert _greedy_trees(capped) == _greedy_trees(uncapped)
+    assert greedy_searches(capped) == greedy_searches(uncapped)
     # After every eviction pass the cache is under its cap, or holds only what live rows use.
     assert passes and all(ok for _, ok in passes)
     assert kv.evictions > 0 and uncapped.kv.nbytes > kv.max_bytes  # the cap did bind
