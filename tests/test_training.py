@@ -254,6 +254,17 @@ def test_shipped_training_configs_load():
 
 
 # ---------------------------------------------------------------------- slow: real model
+@pytest.fixture
+def one_thread():
+    """On a shared 2-core machine two preempted torch threads are several times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def worked_rows(n: int) -> list[dict]:
     """Tiny invented CoT rows: generated problems with their recorded steps as the thought."""
     return [{"instruction": p.question, "response": tagged("\n\n".join(p.steps), p.answer)}
@@ -261,7 +272,7 @@ def worked_rows(n: int) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_path, smollm_path):
+def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_path, smollm_path, one_thread):
     pytest.importorskip("trl")
     from marco_eval.lm import MarcoMCTSLM
     from marco_eval.train.sft import load_config, train
@@ -287,7 +298,7 @@ def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_p
 
 
 @pytest.mark.slow
-def test_synth_command_on_smollm(tmp_path, smollm_path, capsys):
+def test_synth_command_on_smollm(tmp_path, smollm_path, capsys, one_thread):
     """smollm2 cannot do arithmetic: expect few or no rows, but every row kept must be correct
     and well formed, and the counts must add up."""
     from marco_eval.cli import main

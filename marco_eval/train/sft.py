@@ -167,7 +167,7 @@ def sft_args(c: TrainConfig, staging: Path):
         bf16=precision == "bf16", fp16=precision == "fp16",
         **checkpointing_args(c, {f.name for f in dataclasses.fields(SFTConfig)}),
         logging_steps=c.logging_steps, logging_first_step=True,
-        save_strategy="steps" if c.save_steps > 0 else "no", save_steps=c.save_steps or 500, save_total_limit=2,
+        save_strategy="steps" if c.save_steps > 0 else "no", save_steps=c.save_steps or 500, save_total_limit=1,
         report_to=c.report_to, max_length=c.max_length,
         completion_only_loss=True,  # loss on the assistant's CoT only, never on the prompt
         packing=False, model_init_kwargs={"dtype": c.model_dtype, "trust_remote_code": c.trust_remote_code},
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="training YAML (see training/configs/)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. max_steps=20 data.0.weight=2")
     p.add_argument("--data-only", action="store_true", help="read, filter and count the data; do not train")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
         c = load_config(args.config, args.overrides)
         if args.data_only:
