@@ -22,3 +22,16 @@ def smollm_path():
     if not models.is_pulled("smollm2-135m"):
         pytest.skip("smollm2-135m is not provisioned (make test pulls it)")
     return str(models.model_dir("smollm2-135m"))
+
+
+@pytest.fixture
+def one_thread():
+    """Pin torch to one thread for a real-model test: on a shared 2-core machine two threads
+    that get preempted are 5-25x slower (a 150-token smollm2 prefill: 1.1 s on one thread,
+    3.6-12.5 s on two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

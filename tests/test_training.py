@@ -254,17 +254,6 @@ def test_shipped_training_configs_load():
 
 
 # ---------------------------------------------------------------------- slow: real model
-@pytest.fixture
-def one_thread():
-    """On a shared 2-core machine two preempted torch threads are several times slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def worked_rows(n: int) -> list[dict]:
     """Tiny invented CoT rows: generated problems with their recorded steps as the thought."""
     return [{"instruction": p.question, "response": tagged("\n\n".join(p.steps), p.answer)}
