@@ -223,9 +223,9 @@ def main(args) -> int:
 
     from marco_eval.lm import MarcoMCTSLM
 
-    problems = load_problems(args)  # before the model loads: bad input fails in a second
     overrides = parse_overrides(args.set or [])
-    lm = MarcoMCTSLM(pretrained=args.model, config=args.config, **overrides)
+    lm = MarcoMCTSLM(pretrained=args.model, config=args.config, **overrides)  # checks settings; loads lazily
+    problems = load_problems(args)  # before the model loads: bad input fails in a second
     gen_kwargs = {"until": ["</Output>"], "max_gen_toks": args.max_gen_toks}
     settings = {"model": args.model, "config": args.config, "overrides": overrides,
                 "seed": lm.search_config.seed, "max_gen_toks": args.max_gen_toks, "keep": args.keep}
