@@ -132,16 +132,29 @@ def token_counter(tokenizer, system_prompt: str, max_length: int):
     return too_long
 
 
-def prepare_data(c: TrainConfig, tokenizer):
+def load_tokenizer(c: TrainConfig, base: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=c.trust_remote_code)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"{c.model} has no chat template; use an instruct/chat model or add a template to its tokenizer")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def prepare_data(c: TrainConfig, tokenizer, log=print):
+    """The merged conversational dataset and the per-source counts (printed as a table)."""
     import datasets
 
     system_prompt = DEFAULT_SYSTEM_PROMPT if c.system_prompt is None else c.system_prompt
     too_long = token_counter(tokenizer, system_prompt, c.max_length) if c.filters.drop_overlong else None
     rows, counts = build_mix(c.data, c.filters, c.seed, too_long)
+    log(counts_table(counts))
     if not rows:
         raise ValueError("every row was filtered out; see the counts above and loosen `filters:` or fix the data")
-    dataset = datasets.Dataset.from_list([conversation(r, system_prompt) for r in rows])
-    return dataset, counts
+    log(f"training rows: {len(rows)}")
+    return datasets.Dataset.from_list([conversation(r, system_prompt) for r in rows]), counts
 
 
 # ---------------------------------------------------------------------- training
@@ -187,7 +200,6 @@ def newest_checkpoint(staging: Path) -> str | None:
 
 def train(c: TrainConfig, log=print) -> dict:
     """Train, save atomically to c.output_dir, return the summary written beside the weights."""
-    from transformers import AutoTokenizer
     from trl import SFTTrainer
 
     from marco_eval.models import resolve
@@ -202,14 +214,8 @@ def train(c: TrainConfig, log=print) -> dict:
     resume_from = newest_checkpoint(staging) if c.resume and staging.is_dir() else None
     if staging.exists() and resume_from is None and args.process_index == 0:
         shutil.rmtree(staging)  # leftovers of a killed run
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=c.trust_remote_code)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"{c.model} has no chat template; use an instruct/chat model or add a template to its tokenizer")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dataset, counts = prepare_data(c, tokenizer)
-    log(counts_table(counts))
-    log(f"training rows: {len(dataset)}")
+    tokenizer = load_tokenizer(c, base)
+    dataset, counts = prepare_data(c, tokenizer, log)
     trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train(resume_from_checkpoint=resume_from)
     done_dir = staging / "final"
@@ -219,7 +225,8 @@ def train(c: TrainConfig, log=print) -> dict:
         "data": {label: asdict(n) for label, n in counts.items()}, "train_rows": len(dataset),
         "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
         "losses": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
-        "train_loss": result.training_loss, "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_loss": result.training_loss, "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
         "versions": versions(),
     }
     trainer.accelerator.wait_for_everyone()
@@ -251,14 +258,9 @@ def versions() -> dict:
 
 def dry_run(c: TrainConfig, log=print) -> dict:
     """Read, filter and mix the data, print the counts: no model weights loaded."""
-    from transformers import AutoTokenizer
-
     from marco_eval.models import resolve
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve(c.model), trust_remote_code=c.trust_remote_code)
-    dataset, counts = prepare_data(c, tokenizer)
-    log(counts_table(counts))
-    log(f"training rows: {len(dataset)}")
+    _, counts = prepare_data(c, load_tokenizer(c, resolve(c.model)), log)
     return {label: asdict(n) for label, n in counts.items()}
 
 
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"marco-eval train: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in ("train_rows", "steps", "train_loss", "wall_seconds")}
+    print(json.dumps({k: summary[k] for k in ("train_rows", "steps", "train_loss", "train_seconds", "wall_seconds")}
                      | {"output_dir": c.output_dir}))
     return 0
 
