@@ -995,12 +995,17 @@ def translation_compare(old: Loaded, new: Loaded) -> list[str]:
 
 # =============================================================================== slim
 
-SAMPLE_FIELDS_DROPPED = ("doc", "arguments")
+# `resps` and the store's `text` go too: a model's reasoning often restates the problem
+# word for word, and the dataset must not be committed. `filtered_resps` (the extracted
+# answer or translation) is what the tables use and stays.
+SAMPLE_FIELDS_DROPPED = ("doc", "arguments", "resps")
+STORE_FIELDS_DROPPED = ("text",)
 
 
 def slim_run(raw_dir: Path, dest_dir: Path) -> list[Path]:
-    """Copy a run for committing: run.json, results JSONs, the request store / tokens.json, and
-    samples without the dataset text (`doc`, `arguments`: the question and the prompt)."""
+    """Copy a run for committing: run.json, results JSONs, tokens.json, the request store
+    without completion texts, and samples without the dataset text (`doc`, `arguments`: the
+    question and the prompt) or the raw completions (`resps`)."""
     raw_dir, dest_dir = Path(raw_dir), Path(dest_dir)
     manifest = load_manifest(raw_dir / MANIFEST) if (raw_dir / MANIFEST).is_file() else None
     if manifest is None:
@@ -1012,6 +1017,9 @@ def slim_run(raw_dir: Path, dest_dir: Path) -> list[Path]:
         name, target = path.name, dest_dir / path.relative_to(raw_dir)
         if name.startswith("samples_") and name.endswith(".jsonl"):
             rows = [{k: v for k, v in row.items() if k not in SAMPLE_FIELDS_DROPPED} for _, row in read_jsonl(path)]
+            write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+        elif name == (manifest.store or STORE):
+            rows = [{k: v for k, v in row.items() if k not in STORE_FIELDS_DROPPED} for _, row in read_jsonl(path)]
             write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
         elif (name.startswith("results_") and name.endswith(".json")) or name in (
                 MANIFEST, TOKENS, manifest.store or STORE) or fnmatch.fnmatch(name, JUDGE_SUMMARY):

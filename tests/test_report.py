@@ -381,7 +381,8 @@ def test_slim_drops_dataset_text(tmp_path):
     raw = write_run(tmp_path / "raw", "a", "toy / a", {"mgsm_en": [1, 0]},
                     candidates={"mgsm_en": [["10"], ["0"]]})
     samples = next(raw.rglob("samples_*.jsonl"))
-    rows = [dict(json.loads(line), doc={"question": "Q?"}, arguments={"gen_args_0": {"arg_0": "Q?"}})
+    rows = [dict(json.loads(line), doc={"question": "Q?"}, arguments={"gen_args_0": {"arg_0": "Q?"}},
+                 resps=[["Restating Q? first"]])
             for line in samples.read_text().splitlines()]
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (raw / "trees").mkdir()
@@ -390,5 +391,10 @@ def test_slim_drops_dataset_text(tmp_path):
     names = sorted(p.relative_to(tmp_path / "slim").as_posix() for p in written)
     assert "trees/t.json" not in names and "requests.jsonl" in names and "run.json" in names
     slim_samples = next((tmp_path / "slim").rglob("samples_*.jsonl")).read_text()
-    assert "Q?" not in slim_samples and '"exact_match"' in slim_samples
+    assert "Q?" not in slim_samples and '"exact_match"' in slim_samples and '"filtered_resps"' in slim_samples
+    store = raw / "requests.jsonl"
+    store.write_text("".join(json.dumps(dict(json.loads(line), text="Restating Q?")) + "\n"
+                             for line in store.read_text().splitlines()))
+    report.slim_run(raw, tmp_path / "slim")
+    assert "Q?" not in (tmp_path / "slim" / "requests.jsonl").read_text()
     assert report.load(tmp_path / "slim").tasks[0].accuracy == 0.5
