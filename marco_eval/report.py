@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from marco_eval import jsonl
 from marco_eval.answers import answers_match
 
 MGSM_TASKS = {"mgsm_en": "MGSM-En", "mgsm_zh": "MGSM-Zh"}
@@ -154,18 +155,7 @@ def read_json(path: Path, what: str = "JSON"):
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ReportError(f"{path}:{number}: not valid JSON ({e}): regenerate or fix the line") from None
-        if not isinstance(row, dict):
-            raise ReportError(f"{path}:{number}: expected a JSON object per line")
-        rows.append((number, row))
-    return rows
+    return list(jsonl.read_jsonl(path, ReportError, "one JSON object per line: regenerate or fix the line"))
 
 
 def rel(path: Path, root: Path) -> str:

@@ -14,11 +14,11 @@ plus COMET when $MARCO_EVAL_COMET_MODEL names a local COMET model.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from marco_eval import translation
+from marco_eval.jsonl import read_jsonl
 from marco_eval.answers import output_text_filter  # noqa: F401 (the YAMLs use it)
 
 COLLOQUIAL_PATH = Path(__file__).resolve().parent / "colloquial_zh_en.jsonl"
@@ -44,13 +44,7 @@ INSTRUCTION = {
 def read_colloquial(path: Path = COLLOQUIAL_PATH) -> list[dict]:
     """The colloquial set as docs {"id", "category", "zh", "references"}; one-line errors."""
     docs, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from e
+    for number, row in read_jsonl(path, ValueError, '{"id", "category", "zh", "en"} per line'):
         missing = [k for k in ("id", "category", "zh", "en") if not str(row.get(k) or "").strip()]
         if missing:
             raise ValueError(f"{path}:{number}: missing or empty {', '.join(missing)}")

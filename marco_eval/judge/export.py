@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marco_eval.judge import JudgeError
+from marco_eval.jsonl import read_jsonl
 from marco_eval.search.export import write_json_atomic
 
 SCHEMA_VERSION = 1
@@ -72,18 +73,11 @@ def find_samples_file(path: Path, task: str | None) -> Path:
 
 def load_samples(name: str, path: Path, filter_name: str | None) -> SystemSamples:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JudgeError(f"{path}:{lineno}: not JSON ({e.msg}); expected an lm-eval samples file") from None
-            missing = {"doc_id", "doc", "filtered_resps"} - set(row)
-            if missing:
-                raise JudgeError(f"{path}:{lineno}: no {', '.join(sorted(missing))}; expected an lm-eval samples file")
-            rows.append(row)
+    for lineno, row in read_jsonl(path, JudgeError, "an lm-eval samples file"):
+        missing = {"doc_id", "doc", "filtered_resps"} - set(row)
+        if missing:
+            raise JudgeError(f"{path}:{lineno}: no {', '.join(sorted(missing))}; expected an lm-eval samples file")
+        rows.append(row)
     if not rows:
         raise JudgeError(f"{path} is empty; expected lm-eval samples (run with --log_samples)")
     filters = list(dict.fromkeys(row.get("filter", "none") for row in rows))
