@@ -99,12 +99,16 @@ class TaskRun:
     policy_calls_per_problem: float | None = None
     tokens_file: Path | None = None
     seconds_per_problem: float | None = None
+    strategy: str | None = None  # marco_eval_config.strategy of the results file: "mcts" or "sampling"
     first_correct: np.ndarray | None = None  # caches: Test@N, the accuracy with its CI
     accuracy_ci: "Accuracy | None" = None
 
     @property
     def accuracy(self) -> float:
         return float(np.mean([self.scores[d] for d in sorted(self.scores)]))
+
+    def accuracy_on(self, doc_ids: list[int]) -> float:
+        return float(np.mean([self.scores[d] for d in doc_ids]))
 
     def score_vector(self) -> np.ndarray:
         return np.array([self.scores[d] for d in sorted(self.scores)], dtype=float)
@@ -335,13 +339,15 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
         raise ReportError(f"{manifest.path}: store {manifest.store!r} does not exist")
     store = load_store(store_path) if store_path.is_file() else {}
     tokens_path = manifest.path.parent / TOKENS
+    marco_config = (doc.get("config") or {}).get("marco_eval_config") if isinstance(doc.get("config"), dict) else None
+    strategy = marco_config.get("strategy") if isinstance(marco_config, dict) else None
     runs = []
     for task in sorted(doc["results"]):
         if task not in MGSM_TASKS and task not in TRANSLATION_TASKS:
             skipped.append(f"{rel(path, root)}: {task}")
             continue
         run = TaskRun(system=manifest.system, task=task, source=source, results_file=path, manifest=manifest,
-                      metrics=doc["results"][task], n=task_count(doc, task, path))
+                      metrics=doc["results"][task], n=task_count(doc, task, path), strategy=strategy)
         if task in MGSM_TASKS:
             if metric_key not in run.metrics:
                 have = sorted(k for k in run.metrics if k.startswith("exact_match,"))
@@ -446,17 +452,20 @@ def validate(loaded: Loaded) -> None:
         judged[key] = row
 
 
-def check_same_problems(a: TaskRun, b: TaskRun, root: Path) -> None:
-    """A paired comparison is only meaningful on the very same problems."""
+def shared_problems(a: TaskRun, b: TaskRun, root: Path) -> list[int]:
+    """The doc_ids both runs scored. A paired comparison is only meaningful on the very same
+    problems, so a run on all 250 pairs with one on the first 100 over those 100; runs that
+    share none, or disagree on a shared problem's data, are an error."""
     where = f"{a.task}: {a.system!r} ({rel(a.results_file, root)}) and {b.system!r} ({rel(b.results_file, root)})"
-    if set(a.scores) != set(b.scores):
-        only = sorted(set(a.scores) ^ set(b.scores))
-        raise ReportError(f"{where} scored different problems (n={a.n} vs n={b.n}, e.g. doc_id {only[0]} "
-                          f"in one only): rerun both on the same problems (same --limit)")
-    for d in sorted(a.scores):
+    shared = sorted(set(a.scores) & set(b.scores))
+    if not shared:
+        raise ReportError(f"{where} scored different problems (n={a.n} vs n={b.n}, no doc_id in common): "
+                          f"rerun one on the other's problems (same --limit)")
+    for d in shared:
         if a.targets[d] != b.targets[d] or a.doc_hashes.get(d, "") != b.doc_hashes.get(d, ""):
             raise ReportError(f"{where} disagree on problem doc_id {d} (target or doc_hash differs): "
                               f"the runs used different data")
+    return shared
 
 
 # =============================================================================== statistics
@@ -509,6 +518,7 @@ class Paired:
     wins: int
     losses: int
     p: float
+    n: int  # problems both runs scored
 
 
 def accuracy_of(values: np.ndarray) -> Accuracy:
@@ -523,11 +533,13 @@ def run_accuracy(run: TaskRun) -> Accuracy:
 
 
 def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
-    check_same_problems(run, base, root)
-    a, b = run.score_vector(), base.score_vector()
+    """run minus base on the problems both scored (see shared_problems)."""
+    shared = shared_problems(run, base, root)
+    a = np.array([run.scores[d] for d in shared], dtype=float)
+    b = np.array([base.scores[d] for d in shared], dtype=float)
     lo, hi = bootstrap_ci(a - b)
     wins, losses, p = mcnemar_exact(a, b)
-    return Paired(float(a.mean() - b.mean()), lo, hi, wins, losses, p)
+    return Paired(float(a.mean() - b.mean()), lo, hi, wins, losses, p, len(shared))
 
 
 same_answer = functools.lru_cache(maxsize=None)(answers_match)  # rollouts repeat answers a lot
@@ -598,10 +610,11 @@ def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
     systems = system_order({s for s, _ in runs}, baseline)
     columns, csv_columns = ["System"], ["system"]
     for task, label in MGSM_TASKS.items():
-        columns += [f"{label} % [95% CI]"] + ([f"Δ {label} [95% CI]", f"p {label}"] if baseline else []) + [f"n {label}"]
+        columns += [f"{label} % [95% CI]"] + ([f"Δ {label} [95% CI]", f"p {label}", f"n paired {label}"]
+                                             if baseline else []) + [f"n {label}"]
         csv_columns += [f"{task}_acc", f"{task}_ci_lo", f"{task}_ci_hi"]
         csv_columns += [f"{task}_delta", f"{task}_delta_lo", f"{task}_delta_hi", f"{task}_wins", f"{task}_losses",
-                        f"{task}_p_mcnemar"] if baseline else []
+                        f"{task}_p_mcnemar", f"{task}_n_paired"] if baseline else []
         csv_columns += [f"{task}_n"]
     columns.append("Sources")
     csv_columns.append("sources")
@@ -616,10 +629,10 @@ def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
             if baseline:
                 base = runs.get((baseline, task))
                 pair = paired(run, base, loaded.root) if run and base and system != baseline else None
-                md += [f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]", p_text(pair.p)] if pair else [
-                    "baseline" if run and system == baseline else "—", ""]
-                row += ([num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9)]
-                        if pair else [""] * 6)
+                md += [f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]", p_text(pair.p), str(pair.n)] if pair else [
+                    "baseline" if run and system == baseline else "—", "", ""]
+                row += ([num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9), pair.n]
+                        if pair else [""] * 7)
             md.append(str(run.n) if run else "—")
             row.append(run.n if run else "")
             sources += [run.source] if run and run.source not in sources else []
@@ -628,7 +641,8 @@ def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
         md_rows.append(md)
         csv_rows.append(row)
     note = (f"Accuracy: lm-eval `exact_match` per problem, filter `{{filter}}`; CI: percentile bootstrap over problems. "
-            + (f"Δ: row minus baseline `{baseline}` on the same problems, CI by paired bootstrap; "
+            + (f"Δ: row minus baseline `{baseline}` on the problems both scored (n paired: a run on the first 100 "
+               f"pairs with a 250-problem baseline on those 100), CI by paired bootstrap; "
                f"p: exact McNemar test (two-sided binomial on the problems exactly one of the two solved)."
                if baseline else "No baseline chosen (`--baseline SYSTEM` adds Δ and paired tests)."))
     return Table("mgsm", "MGSM accuracy (the seed's table)", note, columns, md_rows, csv_columns, csv_rows)
@@ -699,6 +713,51 @@ def cost_table(loaded: Loaded) -> Table:
             "total_evaluation_time_seconds of the results file (model load included) divided by all problems in "
             "that file. Accuracy % per 1k tokens = accuracy % / (tokens per problem / 1000).")
     return Table("cost", "Cost: tokens, time and accuracy per token", note, columns, md_rows, csv_columns, csv_rows)
+
+
+SIGNIFICANCE = 0.05  # the verdict table's threshold on the exact McNemar p
+
+
+def verdict_pairs(loaded: Loaded) -> list[tuple[TaskRun, TaskRun]]:
+    """(search run, run without search) of the same model and task: every MCTS row against greedy
+    CoT and the compute-matched sampling baselines."""
+    runs = sorted(mgsm_runs(loaded).values(), key=lambda r: (list(MGSM_TASKS).index(r.task), r.system))
+    return [(s, b) for s in runs if s.strategy == "mcts" for b in runs
+            if b.strategy == "sampling" and b.task == s.task and b.manifest.model == s.manifest.model]
+
+
+def verdict_word(pair: Paired) -> str:
+    if pair.p < SIGNIFICANCE:
+        return "search better" if pair.delta > 0 else "search worse"
+    return "no significant difference"
+
+
+def verdict_table(loaded: Loaded) -> Table:
+    columns = ["Task", "Search", "Against", "n paired", "Search %", "Against %", "Δ [95% CI]", "p (McNemar)",
+               "Tokens ratio", "Verdict", "Sources"]
+    csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
+                   "delta_hi", "wins", "losses", "p_mcnemar", "tokens_ratio", "verdict", "sources"]
+    md_rows, csv_rows = [], []
+    for s, b in verdict_pairs(loaded):
+        pair = paired(s, b, loaded.root)
+        search_acc = s.accuracy_on(shared_problems(s, b, loaded.root))
+        ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
+        word = verdict_word(pair)
+        md_rows.append([MGSM_TASKS[s.task], s.system, b.system, str(pair.n), pct(search_acc), pct(search_acc - pair.delta),
+                        f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]",
+                        f"{p_text(pair.p)} ({pair.wins} vs {pair.losses})",
+                        f"{ratio:.2f}" if ratio is not None else "—", word, f"{s.source}, {b.source}"])
+        csv_rows.append([s.task, s.system, b.system, pair.n, num(search_acc), num(search_acc - pair.delta),
+                         num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
+                         num(ratio), word, f"{s.source} {b.source}"])
+    note = ("Every MCTS row (strategy `mcts` in the run's recorded config) against every row of the same model "
+            "without search (strategy `sampling`: greedy CoT, self-consistency, best-of-N) on the problems both "
+            f"scored, filter `{{filter}}`. Verdict: \"search better\" or \"search worse\" when the exact McNemar "
+            f"p < {SIGNIFICANCE}, else \"no significant difference\". Tokens ratio: the search run's generated "
+            "tokens per problem over the other's (each over its own problems). (a vs b): problems only the "
+            "search solved vs only the other solved.")
+    return Table("verdict", "Does the search pay? (MCTS against no search, same model)", note, columns, md_rows,
+                 csv_columns, csv_rows)
 
 
 def metric_value(metrics: dict, metric: str) -> float | None:
@@ -782,7 +841,7 @@ def build_tables(loaded: Loaded, baseline: str | None, filter_name: str) -> list
     systems = {r.system for r in loaded.tasks if r.task in MGSM_TASKS}
     if baseline is not None and baseline not in systems:
         raise ReportError(f"--baseline {baseline!r} is not a system with MGSM runs (systems: {', '.join(sorted(systems)) or 'none'})")
-    tables = [accuracy_table(loaded, baseline), test_at_table(loaded), cost_table(loaded),
+    tables = [accuracy_table(loaded, baseline), verdict_table(loaded), test_at_table(loaded), cost_table(loaded),
               translation_table(loaded), human_table(loaded), runs_table(loaded)]
     for t in tables:
         t.note = t.note.replace("{filter}", filter_name)
@@ -890,7 +949,7 @@ problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test.
     if skipped:
         head += f"\nTasks in these results that the report does not tabulate:{skipped}\n"
     body = [head]
-    for name in ("mgsm", "test_at_n", "cost"):
+    for name in ("mgsm", "verdict", "test_at_n", "cost"):
         body.append(render_markdown(by_name[name]))
     body.append(f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n")
     for name in ("translation", "human", "runs"):

@@ -29,7 +29,7 @@ STAMP = "2026-01-01T00-00-00.000000"
 
 def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], *, config: str = "mcts_step",
               model: str = "toy-model", candidates: dict[str, list[list]] | None = None, tokens: int = 100,
-              wall: float = 60.0, stamp: str = STAMP, targets: list[str] | None = None) -> Path:
+              wall: float = 60.0, stamp: str = STAMP, targets: list[str] | None = None, first_doc: int = 0) -> Path:
     """One run folder as lm-eval 0.4.13 writes it (results + samples per task) plus run.json and,
     when candidates are given, the request store."""
     run_dir = root / name
@@ -45,15 +45,16 @@ def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], 
         n_samples[task] = {"original": 250, "effective": len(per_doc)}
         lines = []
         for filt in ("strict-match", "flexible-extract"):
-            for doc_id, score in enumerate(per_doc):
-                target = targets[doc_id] if targets else str(doc_id + 10)
+            for doc_id, score in enumerate(per_doc, first_doc):
+                target = targets[doc_id - first_doc] if targets else str(doc_id + 10)
                 lines.append({"doc_id": doc_id, "target": target, "resps": [["..."]], "filtered_resps": ["1"],
                               "filter": filt, "metrics": ["exact_match"], "doc_hash": f"h{task}{doc_id}",
                               "exact_match": float(score)})
         (out / f"samples_{task}_{stamp}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     doc = {"results": results, "n-samples": n_samples, "total_evaluation_time_seconds": str(wall),
            "config": {"model": "marco_mcts", "model_args": f"pretrained={model},config={config}",
-                      "marco_eval_config_file": config},
+                      "marco_eval_config_file": config,
+                      "marco_eval_config": {"strategy": "mcts" if config.startswith("mcts") else "sampling"}},
            "model_name": model, "lm_eval_version": "0.4.13"}
     (out / f"results_{stamp}.json").write_text(json.dumps(doc))
     if candidates:
@@ -148,6 +149,33 @@ def test_paired_row_against_baseline(two_systems, tmp_path):
     assert float(mcts["mgsm_en_delta_lo"]) > 0  # 4 wins, no losses: the paired CI excludes 0
     assert mcts["mgsm_zh_acc"] == ""  # that system has no Zh run
     assert list(rows) == ["toy / base_cot", "toy / mcts_step"]  # baseline first
+
+
+def test_verdict_table_pairs_search_with_every_row_without_search(tmp_path):
+    root = tmp_path / "results"
+    greedy = [1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 1]  # 12 problems: the search's 10 and two more
+    vote = [1, 1, 0, 1, 0, 1, 0, 1, 1, 0]
+    mcts = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]  # solves the 6 greedy missed (p = 2/64) and the 4 the vote missed (p = 2/16)
+    write_run(root, "greedy", "toy / base_cot", {"mgsm_en": greedy}, config="base_cot", tokens=100,
+              candidates={"mgsm_en": [["0"]] * 12})
+    write_run(root, "vote", "toy / self_consistency", {"mgsm_en": vote}, config="self_consistency", tokens=500,
+              candidates={"mgsm_en": [["0"]] * 10})
+    write_run(root, "mcts", "toy / mcts_step", {"mgsm_en": mcts}, config="mcts_step", tokens=400,
+              candidates={"mgsm_en": [["0"]] * 10})
+    write_run(root, "other", "other-model / base_cot", {"mgsm_en": greedy}, config="base_cot", model="other")
+    report.report(root, tmp_path / "out")
+    rows = {(r["search"], r["against"]): r for r in csv_rows(tmp_path / "out" / "report" / "verdict.csv")}
+    assert list(rows) == [("toy / mcts_step", "toy / base_cot"), ("toy / mcts_step", "toy / self_consistency")]
+    greedy_row, vote_row = rows["toy / mcts_step", "toy / base_cot"], rows["toy / mcts_step", "toy / self_consistency"]
+    assert greedy_row["n_paired"] == "10" and float(greedy_row["against_acc"]) == pytest.approx(0.4)
+    assert (greedy_row["wins"], greedy_row["losses"]) == ("6", "0")
+    assert float(greedy_row["p_mcnemar"]) == pytest.approx(2 / 64)
+    assert greedy_row["verdict"] == "search better" and float(greedy_row["tokens_ratio"]) == 4.0
+    assert float(vote_row["p_mcnemar"]) == pytest.approx(2 / 16)
+    assert vote_row["verdict"] == "no significant difference" and float(vote_row["tokens_ratio"]) == 0.8
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "### Does the search pay?" in readme and "| MGSM-En | toy / mcts_step | toy / base_cot | 10 |" in readme
+    assert report.verdict_word(report.Paired(-0.3, -0.5, -0.1, 0, 6, 0.03, 10)) == "search worse"
 
 
 def test_test_at_n_from_store(two_systems, tmp_path):
@@ -269,13 +297,25 @@ def test_duplicate_system_and_task_names_both_files(tmp_path):
         report.load(root)
 
 
-def test_mismatched_problems_between_paired_rows(tmp_path):
+def test_paired_rows_use_the_problems_both_scored(tmp_path):
+    """A baseline on more problems (all 250) pairs with a run on the first 100 over those 100."""
+    root = tmp_path / "results"
+    write_run(root, "base", "toy / base", {"mgsm_en": [1, 0, 1, 0, 0]}, config="base_cot")
+    write_run(root, "other", "toy / other", {"mgsm_en": [1, 1, 0]}, config="base_cot")
+    report.report(root, tmp_path / "out", baseline="toy / base")
+    other = {r["system"]: r for r in csv_rows(tmp_path / "out" / "report" / "mgsm.csv")}["toy / other"]
+    assert other["mgsm_en_n_paired"] == "3" and other["mgsm_en_n"] == "3"
+    assert float(other["mgsm_en_delta"]) == pytest.approx(2 / 3 - 2 / 3)  # [1,1,0] vs the base's [1,0,1]
+    assert (other["mgsm_en_wins"], other["mgsm_en_losses"]) == ("1", "1")
+
+
+def test_paired_rows_with_no_problem_in_common(tmp_path):
     root = tmp_path / "results"
     write_run(root, "base", "toy / base", {"mgsm_en": [1, 0, 1]})
-    write_run(root, "other", "toy / other", {"mgsm_en": [1, 1]})
+    write_run(root, "other", "toy / other", {"mgsm_en": [1, 1]}, first_doc=3)
     report.load(root)  # loading is fine; pairing is not
     with pytest.raises(ReportError, match=r"mgsm_en: 'toy / other' \(other/.*\) and 'toy / base' \(base/.*\) "
-                                          r"scored different problems"):
+                                          r"scored different problems \(n=2 vs n=3, no doc_id in common\)"):
         report.report(root, tmp_path / "out", baseline="toy / base")
     with pytest.raises(ReportError, match="not a system with MGSM runs"):
         report.report(root, tmp_path / "out", baseline="toy / nope")
