@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip RESULTS_DIR/SUBDIR; repeatable; default: runs and make_eval (gitignored scratch)")
     r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"), help="what moved between two results folders")
     r.add_argument("--slim", nargs=2, metavar=("RAW_RUN_DIR", "DEST_DIR"), help="copy a run without dataset text")
+    r.add_argument("--keep-text", dest="keep_text", action="store_true",
+                   help="with --slim: keep docs, completions and store texts (data this project wrote, "
+                        "e.g. colloquial_zh_en); only the prompts go")
     r.set_defaults(func=cmd_report)
     add_synth_parser(sub)
     sub.add_parser("train", help="full-parameter CoT SFT from a YAML (marco-eval train --help)", add_help=False)
@@ -165,8 +168,10 @@ def cmd_report(args) -> int:
     from marco_eval import report
 
     exclude = tuple(args.exclude) if args.exclude is not None else report.DEFAULT_EXCLUDE
+    if args.keep_text and not args.slim:
+        raise report.ReportError("--keep-text only applies to --slim RAW_RUN_DIR DEST_DIR")
     if args.slim:
-        print("\n".join(str(p) for p in report.slim_run(*args.slim)))
+        print("\n".join(str(p) for p in report.slim_run(*args.slim, keep_text=args.keep_text)))
         return 0
     if args.compare:
         text, moved = report.compare(*args.compare, filter_name=args.filter, exclude=exclude)

@@ -772,7 +772,7 @@ def metric_value(metrics: dict, metric: str) -> float | None:
 def signatures(metrics: dict) -> str:
     """sacrebleu signatures, wherever a task put them: any key mentioning 'signature'."""
     found = [f"{key.split(',')[0]}: {value}" for key, value in sorted(metrics.items())
-             if "signature" in key.lower() and isinstance(value, str)]
+             if "signature" in key.lower() and "_stderr" not in key and isinstance(value, str)]
     return "; ".join(found)
 
 
@@ -1047,15 +1047,21 @@ def translation_compare(old: Loaded, new: Loaded) -> list[str]:
 # `resps` and the store's `text` go too: a model's reasoning often restates the problem
 # word for word, and the dataset must not be committed. `filtered_resps` (the extracted
 # answer or translation) is what the tables use and stays.
+# With keep_text (a task whose data this project wrote, such as colloquial_zh_en) only the
+# prompt goes: `doc` is what `marco-eval judge export` reads the source and reference from.
 SAMPLE_FIELDS_DROPPED = ("doc", "arguments", "resps")
 STORE_FIELDS_DROPPED = ("text",)
+SAMPLE_FIELDS_DROPPED_KEEP_TEXT = ("arguments",)
 
 
-def slim_run(raw_dir: Path, dest_dir: Path) -> list[Path]:
+def slim_run(raw_dir: Path, dest_dir: Path, keep_text: bool = False) -> list[Path]:
     """Copy a run for committing: run.json, results JSONs, tokens.json, the request store
     without completion texts, and samples without the dataset text (`doc`, `arguments`: the
-    question and the prompt) or the raw completions (`resps`)."""
+    question and the prompt) or the raw completions (`resps`). keep_text keeps all but the
+    prompt (`arguments`, the doc rendered by the task): for data that may be committed."""
     raw_dir, dest_dir = Path(raw_dir), Path(dest_dir)
+    sample_dropped = SAMPLE_FIELDS_DROPPED_KEEP_TEXT if keep_text else SAMPLE_FIELDS_DROPPED
+    store_dropped = () if keep_text else STORE_FIELDS_DROPPED
     manifest = load_manifest(raw_dir / MANIFEST) if (raw_dir / MANIFEST).is_file() else None
     if manifest is None:
         raise ReportError(f"{raw_dir}: no {MANIFEST}: write the manifest before slimming (see README, 'Run manifest')")
@@ -1065,10 +1071,10 @@ def slim_run(raw_dir: Path, dest_dir: Path) -> list[Path]:
             continue
         name, target = path.name, dest_dir / path.relative_to(raw_dir)
         if name.startswith("samples_") and name.endswith(".jsonl"):
-            rows = [{k: v for k, v in row.items() if k not in SAMPLE_FIELDS_DROPPED} for _, row in read_jsonl(path)]
+            rows = [{k: v for k, v in row.items() if k not in sample_dropped} for _, row in read_jsonl(path)]
             write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
         elif name == (manifest.store or STORE):
-            rows = [{k: v for k, v in row.items() if k not in STORE_FIELDS_DROPPED} for _, row in read_jsonl(path)]
+            rows = [{k: v for k, v in row.items() if k not in store_dropped} for _, row in read_jsonl(path)]
             write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
         elif (name.startswith("results_") and name.endswith(".json")) or name in (
                 MANIFEST, TOKENS, manifest.store or STORE) or fnmatch.fnmatch(name, JUDGE_SUMMARY):

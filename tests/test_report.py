@@ -358,6 +358,8 @@ def test_cli_errors_are_one_line(two_systems, capsys):
     assert cli_main(["report", str(two_systems)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run.json" in err
+    assert cli_main(["report", str(two_systems), "--keep-text"]) == 2
+    assert "--keep-text only applies to --slim" in capsys.readouterr().err
 
 
 def test_excluded_raw_runs(two_systems, tmp_path):
@@ -379,7 +381,8 @@ def test_translation_and_judge_tables(tmp_path):
                                               "command": "x"}))
     doc = {"results": {"wmt22_zh_en": {"bleu,output": 21.5, "bleu_stderr,output": "N/A", "chrf++,output": 48.25,
                                        "ter,output": 70.0,
-                                       "bleu_signature,output": "nrefs:2|case:mixed|tok:13a|smooth:exp|version:2.6.0"}},
+                                       "bleu_signature,output": "nrefs:2|case:mixed|tok:13a|smooth:exp|version:2.6.0",
+                                       "bleu_signature_stderr,output": "N/A"}},
            "n-samples": {"wmt22_zh_en": {"original": 1875, "effective": 50}},
            "config": {"model": "marco_mcts", "model_args": {"pretrained": "toy"}}, "total_evaluation_time_seconds": "5"}
     (run / "m" / f"results_{STAMP}.json").write_text(json.dumps(doc))
@@ -438,3 +441,7 @@ def test_slim_drops_dataset_text(tmp_path):
     report.slim_run(raw, tmp_path / "slim")
     assert "Q?" not in (tmp_path / "slim" / "requests.jsonl").read_text()
     assert report.load(tmp_path / "slim").tasks[0].accuracy == 0.5
+    report.slim_run(raw, tmp_path / "kept", keep_text=True)  # our own data: docs and texts stay
+    kept = [json.loads(line) for line in next((tmp_path / "kept").rglob("samples_*.jsonl")).read_text().splitlines()]
+    assert kept[0]["doc"] == {"question": "Q?"} and kept[0]["resps"] == [["Restating Q? first"]]
+    assert "arguments" not in kept[0] and "Restating Q?" in (tmp_path / "kept" / "requests.jsonl").read_text()
