@@ -107,6 +107,33 @@ def test_same_search_on_both_backends(fake_vllm, hf_policy):
         assert "<Output>7" in a.text
 
 
+def test_batch_cache_spans_the_longest_live_row_not_the_run(hf_policy, monkeypatch):
+    """Continuous batching keeps one batch for the whole call; when a long row leaves, the
+    left padding it needed goes too, and the outputs equal a one-request-at-a-time run."""
+    from marco_eval.backends import hf
+
+    long_prompt = "Q: " + "x" * 150 + "?\n"
+    requests = [Continue(ids(long_prompt), 3, temperature=0.0)] + [
+        Continue(ids(p), 40, ("</Output>",), temperature=0.0) for p in PROMPTS]
+    widths, step = [], hf._Batch.step
+
+    def checked_step(self):
+        logits = step(self)
+        widths.append(self.mask.shape[1])
+        assert self.mask.shape[1] == max(len(r.req.prefix) + len(r.gen.token_ids) for r in self.rows)
+        assert all(layer.keys.shape[2] == self.mask.shape[1] for layer in self.cache.layers)
+        return logits
+
+    monkeypatch.setattr(hf._Batch, "step", checked_step)
+    queue = list(enumerate(requests))
+    done = {}
+    hf_policy.generate_stream(lambda n: [queue.pop(0) for _ in range(min(n, len(queue)))],
+                              lambda key, gen: done.__setitem__(key, gen))
+    assert max(widths) > len(long_prompt) > 2 * widths[-1]  # the long row's width went with it
+    for i, request in enumerate(requests):
+        assert_same_generation(done[i], hf_policy.generate([request])[0])
+
+
 def test_chosen_token_outside_top5_joins_the_denominator(fake_vllm):
     """vLLM returns top-5 plus the sampled token; the Generation keeps the five largest
     values, so the reward is what the transformers backend computes from the full

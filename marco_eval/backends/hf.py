@@ -103,6 +103,18 @@ class _Batch:
             self.to_feed.append(req.prefix[-1])
             self.pos.append(len(req.prefix) - 1)
 
+    def trim_padding(self) -> None:
+        """Drop the left columns no live row uses. The batch outlives its rows (continuous
+        batching) and grows a column per step, so without this the cache and every step's
+        attention would span the whole run (tens of thousands of positions, gigabytes),
+        not the longest live row. Positions are passed explicitly, so nothing else moves."""
+        first = int(self.mask.any(dim=0).long().argmax())  # the first column a live row attends to
+        if first == 0:
+            return
+        self.mask = self.mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:].contiguous(), layer.values[:, :, first:].contiguous()
+
     def step(self) -> torch.Tensor:
         """Forward one token per row; returns next-token logits [rows, vocab]."""
         dev = self.policy.device
@@ -122,6 +134,7 @@ class _Batch:
             sel = torch.tensor(keep, device=self.policy.device)
             self.cache.batch_select_indices(sel)
             self.mask = self.mask[sel]
+            self.trim_padding()
         else:
             from transformers import DynamicCache
 
