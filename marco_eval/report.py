@@ -571,6 +571,7 @@ class Table:
     md_rows: list[list[str]]
     csv_columns: list[str]
     csv_rows: list[list[object]]
+    findings: list[str] = field(default_factory=list)  # plain sentences, rendered above the table
 
 
 def pct(x: float) -> str:
@@ -737,12 +738,17 @@ def verdict_table(loaded: Loaded) -> Table:
                "Tokens ratio", "Verdict", "Sources"]
     csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
                    "delta_hi", "wins", "losses", "p_mcnemar", "tokens_ratio", "verdict", "sources"]
-    md_rows, csv_rows = [], []
+    md_rows, csv_rows, findings = [], [], []
     for s, b in verdict_pairs(loaded):
         pair = paired(s, b, loaded.root)
         search_acc = s.accuracy_on(shared_problems(s, b, loaded.root))
         ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
         word = verdict_word(pair)
+        findings.append(f"{MGSM_TASKS[s.task]}, {s.system} against {b.system} on the {pair.n} problems both ran: "
+                        f"{pct(search_acc)}% vs {pct(search_acc - pair.delta)}% "
+                        f"(Δ {signed(pair.delta)} points, 95% CI [{signed(pair.lo)}, {signed(pair.hi)}], "
+                        f"McNemar p = {p_text(pair.p)}): **{word}**"
+                        + (f", at {ratio:.2f}× the generated tokens." if ratio is not None else "."))
         md_rows.append([MGSM_TASKS[s.task], s.system, b.system, str(pair.n), pct(search_acc), pct(search_acc - pair.delta),
                         f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]",
                         f"{p_text(pair.p)} ({pair.wins} vs {pair.losses})",
@@ -757,7 +763,7 @@ def verdict_table(loaded: Loaded) -> Table:
             "tokens per problem over the other's (each over its own problems). (a vs b): problems only the "
             "search solved vs only the other solved.")
     return Table("verdict", "Does the search pay? (MCTS against no search, same model)", note, columns, md_rows,
-                 csv_columns, csv_rows)
+                 csv_columns, csv_rows, findings)
 
 
 def metric_value(metrics: dict, metric: str) -> float | None:
@@ -856,6 +862,7 @@ def escape_md(cell: str) -> str:
 
 def render_markdown(table: Table) -> str:
     lines = [f"### {table.title}", "", table.note, ""]
+    lines += [f"- {sentence}" for sentence in table.findings] + ([""] if table.findings else [])
     if not table.md_rows:
         return "\n".join(lines + ["(no runs yet)", ""])
     lines.append("| " + " | ".join(table.columns) + " |")

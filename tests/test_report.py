@@ -175,6 +175,9 @@ def test_verdict_table_pairs_search_with_every_row_without_search(tmp_path):
     assert vote_row["verdict"] == "no significant difference" and float(vote_row["tokens_ratio"]) == 0.8
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "### Does the search pay?" in readme and "| MGSM-En | toy / mcts_step | toy / base_cot | 10 |" in readme
+    assert ("- MGSM-En, toy / mcts_step against toy / base_cot on the 10 problems both ran: 100.00% vs 40.00% "
+            "(Δ +60.00 points, 95% CI [+30.00, +90.00], McNemar p = 0.031): **search better**, at 4.00× the "
+            "generated tokens.") in readme
     assert report.verdict_word(report.Paired(-0.3, -0.5, -0.1, 0, 6, 0.03, 10)) == "search worse"
 
 
