@@ -107,9 +107,6 @@ class TaskRun:
     def accuracy(self) -> float:
         return float(np.mean([self.scores[d] for d in sorted(self.scores)]))
 
-    def accuracy_on(self, doc_ids: list[int]) -> float:
-        return float(np.mean([self.scores[d] for d in doc_ids]))
-
     def score_vector(self) -> np.ndarray:
         return np.array([self.scores[d] for d in sorted(self.scores)], dtype=float)
 
@@ -339,7 +336,8 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
         raise ReportError(f"{manifest.path}: store {manifest.store!r} does not exist")
     store = load_store(store_path) if store_path.is_file() else {}
     tokens_path = manifest.path.parent / TOKENS
-    marco_config = (doc.get("config") or {}).get("marco_eval_config") if isinstance(doc.get("config"), dict) else None
+    config = doc.get("config")
+    marco_config = config.get("marco_eval_config") if isinstance(config, dict) else None
     strategy = marco_config.get("strategy") if isinstance(marco_config, dict) else None
     runs = []
     for task in sorted(doc["results"]):
@@ -519,6 +517,7 @@ class Paired:
     losses: int
     p: float
     n: int  # problems both runs scored
+    run_value: float  # the run's accuracy on those problems (the base's: run_value - delta)
 
 
 def accuracy_of(values: np.ndarray) -> Accuracy:
@@ -539,7 +538,7 @@ def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
     b = np.array([base.scores[d] for d in shared], dtype=float)
     lo, hi = bootstrap_ci(a - b)
     wins, losses, p = mcnemar_exact(a, b)
-    return Paired(float(a.mean() - b.mean()), lo, hi, wins, losses, p, len(shared))
+    return Paired(float(a.mean() - b.mean()), lo, hi, wins, losses, p, len(shared), float(a.mean()))
 
 
 same_answer = functools.lru_cache(maxsize=None)(answers_match)  # rollouts repeat answers a lot
@@ -741,19 +740,19 @@ def verdict_table(loaded: Loaded) -> Table:
     md_rows, csv_rows, findings = [], [], []
     for s, b in verdict_pairs(loaded):
         pair = paired(s, b, loaded.root)
-        search_acc = s.accuracy_on(shared_problems(s, b, loaded.root))
+        search_acc, against_acc = pair.run_value, pair.run_value - pair.delta
         ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
         word = verdict_word(pair)
         findings.append(f"{MGSM_TASKS[s.task]}, {s.system} against {b.system} on the {pair.n} problems both ran: "
-                        f"{pct(search_acc)}% vs {pct(search_acc - pair.delta)}% "
+                        f"{pct(search_acc)}% vs {pct(against_acc)}% "
                         f"(Δ {signed(pair.delta)} points, 95% CI [{signed(pair.lo)}, {signed(pair.hi)}], "
                         f"McNemar p = {p_text(pair.p)}): **{word}**"
                         + (f", at {ratio:.2f}× the generated tokens." if ratio is not None else "."))
-        md_rows.append([MGSM_TASKS[s.task], s.system, b.system, str(pair.n), pct(search_acc), pct(search_acc - pair.delta),
+        md_rows.append([MGSM_TASKS[s.task], s.system, b.system, str(pair.n), pct(search_acc), pct(against_acc),
                         f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]",
                         f"{p_text(pair.p)} ({pair.wins} vs {pair.losses})",
                         f"{ratio:.2f}" if ratio is not None else "—", word, f"{s.source}, {b.source}"])
-        csv_rows.append([s.task, s.system, b.system, pair.n, num(search_acc), num(search_acc - pair.delta),
+        csv_rows.append([s.task, s.system, b.system, pair.n, num(search_acc), num(against_acc),
                          num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
                          num(ratio), word, f"{s.source} {b.source}"])
     note = ("Every MCTS row (strategy `mcts` in the run's recorded config) against every row of the same model "
