@@ -253,6 +253,20 @@ def test_shipped_training_configs_load():
         assert c.data and c.output_dir
 
 
+def test_bf16_on_a_cpu_only_machine_tells_the_trainer_so(tmp_path, monkeypatch):
+    # transformers refuses bf16 without an accelerator unless use_cpu is set; bf16 autocast is
+    # what a CPU with avx512_bf16 wants, so precision=bf16 must build trainer settings there.
+    from marco_eval.train import sft
+
+    monkeypatch.setattr(sft, "_has_accelerator", lambda: False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: m\ndata:\n  - path: a.jsonl\n", encoding="utf-8")
+    args = {p: sft.sft_args(sft.load_config(str(cfg), [f"precision={p}"]), tmp_path / "s")
+            for p in ("bf16", "fp32")}
+    assert args["bf16"].bf16 and args["bf16"].use_cpu
+    assert not args["fp32"].bf16 and not args["fp32"].use_cpu  # fp32 leaves the device to the trainer
+
+
 # ---------------------------------------------------------------------- slow: real model
 def worked_rows(n: int) -> list[dict]:
     """Tiny invented CoT rows: generated problems with their recorded steps as the thought."""
@@ -272,12 +286,13 @@ def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_p
                            "system_prompt=''", "max_length=160", "learning_rate=3e-4", "lr_scheduler=constant",
                            "warmup=0", "max_steps=3", "per_device_batch_size=2", "gradient_accumulation_steps=1",
                            "precision=fp32"])
-    summary = train(c, log=lambda s: None)
+    summary = train(c, log=lambda s: None, command="marco-eval train toy.yaml")
     losses = [e["loss"] for e in summary["losses"]]
     assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], losses
     assert summary["data"]["rows"]["kept"] == 4 and summary["train_rows"] == 4
     assert not (tmp_path / "ckpt.tmp").exists()  # staged, then renamed into place
-    assert (out / "chat_template.jinja").is_file() and (out / "training_summary.json").is_file()
+    assert (out / "chat_template.jinja").is_file()
+    assert json.loads((out / "training_summary.json").read_text())["command"] == "marco-eval train toy.yaml"
 
     lm = MarcoMCTSLM(pretrained=str(out), config="base_cot", max_gen_toks=6)
     assert "<|im_start|>" in lm.prompt_text("What is 2 + 2?")  # the saved chat template is used

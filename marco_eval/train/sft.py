@@ -15,6 +15,8 @@ OUTPUT_DIR, so a killed run never leaves a directory that `pretrained=` would lo
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import sys
 import time
@@ -186,6 +188,10 @@ def sft_args(c: TrainConfig, staging: Path):
         packing=False, model_init_kwargs={"dtype": c.model_dtype, "trust_remote_code": c.trust_remote_code},
         trust_remote_code=c.trust_remote_code,
     )
+    if precision == "bf16" and not _has_accelerator():
+        # bf16 autocast on a CPU (fast where it has avx512_bf16/AMX); transformers refuses it
+        # unless told the run is on the CPU on purpose
+        kwargs["use_cpu"] = True
     kwargs.update(c.trainer_args)
     try:
         return SFTConfig(**kwargs)
@@ -193,13 +199,21 @@ def sft_args(c: TrainConfig, staging: Path):
         raise ConfigError(f"trainer settings: {_first_line(e)}") from None
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
 def newest_checkpoint(staging: Path) -> str | None:
     found = sorted(staging.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
     return str(found[-1]) if found else None
 
 
-def train(c: TrainConfig, log=print) -> dict:
-    """Train, save atomically to c.output_dir, return the summary written beside the weights."""
+def train(c: TrainConfig, log=print, command: str | None = None) -> dict:
+    """Train, save atomically to c.output_dir, return the summary written beside the weights
+    (with `command`, the command line that ran it, when given)."""
     from trl import SFTTrainer
 
     from marco_eval.models import resolve
@@ -229,6 +243,8 @@ def train(c: TrainConfig, log=print) -> dict:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "versions": versions(),
     }
+    if command:
+        summary["command"] = command
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
         (done_dir / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
@@ -272,13 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="training YAML (see training/configs/)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. max_steps=20 data.0.weight=2")
     p.add_argument("--data-only", action="store_true", help="read, filter and count the data; do not train")
-    args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_intermixed_args(argv)
     try:
         c = load_config(args.config, args.overrides)
         if args.data_only:
             dry_run(c)
             return 0
-        summary = train(c)
+        threads = os.environ.get("OMP_NUM_THREADS")
+        command = (f"OMP_NUM_THREADS={threads} " if threads else "") + shlex.join(["marco-eval", "train", *argv])
+        summary = train(c, command=command)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"marco-eval train: error: {e}", file=sys.stderr)
         return 2
