@@ -15,6 +15,15 @@ if not os.environ.get("WMT22_ZHEN_DIR") and SHARED_WMT22.is_dir():
     os.environ["WMT22_ZHEN_DIR"] = str(SHARED_WMT22)
 
 
+@pytest.fixture
+def mgsm_data():
+    """For tests that read MGSM itself: without ../shared beside the clone (and MGSM_DATA_DIR
+    unset) the task would go to the hub, which a machine without network cannot reach."""
+    if not os.environ.get("MGSM_DATA_DIR"):
+        pytest.skip("MGSM data absent: set MGSM_DATA_DIR or put shared/data/mgsm beside the repo")
+    return Path(os.environ["MGSM_DATA_DIR"])
+
+
 @pytest.fixture(scope="session")
 def smollm_path():
     from marco_eval import models

@@ -155,7 +155,7 @@ def test_pinned_hashes_are_well_formed():
 
 
 # ---------------------------------------------------------------- MGSM task data
-def test_mgsm_local_loading_and_targets():
+def test_mgsm_local_loading_and_targets(mgsm_data):
     import mgsm_utils  # tasks/ is on sys.path below
 
     ds = mgsm_utils.load_mgsm_en()

@@ -63,7 +63,7 @@ def test_sampling_is_seeded_per_request(policy):
     assert two[0].token_ids != one.token_ids
 
 
-def test_prompt_longer_than_context_is_a_clear_error(policy):
+def test_prompt_longer_than_context_is_a_clear_error(policy, mgsm_data):
     with pytest.raises(ValueError, match="does not fit the model's context"):
         policy.generate([Continue(tuple([1] * (policy.max_length + 5)), 4)])
 
@@ -79,7 +79,7 @@ def _lm_eval(tmp_path, model_args: str, extra=()):
 
 
 @pytest.mark.parametrize("action_args", ["action=step,action_max_tokens=16", "action=mini_step,mini_step_tokens=8"])
-def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_args):
+def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_args, mgsm_data):
     trees = tmp_path / "trees"
     proc, out = _lm_eval(tmp_path, f"pretrained=smollm2-135m,simulations=3,children=2,dtype=float32,"
                                    f"{action_args},tree_dir={trees}")
@@ -143,7 +143,7 @@ def test_evicted_cache_recomputes_the_same_answer(smollm_path):
     assert after_eviction.token_ids == fresh.token_ids
 
 
-def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path):
+def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm_data):
     from marco_eval.bench import BenchSpec, bench
 
     spec = BenchSpec(model="smollm2-135m", workloads=("zero_shot",), actions=("mini_step",), problems=1,

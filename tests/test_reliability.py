@@ -277,7 +277,7 @@ def test_kv_cache_cap_holds_and_changes_no_answer(smollm_path, one_thread):
 
 
 @pytest.mark.slow
-def test_sigkill_part_way_then_rerun_recomputes_only_unfinished(smollm_path, tmp_path):
+def test_sigkill_part_way_then_rerun_recomputes_only_unfinished(smollm_path, tmp_path, mgsm_data):
     """A real `lm_eval` run killed with SIGKILL after 2 of 4 problems; the same command again
     searches only the other 2 and ends with the results of an uninterrupted run."""
     def command(name: str, store: Path) -> list[str]:
