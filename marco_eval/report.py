@@ -50,6 +50,7 @@ MANIFEST = "run.json"
 STORE = "requests.jsonl"
 TOKENS = "tokens.json"
 JUDGE_SUMMARY = "*.summary.json"  # `marco-eval judge summarize` writes <sheet>.summary.json
+TRAINING_SUMMARY = "training_summary.json"  # `marco-eval train` writes it beside the weights
 TABLES_DIR = "report"
 PLOT = "accuracy_vs_tokens.png"
 # Gitignored scratch under results/: raw lm-eval outputs before slimming, `make eval` output.
@@ -137,6 +138,15 @@ class JudgeRow:
 
 
 @dataclass
+class TrainingRun:
+    """A checkpoint's training_summary.json (copied from the checkpoint into results/)."""
+    path: Path
+    source: str  # T1, T2, ...
+    summary: dict
+    command: str  # the summary's own, else a run.json beside it
+
+
+@dataclass
 class Loaded:
     root: Path
     runs: list[RunFile]
@@ -144,6 +154,7 @@ class Loaded:
     judge: list[JudgeRow]
     judge_alpha: list[tuple[str, str, object]]  # (source, name, value)
     skipped_tasks: list[str]
+    training: list[TrainingRun] = field(default_factory=list)
 
 
 def read_json(path: Path, what: str = "JSON"):
@@ -366,6 +377,26 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
     return run_file, runs
 
 
+TRAINING_REQUIRED = {"base_model": str, "train_rows": int, "steps": int, "losses": list, "data": dict,
+                     "config": dict, "train_seconds": (int, float), "wall_seconds": (int, float)}
+
+
+def load_training_summary(path: Path, source: str, root: Path) -> TrainingRun:
+    doc = read_json(path, "training summary")
+    for key, kind in TRAINING_REQUIRED.items():
+        if not isinstance(doc.get(key), kind):
+            raise ReportError(f"{rel(path, root)}: {key!r} is missing or not {getattr(kind, '__name__', 'a number')}: "
+                              f"copy the training_summary.json that marco-eval train wrote, unchanged")
+    command = doc.get("command")
+    beside = path.parent / MANIFEST
+    if not command and beside.is_file():
+        command = read_json(beside, "run manifest").get("command")
+    if not isinstance(command, str) or not command:
+        raise ReportError(f"{rel(path, root)}: no command recorded: write {MANIFEST} beside it with "
+                          f'{{"command": "marco-eval train ..."}}')
+    return TrainingRun(path=path, source=source, summary=doc, command=command)
+
+
 def load_judge_summary(path: Path, source: str) -> tuple[list[JudgeRow], list[tuple[str, str, object]]]:
     doc = read_json(path, "judge summary")
     if not isinstance(doc, dict) or not isinstance(doc.get("systems"), list):
@@ -417,7 +448,11 @@ def load(root: Path, filter_name: str = "flexible-extract", exclude: tuple[str, 
         rows, flat = load_judge_summary(path, f"J{i}")
         judge += rows
         alpha += flat
-    loaded = Loaded(root=root, runs=runs, tasks=tasks, judge=judge, judge_alpha=alpha, skipped_tasks=skipped)
+    training_files = [p for p in sorted(root.rglob(TRAINING_SUMMARY))
+                      if not any((root / e).resolve() in p.resolve().parents for e in exclude if e)]
+    training = [load_training_summary(p, f"T{i}", root) for i, p in enumerate(training_files, 1)]
+    loaded = Loaded(root=root, runs=runs, tasks=tasks, judge=judge, judge_alpha=alpha, skipped_tasks=skipped,
+                    training=training)
     validate(loaded)
     return loaded
 
@@ -818,6 +853,33 @@ def human_table(loaded: Loaded) -> Table:
     return Table("human", "Translation: human judgement", note, columns, md_rows, csv_columns, csv_rows)
 
 
+def training_table(loaded: Loaded) -> Table:
+    columns = ["Source", "Checkpoint", "Base model", "Rows kept per source", "Rows", "Steps", "Loss first → last",
+               "Mean loss", "Precision", "Train s", "Command"]
+    csv_columns = ["source", "summary_file", "output_dir", "base_model", "rows_per_source", "train_rows", "steps",
+                   "epochs", "loss_first", "loss_last", "train_loss", "precision", "max_length", "learning_rate",
+                   "train_seconds", "wall_seconds", "command"]
+    md_rows, csv_rows = [], []
+    for t in loaded.training:
+        d, c = t.summary, t.summary["config"]
+        per_source = ", ".join(f"{label} {n.get('used', n.get('kept'))}" for label, n in d["data"].items())
+        losses = [e["loss"] for e in d["losses"] if isinstance(e, dict) and isinstance(e.get("loss"), (int, float))]
+        first, last = (losses[0], losses[-1]) if losses else (None, None)
+        shown = f"{first:.3f} → {last:.3f}" if losses else "—"
+        mean = d.get("train_loss")
+        md_rows.append([t.source, c.get("output_dir", ""), d["base_model"], per_source, str(d["train_rows"]),
+                        str(d["steps"]), shown, f"{mean:.3f}" if isinstance(mean, (int, float)) else "—",
+                        str(c.get("precision", "")), f"{d['train_seconds']:.0f}", f"`{t.command}`"])
+        csv_rows.append([t.source, rel(t.path, loaded.root), c.get("output_dir", ""), d["base_model"], per_source,
+                         d["train_rows"], d["steps"], num(d.get("epochs")), num(first), num(last), num(mean),
+                         c.get("precision", ""), c.get("max_length", ""), c.get("learning_rate", ""),
+                         num(d["train_seconds"], 3), num(d["wall_seconds"], 3), t.command])
+    note = ("Checkpoints this project trained (`marco-eval train`), from each `training_summary.json` copied out of "
+            "the checkpoint. Losses are the trainer's per-logging-step values (completion tokens only); the "
+            "checkpoint's evaluations are the rows named after its output folder in the tables above.")
+    return Table("training", "Training runs", note, columns, md_rows, csv_columns, csv_rows)
+
+
 def runs_table(loaded: Loaded) -> Table:
     columns = ["Source", "Results file", "System", "Tasks", "Wall s (lm-eval)", "Per-problem files", "Command"]
     csv_columns = ["source", "results_file", "system", "model", "config", "tasks", "wall_seconds_lm_eval",
@@ -837,6 +899,11 @@ def runs_table(loaded: Loaded) -> Table:
         source = next(r.source for r in loaded.judge if r.path == path)
         md_rows.append([source, rel(path, root), "(judge summary)", "", "—", "—", "`marco-eval judge summarize`"])
         csv_rows.append([source, rel(path, root), "", "", "", "", "", "", "", "", "marco-eval judge summarize", ""])
+    for t in loaded.training:
+        md_rows.append([t.source, rel(t.path, root), f"(training) {t.summary['config'].get('output_dir', '')}", "",
+                        f"{t.summary['wall_seconds']:.0f}", "—", f"`{t.command}`"])
+        csv_rows.append([t.source, rel(t.path, root), "", t.summary["base_model"], "", "", "",
+                         num(t.summary["wall_seconds"], 3), "", "", t.command, ""])
     note = ("Every number above names its source here. Paths are relative to the results folder; commands are "
             "from each run.json.")
     return Table("runs", "Runs (sources)", note, columns, md_rows, csv_columns, csv_rows)
@@ -847,7 +914,7 @@ def build_tables(loaded: Loaded, baseline: str | None, filter_name: str) -> list
     if baseline is not None and baseline not in systems:
         raise ReportError(f"--baseline {baseline!r} is not a system with MGSM runs (systems: {', '.join(sorted(systems)) or 'none'})")
     tables = [accuracy_table(loaded, baseline), verdict_table(loaded), test_at_table(loaded), cost_table(loaded),
-              translation_table(loaded), human_table(loaded), runs_table(loaded)]
+              translation_table(loaded), human_table(loaded), training_table(loaded), runs_table(loaded)]
     for t in tables:
         t.note = t.note.replace("{filter}", filter_name)
     return tables
@@ -958,7 +1025,7 @@ problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test.
     for name in ("mgsm", "verdict", "test_at_n", "cost"):
         body.append(render_markdown(by_name[name]))
     body.append(f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n")
-    for name in ("translation", "human", "runs"):
+    for name in ("translation", "human", "training", "runs"):
         body.append(render_markdown(by_name[name]))
     return "\n".join(body)
 

@@ -407,6 +407,45 @@ def test_translation_and_judge_tables(tmp_path):
         report.load(root)
 
 
+def training_summary(**changes) -> dict:
+    """The shape `marco-eval train` writes (marco_eval/train/sft.py), with invented figures."""
+    doc = {"base_model": "toy", "base_model_path": "/models/toy", "train_rows": 12, "steps": 3, "epochs": 1.0,
+           "config": {"output_dir": "checkpoints/toy-cot", "precision": "bf16", "max_length": 512, "learning_rate": 2e-5},
+           "data": {"demo": {"read": 10, "dropped": {"tags": 2}, "kept": 8, "used": 8},
+                    "synth": {"read": 4, "dropped": {}, "kept": 4, "used": 4}},
+           "losses": [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}, {"step": 3, "loss": 0.5}],
+           "train_loss": 0.7, "train_seconds": 30.4, "wall_seconds": 41.0}
+    return doc | changes
+
+
+def test_training_table_from_summary_and_its_command(two_systems, tmp_path):
+    folder = two_systems / "training" / "toy-cot"
+    folder.mkdir(parents=True)
+    (folder / "training_summary.json").write_text(json.dumps(training_summary()))
+    (folder / "run.json").write_text(json.dumps({"command": "marco-eval train toy.yaml"}))
+    report.report(two_systems, tmp_path / "out")
+    (row,) = csv_rows(tmp_path / "out" / "report" / "training.csv")
+    assert row["rows_per_source"] == "demo 8, synth 4" and row["train_rows"] == "12" and row["steps"] == "3"
+    assert (row["loss_first"], row["loss_last"], row["train_loss"]) == ("0.9", "0.5", "0.7")
+    assert row["command"] == "marco-eval train toy.yaml" and row["source"] == "T1"
+    assert "0.900 → 0.500" in (tmp_path / "out" / "report" / "training.md").read_text()
+    runs = (tmp_path / "out" / "report" / "runs.md").read_text()
+    assert "| T1 | training/toy-cot/training_summary.json | (training) checkpoints/toy-cot |" in runs
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert readme.index("### Training runs") < readme.index("### Runs (sources)")
+
+    # the command written by newer `marco-eval train` inside the summary wins; none at all is an error
+    (folder / "training_summary.json").write_text(json.dumps(training_summary(command="marco-eval train new.yaml")))
+    assert report.load(two_systems).training[0].command == "marco-eval train new.yaml"
+    (folder / "run.json").unlink()
+    (folder / "training_summary.json").write_text(json.dumps(training_summary()))
+    with pytest.raises(ReportError, match="training_summary.json: no command recorded: write run.json beside it"):
+        report.load(two_systems)
+    (folder / "training_summary.json").write_text(json.dumps(training_summary(losses="low")))
+    with pytest.raises(ReportError, match="'losses' is missing or not list"):
+        report.load(two_systems)
+
+
 # ------------------------------------------------------------------ compare and slim
 
 def test_compare(two_systems, tmp_path):
