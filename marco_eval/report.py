@@ -854,17 +854,18 @@ def human_table(loaded: Loaded) -> Table:
 
 
 def training_table(loaded: Loaded) -> Table:
-    columns = ["Source", "Checkpoint", "Base model", "Rows kept per source", "Rows", "Steps", "Loss first → last",
+    columns = ["Source", "Checkpoint", "Base model", "Rows kept per source", "Rows", "Steps", "Loss, first → last quarter",
                "Mean loss", "Precision", "Train s", "Command"]
     csv_columns = ["source", "summary_file", "output_dir", "base_model", "rows_per_source", "train_rows", "steps",
-                   "epochs", "loss_first", "loss_last", "train_loss", "precision", "max_length", "learning_rate",
+                   "epochs", "loss_first_quarter", "loss_last_quarter", "train_loss", "precision", "max_length", "learning_rate",
                    "train_seconds", "wall_seconds", "command"]
     md_rows, csv_rows = [], []
     for t in loaded.training:
         d, c = t.summary, t.summary["config"]
         per_source = ", ".join(f"{label} {n.get('used', n.get('kept'))}" for label, n in d["data"].items())
         losses = [e["loss"] for e in d["losses"] if isinstance(e, dict) and isinstance(e.get("loss"), (int, float))]
-        first, last = (losses[0], losses[-1]) if losses else (None, None)
+        k = math.ceil(len(losses) / 4)  # per-step losses are noisy: compare quarter means
+        first, last = (sum(losses[:k]) / k, sum(losses[-k:]) / k) if losses else (None, None)
         shown = f"{first:.3f} → {last:.3f}" if losses else "—"
         mean = d.get("train_loss")
         md_rows.append([t.source, c.get("output_dir", ""), d["base_model"], per_source, str(d["train_rows"]),
@@ -875,7 +876,8 @@ def training_table(loaded: Loaded) -> Table:
                          c.get("precision", ""), c.get("max_length", ""), c.get("learning_rate", ""),
                          num(d["train_seconds"], 3), num(d["wall_seconds"], 3), t.command])
     note = ("Checkpoints this project trained (`marco-eval train`), from each `training_summary.json` copied out of "
-            "the checkpoint. Losses are the trainer's per-logging-step values (completion tokens only); the "
+            "the checkpoint. Losses are the trainer's per-logging-step values (completion tokens only), averaged over "
+            "the first and the last quarter of the logged steps (one step's rows alone are noisy); the "
             "checkpoint's evaluations are the rows named after its output folder in the tables above.")
     return Table("training", "Training runs", note, columns, md_rows, csv_columns, csv_rows)
 

@@ -413,7 +413,7 @@ def training_summary(**changes) -> dict:
            "config": {"output_dir": "checkpoints/toy-cot", "precision": "bf16", "max_length": 512, "learning_rate": 2e-5},
            "data": {"demo": {"read": 10, "dropped": {"tags": 2}, "kept": 8, "used": 8},
                     "synth": {"read": 4, "dropped": {}, "kept": 4, "used": 4}},
-           "losses": [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}, {"step": 3, "loss": 0.5}],
+           "losses": [{"step": i + 1, "loss": x} for i, x in enumerate([1.0, 0.8, 0.7, 0.7, 0.6, 0.4])],
            "train_loss": 0.7, "train_seconds": 30.4, "wall_seconds": 41.0}
     return doc | changes
 
@@ -426,7 +426,7 @@ def test_training_table_from_summary_and_its_command(two_systems, tmp_path):
     report.report(two_systems, tmp_path / "out")
     (row,) = csv_rows(tmp_path / "out" / "report" / "training.csv")
     assert row["rows_per_source"] == "demo 8, synth 4" and row["train_rows"] == "12" and row["steps"] == "3"
-    assert (row["loss_first"], row["loss_last"], row["train_loss"]) == ("0.9", "0.5", "0.7")
+    assert (row["loss_first_quarter"], row["loss_last_quarter"], row["train_loss"]) == ("0.9", "0.5", "0.7")
     assert row["command"] == "marco-eval train toy.yaml" and row["source"] == "T1"
     assert "0.900 → 0.500" in (tmp_path / "out" / "report" / "training.md").read_text()
     runs = (tmp_path / "out" / "report" / "runs.md").read_text()
