@@ -25,7 +25,7 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 NOTES=${NOTES:-}
 RESULTS=${RESULTS:-results}  # raw runs go to $RESULTS/runs/, slim copies to $RESULTS/mgsm/
 if [ -z "${MGSM_DATA_DIR:-}" ] && [ -f ../shared/data/mgsm/mgsm_en.tsv ]; then
-    export MGSM_DATA_DIR=$(cd ../shared/data/mgsm && pwd)
+    export MGSM_DATA_DIR=../shared/data/mgsm  # relative: lm_eval runs from the repository root
 fi
 case "$LIMIT" in ''|[1-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|250) ;;
     *) echo "seed_table.sh: LIMIT=$LIMIT: use 1..250, or leave it empty for all 250" >&2; exit 2 ;; esac
