@@ -208,6 +208,12 @@ def find_results_files(root: Path, exclude: tuple[str, ...]) -> list[Path]:
     return found
 
 
+def files_outside(root: Path, pattern: str, exclude: tuple[str, ...]) -> list[Path]:
+    """Files matching pattern anywhere under root except inside the excluded folders."""
+    skipped = [(root / e).resolve() for e in exclude if e]
+    return [p for p in sorted(root.rglob(pattern)) if not any(s in p.resolve().parents for s in skipped)]
+
+
 def find_manifest(results_file: Path, root: Path) -> Path:
     for folder in results_file.parents:
         if (folder / MANIFEST).is_file():
@@ -442,15 +448,13 @@ def load(root: Path, filter_name: str = "flexible-extract", exclude: tuple[str, 
         runs.append(run_file)
         tasks += task_runs
     judge, alpha = [], []
-    judge_files = [p for p in sorted(root.rglob(JUDGE_SUMMARY))
-                   if not any((root / e).resolve() in p.resolve().parents for e in exclude if e)]
+    judge_files = files_outside(root, JUDGE_SUMMARY, exclude)
     for i, path in enumerate(judge_files, 1):
         rows, flat = load_judge_summary(path, f"J{i}")
         judge += rows
         alpha += flat
-    training_files = [p for p in sorted(root.rglob(TRAINING_SUMMARY))
-                      if not any((root / e).resolve() in p.resolve().parents for e in exclude if e)]
-    training = [load_training_summary(p, f"T{i}", root) for i, p in enumerate(training_files, 1)]
+    training = [load_training_summary(p, f"T{i}", root)
+                for i, p in enumerate(files_outside(root, TRAINING_SUMMARY, exclude), 1)]
     loaded = Loaded(root=root, runs=runs, tasks=tasks, judge=judge, judge_alpha=alpha, skipped_tasks=skipped,
                     training=training)
     validate(loaded)
