@@ -27,6 +27,7 @@ import math
 import os
 import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -794,6 +795,12 @@ def verdict_table(loaded: Loaded) -> Table:
         csv_rows.append([s.task, s.system, b.system, pair.n, num(search_acc), num(against_acc),
                          num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
                          num(ratio), word, f"{s.source} {b.source}"])
+    if findings:  # the answer in one line first, then each comparison
+        counts, n = Counter(row[-2] for row in md_rows), len(md_rows)
+        findings.insert(0, f"In short: of {n} comparisons, the search was better in {counts['search better']}, "
+                           f"worse in {counts['search worse']} and not significantly different in "
+                           f"{counts['no significant difference']} (each at p < {SIGNIFICANCE}, not corrected "
+                           f"for making {n} comparisons).")
     note = ("Every MCTS row (strategy `mcts` in the run's recorded config) against every row of the same model "
             "without search (strategy `sampling`: greedy CoT, self-consistency, best-of-N) on the problems both "
             f"scored, filter `{{filter}}`. Verdict: \"search better\" or \"search worse\" when the exact McNemar "

@@ -178,6 +178,8 @@ def test_verdict_table_pairs_search_with_every_row_without_search(tmp_path):
     assert ("- MGSM-En, toy / mcts_step against toy / base_cot on the 10 problems both ran: 100.00% vs 40.00% "
             "(Δ +60.00 points, 95% CI [+30.00, +90.00], McNemar p = 0.031): **search better**, at 4.00× the "
             "generated tokens.") in readme
+    assert ("- In short: of 2 comparisons, the search was better in 1, worse in 0 and not significantly different "
+            "in 1 (each at p < 0.05, not corrected for making 2 comparisons).") in readme
     assert report.verdict_word(report.Paired(-0.3, -0.5, -0.1, 0, 6, 0.03, 10, 0.2)) == "search worse"
 
 
