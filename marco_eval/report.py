@@ -201,18 +201,14 @@ def load_manifest(path: Path) -> Manifest:
 def find_results_files(root: Path, exclude: tuple[str, ...]) -> list[Path]:
     if not root.is_dir():
         raise ReportError(f"{root}: no such results directory")
-    skipped = [(root / e).resolve() for e in exclude if e]
-    found = []
-    for path in sorted(root.rglob("results_*.json")):
-        if not any(p == path.resolve() or p in path.resolve().parents for p in skipped):
-            found.append(path)
-    return found
+    return files_outside(root, "results_*.json", exclude)
 
 
 def files_outside(root: Path, pattern: str, exclude: tuple[str, ...]) -> list[Path]:
-    """Files matching pattern anywhere under root except inside the excluded folders."""
-    skipped = [(root / e).resolve() for e in exclude if e]
-    return [p for p in sorted(root.rglob(pattern)) if not any(s in p.resolve().parents for s in skipped)]
+    """Files matching pattern anywhere under root, except the excluded paths and what lies inside them."""
+    skipped = {(root / e).resolve() for e in exclude if e}
+    return [p for p in sorted(root.rglob(pattern))
+            if skipped.isdisjoint((resolved := p.resolve(), *resolved.parents))]
 
 
 def find_manifest(results_file: Path, root: Path) -> Path:
@@ -777,12 +773,13 @@ def verdict_table(loaded: Loaded) -> Table:
                "Tokens ratio", "Verdict", "Sources"]
     csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
                    "delta_hi", "wins", "losses", "p_mcnemar", "tokens_ratio", "verdict", "sources"]
-    md_rows, csv_rows, findings = [], [], []
+    md_rows, csv_rows, findings, verdicts = [], [], [], []
     for s, b in verdict_pairs(loaded):
         pair = paired(s, b, loaded.root)
         search_acc, against_acc = pair.run_value, pair.run_value - pair.delta
         ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
         word = verdict_word(pair)
+        verdicts.append(word)
         findings.append(f"{MGSM_TASKS[s.task]}, {s.system} against {b.system} on the {pair.n} problems both ran: "
                         f"{pct(search_acc)}% vs {pct(against_acc)}% "
                         f"(Δ {signed(pair.delta)} points, 95% CI [{signed(pair.lo)}, {signed(pair.hi)}], "
@@ -796,7 +793,7 @@ def verdict_table(loaded: Loaded) -> Table:
                          num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
                          num(ratio), word, f"{s.source} {b.source}"])
     if findings:  # the answer in one line first, then each comparison
-        counts, n = Counter(row[-2] for row in md_rows), len(md_rows)
+        counts, n = Counter(verdicts), len(verdicts)
         findings.insert(0, f"In short: of {n} comparisons, the search was better in {counts['search better']}, "
                            f"worse in {counts['search worse']} and not significantly different in "
                            f"{counts['no significant difference']} (each at p < {SIGNIFICANCE}, not corrected "
