@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from marco_eval.errors import UserError
+from marco_eval.errors import UserError, first_line
 from marco_eval.paths import MODEL_CONFIGS_DIR
 from marco_eval.search.config import SearchConfig
 
@@ -138,8 +138,7 @@ def load_yaml(path: Path) -> dict:
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"config file {path} is not valid YAML ({first}); fix the file") from None
+        raise ConfigError(f"config file {path} is not valid YAML ({first_line(e)}); fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -38,6 +38,12 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
     return None
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty):
+    how an error from a library is quoted inside one of ours."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def one_line(exc: BaseException) -> str:
     return f"marco-eval: error: {exc}"
 

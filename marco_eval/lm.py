@@ -26,11 +26,12 @@ from tqdm import tqdm
 from marco_eval import config as run_config
 from marco_eval import store as request_store
 from marco_eval.backends import build_policy
-from marco_eval.errors import InputError, install_excepthook
+from marco_eval.errors import InputError, first_line, install_excepthook
 from marco_eval.models import ALIASES, ModelError, resolve
 from marco_eval.parallel import Ranks
 from marco_eval.search import Search, run_searches
-from marco_eval.search.export import tree_document, write_json_atomic
+from marco_eval.files import write_json_atomic
+from marco_eval.search.export import tree_document
 
 install_excepthook()  # plain `lm_eval`: a UserError prints one line, not a traceback (errors.py)
 
@@ -111,8 +112,7 @@ class MarcoMCTSLM(LM):
             try:
                 self._policy = make_policy(o)
             except OSError as e:  # transformers: no such hub id, hub unreachable, unreadable files
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise ModelError(f"could not load pretrained={o.pretrained!r} ({first}); give an alias "
+                raise ModelError(f"could not load pretrained={o.pretrained!r} ({first_line(e)}); give an alias "
                                  f"({', '.join(ALIASES)}), a checkpoint directory or a reachable hub id") from e
             o.device = getattr(self._policy, "device", o.device)  # what is really used (lm-eval passes cuda by default)
             self._device = o.device

@@ -27,6 +27,7 @@ from multiprocessing.connection import wait
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.config import ConfigError, ModelOptions
+from marco_eval.errors import first_line
 from marco_eval.search import Search, SearchConfig, run_searches
 
 
@@ -82,11 +83,6 @@ def _environ(**values):
                 os.environ[k] = v
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def _worker(options: ModelOptions, answer_kind: str, conn) -> None:
     """A worker's whole life: build the engine once, then serve searches and scores."""
     from marco_eval.backends import build_policy
@@ -95,7 +91,7 @@ def _worker(options: ModelOptions, answer_kind: str, conn) -> None:
     try:
         policy = build_policy(options)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send(("error", _one_line(e)))
+        conn.send(("error", f"{type(e).__name__}: {first_line(e)}"))
         return
     conn.send(("ready", {"max_length": policy.max_length}))
     answer_fn = answer_function(answer_kind)
@@ -116,7 +112,7 @@ def _worker(options: ModelOptions, answer_kind: str, conn) -> None:
                                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                                     "generate_calls": getattr(policy, "generate_calls", None)}))
         except Exception as e:  # noqa: BLE001
-            conn.send(("error", _one_line(e)))
+            conn.send(("error", f"{type(e).__name__}: {first_line(e)}"))
 
 
 def _serve_search(policy, answer_fn, conn, indices: list[int], jobs: list[SearchJob], width: int) -> None:

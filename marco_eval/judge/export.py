@@ -20,7 +20,7 @@ from pathlib import Path
 
 from marco_eval.judge import JudgeError
 from marco_eval.jsonl import read_jsonl
-from marco_eval.search.export import write_json_atomic
+from marco_eval.files import write_json_atomic
 
 SCHEMA_VERSION = 1
 # Tried in order when --source-field / --reference-field are not given.

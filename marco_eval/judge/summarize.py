@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -30,7 +28,7 @@ import numpy as np
 from marco_eval.judge import JudgeError
 from marco_eval.judge.export import default_key_path, load_sheet, read_judge_json
 from marco_eval.judge.store import ASPECTS, RatingStore, default_db_path
-from marco_eval.search.export import write_json_atomic
+from marco_eval.files import write_atomic, write_json_atomic
 
 LEVELS = ("interval", "ordinal")
 
@@ -179,13 +177,6 @@ def to_csv(summary: dict) -> str:
     return buf.getvalue()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def summarize(sheet_path: Path, key_path: Path | None = None, db_path: Path | None = None,
               out_dir: Path | None = None, level: str = "interval", resamples: int = 2000,
               seed: int = 0) -> tuple[dict, dict[str, Path]]:
@@ -208,7 +199,7 @@ def summarize(sheet_path: Path, key_path: Path | None = None, db_path: Path | No
     out_dir = Path(out_dir) if out_dir else sheet_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{sheet_path.stem}.summary.{ext}" for ext in ("md", "csv", "json")}
-    write_text_atomic(paths["md"], to_markdown(summary))
-    write_text_atomic(paths["csv"], to_csv(summary))
+    write_atomic(paths["md"], to_markdown(summary))
+    write_atomic(paths["csv"], to_csv(summary))
     write_json_atomic(paths["json"], summary)
     return summary, paths

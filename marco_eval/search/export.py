@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
-from pathlib import Path
 
 from marco_eval.search.mcts import Search, SearchResult
 
@@ -45,15 +41,6 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
             for r in tree.rollouts
         ],
     }
-
-
-def write_json_atomic(path: Path, doc: dict) -> None:
-    """Temp file + rename: a killed run never leaves half a tree file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, ensure_ascii=False)
-    os.replace(tmp, path)
 
 
 def check_tree_document(doc: dict, tol: float = 1e-4) -> list[str]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from marco_eval.train.jsonl import read_json_rows
+from marco_eval.errors import first_line
+from marco_eval.jsonl import read_json_rows
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,7 @@ def load_hub(src: SourceConfig) -> list[dict]:
     try:
         return datasets.load_dataset(src.path, src.subset, split=split).to_list()
     except Exception as e:  # offline, unknown id, wrong split: say which source and how to fix it
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"data source {src.path!r}: could not load it from the Hugging Face hub ({first}); "
+        raise ValueError(f"data source {src.path!r}: could not load it from the Hugging Face hub ({first_line(e)}); "
                          f"check the id/split, or download it and give a local file path") from None
 
 

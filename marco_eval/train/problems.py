@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from marco_eval.train.jsonl import read_json_rows, write_jsonl_atomic
+from marco_eval.jsonl import read_json_rows, write_jsonl_atomic
 
 
 @dataclass(frozen=True)

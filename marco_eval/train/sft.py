@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from marco_eval.config import DEFAULT_SYSTEM_PROMPT, ConfigError
+from marco_eval.errors import first_line
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -61,13 +62,10 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- config
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
 
 def _config_error(where: str, e: Exception) -> ConfigError:
     key = getattr(e, "full_key", None)  # OmegaConf names the offending key
-    return ConfigError(f"{where}: {f'{key}: ' if key else ''}{_first_line(e)}")
+    return ConfigError(f"{where}: {f'{key}: ' if key else ''}{first_line(e)}")
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
@@ -196,7 +194,7 @@ def sft_args(c: TrainConfig, staging: Path):
     try:
         return SFTConfig(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"trainer settings: {_first_line(e)}") from None
+        raise ConfigError(f"trainer settings: {first_line(e)}") from None
 
 
 def _has_accelerator() -> bool:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from marco_eval.answers import answers_match, extract_answer
 from marco_eval.search import Search, run_searches
-from marco_eval.train.jsonl import append_jsonl, read_json_rows, repair_tail
+from marco_eval.jsonl import append_jsonl, read_json_rows, repair_tail
 from marco_eval.train.problems import Problem, mgsm_module
 
 SOURCE = "marco-eval-synth"
