@@ -199,3 +199,18 @@ def test_tree_show_renders_and_rejects_non_trees(tmp_path):
     assert main(["tree", "show", str(f)]) == 0
     (tmp_path / "x.json").write_text("[1, 2")
     assert main(["tree", "show", str(tmp_path / "x.json")]) == 2
+
+
+def test_atomic_writes_leave_the_usual_file_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from marco_eval.files import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a" / "tree.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a" / "tree.json").stat().st_mode) == 0o644
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["tree.json"]  # no temp file left
