@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="also write the JSON lines here")
     b.set_defaults(func=cmd_bench)
     add_judge_parser(sub)
-    r = sub.add_parser("report", help="tables, CIs, paired tests and a plot from results/ (marco_eval/report.py)")
+    r = sub.add_parser("report", help="tables, CIs, paired tests and a plot from results/ (marco_eval/report/)")
     r.add_argument("results_dir", nargs="?", default="results", help="folder of runs (default results)")
     r.add_argument("--out", help="where README.md and report/ go (default RESULTS_DIR)")
     r.add_argument("--baseline", help="system name the other rows are compared with (paired, same problems)")

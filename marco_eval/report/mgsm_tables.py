@@ -1,0 +1,181 @@
+"""The MGSM tables: accuracy with paired tests against a baseline, Test@N, cost, and the
+"Does the search pay?" verdicts."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from marco_eval.report.reading import rel
+from marco_eval.report.schema import MGSM_TASKS, TEST_AT, Loaded, TaskRun
+from marco_eval.report.statistics import (
+    Accuracy, Paired, accuracy_of, paired, run_accuracy, test_at_n)
+from marco_eval.report.tables import (
+    Table, acc_csv, acc_md, mgsm_runs, num, p_text, pct, signed, system_order)
+
+
+def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
+    runs = mgsm_runs(loaded)
+    systems = system_order({s for s, _ in runs}, baseline)
+    columns, csv_columns = ["System"], ["system"]
+    for task, label in MGSM_TASKS.items():
+        columns += [f"{label} % [95% CI]"] + ([f"Δ {label} [95% CI]", f"p {label}", f"n paired {label}"]
+                                             if baseline else []) + [f"n {label}"]
+        csv_columns += [f"{task}_acc", f"{task}_ci_lo", f"{task}_ci_hi"]
+        csv_columns += [f"{task}_delta", f"{task}_delta_lo", f"{task}_delta_hi", f"{task}_wins", f"{task}_losses",
+                        f"{task}_p_mcnemar", f"{task}_n_paired"] if baseline else []
+        csv_columns += [f"{task}_n"]
+    columns.append("Sources")
+    csv_columns.append("sources")
+    md_rows, csv_rows = [], []
+    for system in systems:
+        md, row, sources = [system], [system], []
+        for task in MGSM_TASKS:
+            run = runs.get((system, task))
+            acc = run_accuracy(run) if run else None
+            md.append(acc_md(acc))
+            row += acc_csv(acc)
+            if baseline:
+                base = runs.get((baseline, task))
+                pair = paired(run, base, loaded.root) if run and base and system != baseline else None
+                md += [f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]", p_text(pair.p), str(pair.n)] if pair else [
+                    "baseline" if run and system == baseline else "—", "", ""]
+                row += ([num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9), pair.n]
+                        if pair else [""] * 7)
+            md.append(str(run.n) if run else "—")
+            row.append(run.n if run else "")
+            sources += [run.source] if run and run.source not in sources else []
+        md.append(", ".join(sources))
+        row.append(" ".join(sources))
+        md_rows.append(md)
+        csv_rows.append(row)
+    note = ("Accuracy: lm-eval `exact_match` per problem, filter `{filter}`; CI: percentile bootstrap over problems. "
+            + (f"Δ: row minus baseline `{baseline}` on the problems both scored (n paired: a run on the first 100 "
+               f"pairs with a 250-problem baseline on those 100), CI by paired bootstrap; "
+               f"p: exact McNemar test (two-sided binomial on the problems exactly one of the two solved)."
+               if baseline else "No baseline chosen (`--baseline SYSTEM` adds Δ and paired tests)."))
+    return Table("mgsm", "MGSM accuracy (the seed's table)", note, columns, md_rows, csv_columns, csv_rows)
+
+
+def test_at_table(loaded: Loaded) -> Table:
+    runs = mgsm_runs(loaded)
+    systems = sorted({s for (s, t), r in runs.items() if r.candidates is not None})
+    columns, csv_columns = ["System"], ["system"]
+    for task, label in MGSM_TASKS.items():
+        columns += [f"{label} candidates"] + [f"{label} Test@{n} %" for n in TEST_AT]
+        csv_columns += [f"{task}_candidates_min"]
+        csv_columns += [c for n in TEST_AT for c in (f"{task}_test@{n}", f"{task}_test@{n}_lo", f"{task}_test@{n}_hi")]
+    columns.append("Sources")
+    csv_columns.append("sources")
+    md_rows, csv_rows = [], []
+    for system in systems:
+        md, row, sources = [system], [system], []
+        for task in MGSM_TASKS:
+            run = runs.get((system, task))
+            have = run is not None and run.candidates is not None
+            fewest = min(len(c) for c in run.candidates.values()) if have else None
+            md.append(str(fewest) if have else "—")
+            row.append(fewest if have else "")
+            for n in TEST_AT:
+                solved = test_at_n(run, n) if have else None
+                acc = accuracy_of(solved) if solved is not None else None
+                md.append(acc_md(acc))
+                row += acc_csv(acc)
+            source = f"{run.source} ({rel(run.tokens_file, loaded.root)})" if have else None
+            sources += [source] if source and source not in sources else []
+        md.append(", ".join(sources))
+        row.append(" ".join(sources))
+        md_rows.append(md)
+        csv_rows.append(row)
+    note = ("Test@N: a problem counts as solved when any of the first N candidate answers (every rollout or "
+            "sample, in order, from the run's request store) equals the target; shown only where every problem "
+            "has at least N candidates. CI: percentile bootstrap over problems.")
+    return Table("test_at_n", "Test@N (from the request stores)", note, columns, md_rows, csv_columns, csv_rows)
+
+
+def cost_rows(loaded: Loaded) -> list[tuple[TaskRun, Accuracy]]:
+    runs = mgsm_runs(loaded)
+    return [(runs[k], run_accuracy(runs[k])) for k in sorted(runs)]
+
+
+def cost_table(loaded: Loaded) -> Table:
+    columns = ["System", "Task", "n", "Accuracy % [95% CI]", "Tokens / problem", "Policy calls / problem",
+               "Seconds / problem", "Accuracy % per 1k tokens", "Sources"]
+    csv_columns = ["system", "task", "n", "acc", "ci_lo", "ci_hi", "tokens_per_problem", "policy_calls_per_problem",
+                   "seconds_per_problem", "acc_pct_per_1k_tokens", "tokens_file", "sources"]
+    md_rows, csv_rows = [], []
+    for run, acc in cost_rows(loaded):
+        tokens = run.tokens_per_problem
+        per_1k = 100 * acc.value / (tokens / 1000) if tokens else None
+        tokens_file = rel(run.tokens_file, loaded.root) if run.tokens_file else ""
+        md_rows.append([run.system, MGSM_TASKS[run.task], str(run.n), acc_md(acc),
+                        f"{tokens:.1f}" if tokens is not None else "—",
+                        f"{run.policy_calls_per_problem:.1f}" if run.policy_calls_per_problem is not None else "—",
+                        f"{run.seconds_per_problem:.1f}" if run.seconds_per_problem is not None else "—",
+                        f"{per_1k:.2f}" if per_1k is not None else "—",
+                        run.source + (f" ({tokens_file})" if tokens_file else "")])
+        csv_rows.append([run.system, run.task, run.n, *acc_csv(acc), num(tokens),
+                         num(run.policy_calls_per_problem), num(run.seconds_per_problem), num(per_1k), tokens_file,
+                         run.source])
+    note = ("Tokens / problem: mean generated tokens per problem over all rollouts or samples (the request store, "
+            "else tokens.json; — when the run has neither). Seconds / problem: lm-eval's "
+            "total_evaluation_time_seconds of the results file (model load included) divided by all problems in "
+            "that file. Accuracy % per 1k tokens = accuracy % / (tokens per problem / 1000).")
+    return Table("cost", "Cost: tokens, time and accuracy per token", note, columns, md_rows, csv_columns, csv_rows)
+
+
+SIGNIFICANCE = 0.05  # the verdict table's threshold on the exact McNemar p
+
+
+def verdict_pairs(loaded: Loaded) -> list[tuple[TaskRun, TaskRun]]:
+    """(search run, run without search) of the same model and task: every MCTS row against greedy
+    CoT and the compute-matched sampling baselines."""
+    runs = sorted(mgsm_runs(loaded).values(), key=lambda r: (list(MGSM_TASKS).index(r.task), r.system))
+    return [(s, b) for s in runs if s.strategy == "mcts" for b in runs
+            if b.strategy == "sampling" and b.task == s.task and b.manifest.model == s.manifest.model]
+
+
+def verdict_word(pair: Paired) -> str:
+    if pair.p < SIGNIFICANCE:
+        return "search better" if pair.delta > 0 else "search worse"
+    return "no significant difference"
+
+
+def verdict_table(loaded: Loaded) -> Table:
+    columns = ["Task", "Search", "Against", "n paired", "Search %", "Against %", "Δ [95% CI]", "p (McNemar)",
+               "Tokens ratio", "Verdict", "Sources"]
+    csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
+                   "delta_hi", "wins", "losses", "p_mcnemar", "tokens_ratio", "verdict", "sources"]
+    md_rows, csv_rows, findings, verdicts = [], [], [], []
+    for s, b in verdict_pairs(loaded):
+        pair = paired(s, b, loaded.root)
+        search_acc, against_acc = pair.run_value, pair.run_value - pair.delta
+        ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
+        word = verdict_word(pair)
+        verdicts.append(word)
+        findings.append(f"{MGSM_TASKS[s.task]}, {s.system} against {b.system} on the {pair.n} problems both ran: "
+                        f"{pct(search_acc)}% vs {pct(against_acc)}% "
+                        f"(Δ {signed(pair.delta)} points, 95% CI [{signed(pair.lo)}, {signed(pair.hi)}], "
+                        f"McNemar p = {p_text(pair.p)}): **{word}**"
+                        + (f", at {ratio:.2f}× the generated tokens." if ratio is not None else "."))
+        md_rows.append([MGSM_TASKS[s.task], s.system, b.system, str(pair.n), pct(search_acc), pct(against_acc),
+                        f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]",
+                        f"{p_text(pair.p)} ({pair.wins} vs {pair.losses})",
+                        f"{ratio:.2f}" if ratio is not None else "—", word, f"{s.source}, {b.source}"])
+        csv_rows.append([s.task, s.system, b.system, pair.n, num(search_acc), num(against_acc),
+                         num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
+                         num(ratio), word, f"{s.source} {b.source}"])
+    if findings:  # the answer in one line first, then each comparison
+        counts, n = Counter(verdicts), len(verdicts)
+        findings.insert(0, f"In short: of {n} comparisons, the search was better in {counts['search better']}, "
+                           f"worse in {counts['search worse']} and not significantly different in "
+                           f"{counts['no significant difference']} (each at p < {SIGNIFICANCE}, not corrected "
+                           f"for making {n} comparisons).")
+    note = ("Every MCTS row (strategy `mcts` in the run's recorded config) against every row of the same model "
+            "without search (strategy `sampling`: greedy CoT, self-consistency, best-of-N) on the problems both "
+            f"scored, filter `{{filter}}`. Verdict: \"search better\" or \"search worse\" when the exact McNemar "
+            f"p < {SIGNIFICANCE}, else \"no significant difference\". Tokens ratio: the search run's generated "
+            "tokens per problem over the other's (each over its own problems). (a vs b): problems only the "
+            "search solved vs only the other solved.")
+    return Table("verdict", "Does the search pay? (MCTS against no search, same model)", note, columns, md_rows,
+                 csv_columns, csv_rows, findings)
+

@@ -1,0 +1,123 @@
+"""Rendering: a table as Markdown and CSV, the accuracy-against-tokens plot, and the
+results README that strings the tables together with the command that made them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from marco_eval.report.mgsm_tables import cost_rows
+from marco_eval.report.schema import (
+    BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded)
+from marco_eval.report.tables import Table
+
+
+def escape_md(cell: str) -> str:
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(table: Table) -> str:
+    lines = [f"### {table.title}", "", table.note, ""]
+    lines += [f"- {sentence}" for sentence in table.findings] + ([""] if table.findings else [])
+    if not table.md_rows:
+        return "\n".join(lines + ["(no runs yet)", ""])
+    lines.append("| " + " | ".join(table.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in table.columns) + "|")
+    lines += ["| " + " | ".join(escape_md(c) for c in row) + " |" for row in table.md_rows]
+    return "\n".join(lines + [""])
+
+
+def render_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.csv_columns)
+    writer.writerows(table.csv_rows)
+    return out.getvalue()
+
+
+def render_plot(loaded: Loaded) -> bytes:
+    """Accuracy against generated tokens per problem: one panel per MGSM task, one point per
+    system, 95% CI bars. Systems without token counts are left out (the cost table says so)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    points = [(run, acc) for run, acc in cost_rows(loaded) if run.tokens_per_problem]
+    color = {system: f"C{i % 10}" for i, system in enumerate(sorted({r.system for r, _ in points}))}
+    fig, axes = plt.subplots(1, len(MGSM_TASKS), figsize=(10, 4.5), dpi=100, sharey=True)
+    for ax, (task, label) in zip(axes, MGSM_TASKS.items()):
+        mine = [(r, a) for r, a in points if r.task == task]
+        for r, a in mine:
+            ax.errorbar([r.tokens_per_problem], [100 * a.value], fmt="o", color=color[r.system], capsize=3,
+                        yerr=[[100 * (a.value - a.lo)], [100 * (a.hi - a.value)]], label=r.system)
+        if mine:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+            ax.margins(x=0.2)
+            ax.legend(loc="lower right", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no runs with token counts", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(label)
+        ax.set_xlabel("generated tokens per problem (log scale)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("accuracy % (95% bootstrap CI)")
+    axes[0].set_ylim(-2, 102)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version string: byte-identical reruns
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def command_line(results_dir: Path, baseline: str | None, filter_name: str, exclude: tuple[str, ...]) -> str:
+    shown = results_dir.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    parts = ["marco-eval report", shell_quote(shown.as_posix())]
+    if baseline:
+        parts += ["--baseline", shell_quote(baseline)]
+    if filter_name != "flexible-extract":
+        parts += ["--filter", filter_name]
+    if tuple(exclude) != DEFAULT_EXCLUDE:
+        parts += [f"--exclude {shell_quote(e)}" for e in exclude] or []
+    return " ".join(parts)
+
+
+def shell_quote(s: str) -> str:
+    return s if re.fullmatch(r"[\w./@%+=:,-]+", s) else "'" + s.replace("'", "'\\''") + "'"
+
+
+def render_readme(tables: list[Table], loaded: Loaded, command: str) -> str:
+    by_name = {t.name: t for t in tables}
+    skipped = "".join(f"\n- {s}" for s in loaded.skipped_tasks)
+    head = f"""# Results
+
+Generated from the runs in the results folder by
+
+    {command}
+
+Do not edit by hand: rerun the command; the same inputs give byte-identical files. Each
+table is also in `{TABLES_DIR}/` as Markdown and CSV. A run is a folder with a `run.json`
+manifest and lm-eval's output (`--output_path DIR --log_samples`); see the main README,
+"Report".
+
+Statistics: 95% CIs are percentile bootstraps over problems ({BOOTSTRAP_RESAMPLES:,} resamples,
+numpy `default_rng({BOOTSTRAP_SEED})` for every interval). Paired comparisons use the same
+problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test.
+"""
+    if skipped:
+        head += f"\nTasks in these results that the report does not tabulate:{skipped}\n"
+    body = [head]
+    for name in ("mgsm", "verdict", "test_at_n", "cost"):
+        body.append(render_markdown(by_name[name]))
+    body.append(f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n")
+    for name in ("translation", "human", "training", "runs"):
+        body.append(render_markdown(by_name[name]))
+    return "\n".join(body)
+

@@ -1,0 +1,132 @@
+"""The report's statistics, in one place (documented in README "Report"):
+
+- accuracy CI: percentile bootstrap over problems, BOOTSTRAP_RESAMPLES resamples, numpy
+  default_rng(BOOTSTRAP_SEED) started afresh for every interval (row order changes nothing);
+- a row against the baseline, same problems required: delta with a paired-bootstrap CI
+  (the per-problem differences resampled), and an exact McNemar test (two-sided binomial
+  on the discordant problems);
+- Test@N from the candidates in the request stores.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from marco_eval.answers import answers_match
+from marco_eval.report.reading import rel
+from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, ReportError, TaskRun
+
+
+def shared_problems(a: TaskRun, b: TaskRun, root: Path) -> list[int]:
+    """The doc_ids both runs scored. A paired comparison is only meaningful on the very same
+    problems, so a run on all 250 pairs with one on the first 100 over those 100; runs that
+    share none, or disagree on a shared problem's data, are an error."""
+    where = f"{a.task}: {a.system!r} ({rel(a.results_file, root)}) and {b.system!r} ({rel(b.results_file, root)})"
+    shared = sorted(set(a.scores) & set(b.scores))
+    if not shared:
+        raise ReportError(f"{where} scored different problems (n={a.n} vs n={b.n}, no doc_id in common): "
+                          f"rerun one on the other's problems (same --limit)")
+    for d in shared:
+        if a.targets[d] != b.targets[d] or a.doc_hashes.get(d, "") != b.doc_hashes.get(d, ""):
+            raise ReportError(f"{where} disagree on problem doc_id {d} (target or doc_hash differs): "
+                              f"the runs used different data")
+    return shared
+
+
+
+def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Means of `resamples` resamples (with replacement) of values; a fresh fixed-seed rng each call."""
+    rng = np.random.default_rng(seed)
+    n, chunk, means = len(values), 1000, []
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        means.append(values[idx].mean(axis=1))
+    return np.concatenate(means)
+
+
+def bootstrap_ci(values, level: float = CI_LEVEL, **kwargs) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        raise ReportError("bootstrap of no values")
+    means = bootstrap_means(values, **kwargs)
+    # inverted_cdf: the classic percentile, an attainable resample mean rather than an interpolation
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def mcnemar_exact(system: np.ndarray, baseline: np.ndarray) -> tuple[int, int, float]:
+    """Exact McNemar: (system-only wins, baseline-only wins, two-sided p). p = 1 with no discordance."""
+    wins = int(np.sum((system == 1) & (baseline == 0)))
+    losses = int(np.sum((system == 0) & (baseline == 1)))
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return wins, losses, 1.0
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+    return wins, losses, float(min(Fraction(1), 2 * tail))
+
+
+@dataclass
+class Accuracy:
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+
+@dataclass
+class Paired:
+    delta: float
+    lo: float
+    hi: float
+    wins: int
+    losses: int
+    p: float
+    n: int  # problems both runs scored
+    run_value: float  # the run's accuracy on those problems (the base's: run_value - delta)
+
+
+def accuracy_of(values: np.ndarray) -> Accuracy:
+    lo, hi = bootstrap_ci(values)
+    return Accuracy(float(values.mean()), lo, hi, len(values))
+
+
+def run_accuracy(run: TaskRun) -> Accuracy:
+    if run.accuracy_ci is None:
+        run.accuracy_ci = accuracy_of(run.score_vector())
+    return run.accuracy_ci
+
+
+def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
+    """run minus base on the problems both scored (see shared_problems)."""
+    shared = shared_problems(run, base, root)
+    a = np.array([run.scores[d] for d in shared], dtype=float)
+    b = np.array([base.scores[d] for d in shared], dtype=float)
+    lo, hi = bootstrap_ci(a - b)
+    wins, losses, p = mcnemar_exact(a, b)
+    return Paired(float(a.mean() - b.mean()), lo, hi, wins, losses, p, len(shared), float(a.mean()))
+
+
+same_answer = functools.lru_cache(maxsize=None)(answers_match)  # rollouts repeat answers a lot
+
+
+def first_correct(run: TaskRun) -> np.ndarray:
+    """Per problem (doc_id order): the index of the first candidate that matches the target, or inf."""
+    if run.first_correct is None:
+        run.first_correct = np.array([next((i for i, c in enumerate(run.candidates[d]) if same_answer(c, run.targets[d])),
+                                           math.inf) for d in sorted(run.candidates)], dtype=float)
+    return run.first_correct
+
+
+def test_at_n(run: TaskRun, n: int) -> np.ndarray | None:
+    """Per problem: 1 when any of the first n candidates matches the target; None when too few."""
+    if run.candidates is None or min(len(c) for c in run.candidates.values()) < n:
+        return None
+    return (first_correct(run) < n).astype(float)
+
