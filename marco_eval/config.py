@@ -204,3 +204,17 @@ def validate_scale_out(o: ModelOptions) -> None:
 
 def as_dict(search: SearchConfig, options: ModelOptions) -> dict:
     return {**dataclasses.asdict(search), **dataclasses.asdict(options)}
+
+
+def answer_settings(search: SearchConfig, options: ModelOptions) -> dict:
+    """The settings that can change an answer, for the request store's fingerprint.
+
+    Options that only say where outputs go are left out. So is every field added after
+    stores were first written (field metadata `added_later`) while it keeps its default:
+    a store written before the field existed then still matches, and setting the field
+    away from its default still makes a new fingerprint."""
+    values = as_dict(search, options)
+    for f in (*fields(SearchConfig), *fields(ModelOptions)):
+        if f.metadata.get("added_later") and values[f.name] == f.default:
+            del values[f.name]
+    return {k: v for k, v in values.items() if k not in OUTPUT_ONLY}

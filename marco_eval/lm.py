@@ -129,8 +129,7 @@ class MarcoMCTSLM(LM):
             model_config = getattr(getattr(policy, "model", None), "config", None)
             identity = request_store.model_identity(resolve(o.pretrained), o.revision, str(policy.dtype),
                                                     getattr(model_config, "_commit_hash", None))
-            settings = {k: v for k, v in run_config.as_dict(self.search_config, o).items()
-                        if k not in run_config.OUTPUT_ONLY}
+            settings = run_config.answer_settings(self.search_config, o)
             self._fingerprint = request_store.fingerprint(identity, settings)
         return self._fingerprint
 
@@ -219,7 +218,7 @@ class MarcoMCTSLM(LM):
                                 "task": getattr(req, "task_name", None), "doc_id": getattr(req, "doc_id", None),
                                 "text": result.text, "answer": result.answer, "candidates": result.candidates,
                                 "generated_tokens": result.generated_tokens, "policy_calls": result.policy_calls,
-                                "seconds": seconds})
+                                "seconds": seconds, **request_store.search_record(result)})
             self.cache_hook.add_partial("generate_until", req.args, result.text)
             result.tree = None  # free the tree as soon as its request is done
             searches[j] = None

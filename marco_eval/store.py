@@ -15,6 +15,10 @@ request whose key is present and searches only the rest. Record fields:
     candidates        extracted answers of every rollout or sample
     generated_tokens, policy_calls
     seconds           wall time from the start of that generate_until call to this request's end
+    rollouts          per rollout or sample, in the order made: {answer, reward, tokens, finish,
+                      simulation} (search.RolloutSummary); absent in stores written before it
+    trace             the anytime trace: after simulation (sampling: sample) k, {answer, tokens}
+                      = what the configured rule would answer and the tokens spent so far
 
 The fingerprint covers the model (resolved path or hub id, revision, commit, loaded dtype,
 the weights' config.json) and all search and model options except those that only say
@@ -26,6 +30,7 @@ opened again. An exclusive lock keeps two runs from appending to the same file.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -61,6 +66,12 @@ def fingerprint(identity: dict, settings: dict) -> str:
 
 def request_key(fingerprint: str, context: str, gen_kwargs: dict) -> str:
     return _sha256_json([fingerprint, context, gen_kwargs])
+
+
+def search_record(result) -> dict:
+    """A SearchResult's per-rollout data and anytime trace, as store fields."""
+    return {"rollouts": [dataclasses.asdict(r) for r in result.rollouts],
+            "trace": [dataclasses.asdict(t) for t in result.trace]}
 
 
 class RequestStore:

@@ -214,3 +214,19 @@ def test_atomic_writes_leave_the_usual_file_mode_not_mkstemps_0600(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a" / "tree.json").stat().st_mode) == 0o644
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["tree.json"]  # no temp file left
+
+
+def test_store_fingerprint_settings_are_those_of_existing_stores():
+    """Stores written since session 1 were fingerprinted over exactly these settings; a new
+    field must be marked `added_later` (and so left out at its default) or every committed
+    store stops resuming. Changing this list means saying so in the README."""
+    from marco_eval import config
+
+    search, options = config.build()
+    assert sorted(config.answer_settings(search, options)) == sorted([
+        "strategy", "simulations", "children", "exploration", "action", "mini_step_tokens", "step_delimiters",
+        "thought_end", "answer_end", "max_depth", "action_max_tokens", "rollout_max_tokens", "samples",
+        "temperature", "top_p", "reflection", "reflection_max", "reflection_phrase", "final_answer", "seed",
+        "pretrained", "backend", "dtype", "device", "revision", "trust_remote_code", "max_batch", "kv_reuse",
+        "kv_cache_mb", "tree_batch", "max_gen_toks", "chat_template", "system_prompt", "response_prefix",
+        "answer", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len"])

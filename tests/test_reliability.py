@@ -26,7 +26,7 @@ from marco_eval.store import RequestStore, StoreError
 
 GEN = {"until": ["</Output>"], "max_gen_toks": 200}
 RECORD_FIELDS = ["key", "fingerprint", "task", "doc_id", "text", "answer", "candidates", "generated_tokens",
-                 "policy_calls", "seconds"]
+                 "policy_calls", "seconds", "rollouts", "trace"]
 
 
 class Req:
@@ -63,6 +63,10 @@ def test_store_records_every_finished_request(tmp_path):
     assert [by_doc[i]["text"] for i in range(5)] == texts
     assert {r["task"] for r in records} == {"toy"} and len({r["fingerprint"] for r in records}) == 1
     assert all(len(r["candidates"]) == 4 and r["policy_calls"] > 0 and r["seconds"] >= 0 for r in records)
+    for r in records:  # per-rollout data and the anytime trace (one point per simulation)
+        assert [x["answer"] for x in r["rollouts"]] == r["candidates"]
+        assert all(set(x) == {"answer", "reward", "tokens", "finish", "simulation"} for x in r["rollouts"])
+        assert len(r["trace"]) == 2 and r["trace"][-1] == {"answer": r["answer"], "tokens": r["generated_tokens"]}
 
 
 def test_killed_run_resumes_computing_only_unfinished_requests(tmp_path, capfd):

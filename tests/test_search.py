@@ -398,3 +398,63 @@ def test_continuous_driver_matches_lockstep():
     assert [r.text for r in streamed] == [r.text for r in lockstep]
     assert [r.generated_tokens for r in streamed] == [r.generated_tokens for r in lockstep]
     assert sorted(done) == [0, 1, 2, 3] and pol.max_live == 3
+
+
+# ---------------------------------------------------------------- per-rollout data, anytime trace, strategies passed in
+def test_sampling_trace_is_the_rule_over_the_first_k_samples():
+    answers = iter(["5", "6", "6", "7", "6"])
+    pol = ScriptedPolicy(lambda p, s: f"<Output>{next(answers)}</Output>")
+    s = make(pol, strategy="sampling", samples=5, final_answer="vote")
+    r = drive(s, pol)
+    assert [x.answer for x in r.rollouts] == ["5", "6", "6", "7", "6"]
+    assert [x.simulation for x in r.rollouts] == [1, 2, 3, 4, 5]
+    # Every sample is the same 4 tokens long here: the trace spends 4 more per sample.
+    lengths = [x.tokens for x in r.rollouts]
+    assert lengths == [len(pol.encode("<Output>5</Output>"))] * 5
+    assert [t.tokens for t in r.trace] == [sum(lengths[:k]) for k in range(1, 6)]
+    assert r.trace[-1].tokens == r.generated_tokens
+    # The vote after one sample is that sample; after three, "6" (two of three) wins.
+    assert r.trace[0].answer == "5" and r.trace[2].answer == "6" and r.trace[-1].answer == r.answer
+    assert all(x.finish == "</Output>" and 0 < x.reward <= 1 for x in r.rollouts)
+
+
+def test_mcts_trace_has_one_point_per_simulation_and_ends_at_the_answer():
+    pol = ScriptedPolicy(steps_script(n_steps=3))
+    s = make(pol, simulations=5, children=2)
+    r = drive(s, pol)
+    assert len(r.trace) == 5
+    assert [t.tokens for t in r.trace] == sorted(t.tokens for t in r.trace)  # spending only grows
+    assert r.trace[-1].tokens == r.generated_tokens and r.trace[-1].answer == r.answer == "7"
+    assert len(r.rollouts) == len(s.tree.rollouts) and {x.simulation for x in r.rollouts} <= set(range(1, 6))
+    for summary, rollout in zip(r.rollouts, s.tree.rollouts):
+        path = s.tree.path_ids(s.tree.nodes[rollout.node])
+        assert summary.tokens == len(path) - rollout.continuation_start + len(rollout.token_ids)
+
+
+def test_a_reward_passed_in_replaces_the_confidence_reward():
+    pol = ScriptedPolicy(steps_script(n_steps=2))
+    s = Search(SearchConfig(simulations=2), pol.encode(PROMPT), pol, max_new_tokens=200, until=("</Output>",),
+               answer_fn=number_answer, reward=lambda logprobs, top5: 0.25)
+    r = drive(s, pol)
+    assert {x.reward for x in r.rollouts} == {0.25}
+    assert all(n.value == pytest.approx(0.25) for n in s.tree.nodes if n.visits)
+
+
+def test_final_answer_names_are_the_rules_table():
+    from marco_eval.search.config import FINAL_ANSWERS
+    from marco_eval.search.final_answer import RULES, best_reward, rule_for
+
+    assert FINAL_ANSWERS == tuple(RULES) == ("max_value", "most_visited", "vote", "best_reward")
+    assert rule_for("max_value", "sampling") is best_reward  # a flat set of samples has no path
+    assert rule_for("most_visited", "mcts") is RULES["most_visited"]
+    with pytest.raises(ValueError, match="final_answer='majority'"):
+        SearchConfig(final_answer="majority")
+
+
+def test_a_longer_search_passes_through_the_shorter_ones_answer():
+    """Request seeds come from one stream per problem: simulations 1..4 of an 8-simulation
+    search are a 4-simulation search (model_configs/mcts_step_8sims.yaml relies on it)."""
+    script = steps_script(n_steps=3)
+    short = drive(make(ScriptedPolicy(script), simulations=4), ScriptedPolicy(script))
+    long = drive(make(ScriptedPolicy(script), simulations=8), ScriptedPolicy(script))
+    assert long.trace[:4] == short.trace and long.rollouts[:len(short.rollouts)] == short.rollouts

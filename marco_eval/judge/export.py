@@ -3,10 +3,14 @@
 Input: one `samples_<task>_<timestamp>.jsonl` per system (lm-eval `--log_samples`), named
 `NAME=PATH` (PATH a samples file or a folder holding one). Output, both written atomically:
 
-    sheet.json      what raters see: items in a seeded random order, each with the
-                    source, the reference and the candidates in a per-item random order,
-                    under opaque ids. No system names anywhere.
-    sheet.key.json  cand_id -> system, read only by `judge summarize`.
+    SHEET.json                  what raters see: items in a random order, each with the source,
+                                the reference and the candidates in a per-item random order,
+                                under opaque ids. Nothing else: no system or config names, no
+                                paths, no token counts, no seed (with the seed and these
+                                sources anyone could recompute which candidate is which).
+    judge-keys/SHEET.key.json   cand_id -> system, the seed and the samples paths; read only
+                                by `judge summarize`. Kept in another folder than the sheet
+                                (never beside it), and `judge-keys/` is git-ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import json
 import random
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,13 @@ SCHEMA_VERSION = 1
 SOURCE_FIELDS = ("zh", "source", "src", "sentence")
 REFERENCE_FIELDS = ("en", "reference", "references", "ref", "translation")
 SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<stamp>\d{4}-\d\d-\d\dT[\d.\-]+)\.jsonl$")
+# Where keys go unless --key says otherwise: relative to the working directory (the repo root
+# when run from there), git-ignored at any depth by the `judge-keys/` line in .gitignore.
+KEYS_DIR = Path("judge-keys")
+# The only fields a sheet may hold; a test checks every export against these.
+SHEET_FIELDS = ("schema_version", "task", "sheet_id", "items")
+ITEM_FIELDS = ("item_id", "source", "reference", "candidates")
+CANDIDATE_FIELDS = ("cand_id", "text")
 
 
 @dataclass
@@ -37,7 +49,12 @@ class SystemSamples:
 
 
 def default_key_path(sheet: Path) -> Path:
-    return sheet.with_name(sheet.stem + ".key.json")
+    return KEYS_DIR / (Path(sheet).stem + ".key.json")
+
+
+def legacy_key_path(sheet: Path) -> Path:
+    """Where exports before the key moved out put it: beside the sheet."""
+    return Path(sheet).with_name(Path(sheet).stem + ".key.json")
 
 
 def parse_system(spec: str) -> tuple[str, Path]:
@@ -155,7 +172,8 @@ def build_sheet(systems: list[SystemSamples], seed: int = 0, limit: int | None =
         if differs:
             raise JudgeError(f"doc_id {doc_id} has a different source in {differs[0]} than in {names[0]}: "
                              "are these samples of the same task?")
-        candidates = [(s.name, candidate_text(r)) for s, r in zip(systems, rows)]
+        # Surrounding whitespace is no part of a translation, but could tell systems apart.
+        candidates = [(s.name, candidate_text(r).strip()) for s, r in zip(systems, rows)]
         rng.shuffle(candidates)
         entries = []
         for system, text in candidates:
@@ -166,8 +184,8 @@ def build_sheet(systems: list[SystemSamples], seed: int = 0, limit: int | None =
             entries.append({"cand_id": cand_id, "text": text})
         reference = _field(rows[0]["doc"], rows[0], reference_field, REFERENCE_FIELDS, "reference", "--reference-field")
         items.append({"item_id": doc_id, "source": sources[0], "reference": reference, "candidates": entries})
-    sheet = {"schema_version": SCHEMA_VERSION, "task": task, "seed": seed, "sheet_id": sheet_id(items), "items": items}
-    key_doc = {"schema_version": SCHEMA_VERSION, "sheet_id": sheet["sheet_id"],
+    sheet = {"schema_version": SCHEMA_VERSION, "task": task, "sheet_id": sheet_id(items), "items": items}
+    key_doc = {"schema_version": SCHEMA_VERSION, "sheet_id": sheet["sheet_id"], "seed": seed,
                "systems": {s.name: str(s.path) for s in systems}, "candidates": key}
     return sheet, key_doc
 
@@ -197,13 +215,33 @@ def load_sheet(path: Path) -> dict:
     return sheet
 
 
+def check_key_apart(out: Path, key_out: Path) -> None:
+    """The key never sits in the sheet's folder: whoever is handed that folder gets no key."""
+    if key_out.resolve().parent == out.resolve().parent:
+        raise JudgeError(f"--key {key_out} is in the sheet's folder {out.parent}: keep the key apart from "
+                         f"what raters get (default {KEYS_DIR}/, git-ignored)")
+
+
+def check_key_free(key_out: Path, new_sheet_id: str) -> None:
+    """Never overwrite the key of another sheet: its ratings could no longer be unblinded."""
+    try:
+        old = json.loads(key_out.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return
+    if isinstance(old, dict) and old.get("sheet_id") not in (None, new_sheet_id):
+        raise JudgeError(f"{key_out} holds the key of another sheet ({old['sheet_id']}): overwriting it would leave "
+                         "that sheet's ratings unreadable; pass another --out or --key")
+
+
 def export(specs: list[str], out: Path, key_out: Path | None = None, task: str | None = None,
-           filter_name: str | None = None, seed: int = 0, limit: int | None = None,
+           filter_name: str | None = None, seed: int | None = None, limit: int | None = None,
            source_field: str | None = None, reference_field: str | None = None) -> tuple[Path, Path, dict]:
+    """Write the sheet and its key; `seed=None` draws a secret one (recorded only in the key)."""
     out = Path(out)
     key_out = Path(key_out) if key_out else default_key_path(out)
-    if key_out.resolve() == out.resolve():
-        raise JudgeError("--key must differ from --out: raters must never see the key")
+    check_key_apart(out, key_out)
+    if seed is None:
+        seed = secrets.randbits(63)
     systems = []
     for spec in specs:
         name, path = parse_system(spec)
@@ -212,6 +250,7 @@ def export(specs: list[str], out: Path, key_out: Path | None = None, task: str |
             task = m["task"]
         systems.append(load_samples(name, samples_file, filter_name))
     sheet, key = build_sheet(systems, seed, limit, source_field, reference_field, task)
+    check_key_free(key_out, sheet["sheet_id"])
     # Key first: a sheet is never on disk without the key that unblinds it.
     write_json_atomic(key_out, key)
     write_json_atomic(out, sheet)

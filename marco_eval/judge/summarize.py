@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from marco_eval.judge import JudgeError
-from marco_eval.judge.export import default_key_path, load_sheet, read_judge_json
+from marco_eval.judge.export import KEYS_DIR, default_key_path, legacy_key_path, load_sheet, read_judge_json
 from marco_eval.judge.store import ASPECTS, RatingStore, default_db_path
 from marco_eval.files import write_atomic, write_json_atomic
 
@@ -83,8 +84,30 @@ def bootstrap_ci(scores_by_item: dict[str, list[int]], resamples: int, seed_part
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
+def _sheet_id_of(path: Path) -> str | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc.get("sheet_id") if isinstance(doc, dict) else None
+
+
+def find_key(sheet_path: Path, sheet: dict) -> Path:
+    """The key `judge export` wrote for this sheet: judge-keys/<stem>.key.json, else any key in
+    judge-keys/ with this sheet's id (a renamed sheet), else one beside the sheet (older exports).
+    A key of another sheet found by name is returned when nothing matches, so load_key says so."""
+    named = [p for p in (default_key_path(sheet_path), legacy_key_path(sheet_path)) if p.is_file()]
+    for path in [*named, *sorted(KEYS_DIR.glob("*.key.json"))]:
+        if _sheet_id_of(path) == sheet["sheet_id"]:
+            return path
+    if named:
+        return named[0]
+    raise JudgeError(f"no key for {sheet_path}: looked for {default_key_path(sheet_path)} (from the working "
+                     f"directory) and {legacy_key_path(sheet_path)}; pass --key with the file `judge export` printed")
+
+
 def load_key(path: Path, sheet: dict) -> dict:
-    key = read_judge_json(path, "key file", ("candidates",), "pass the key `judge export` wrote beside the sheet")
+    key = read_judge_json(path, "key file", ("candidates",), "pass the key `judge export` wrote for this sheet")
     if key.get("sheet_id") != sheet["sheet_id"]:
         raise JudgeError(f"key file {path} belongs to another sheet ({key.get('sheet_id')}, this sheet is "
                          f"{sheet['sheet_id']}): pass the key exported with this sheet")
@@ -183,7 +206,7 @@ def summarize(sheet_path: Path, key_path: Path | None = None, db_path: Path | No
     """Read sheet + key + store; write <sheet>.summary.{md,csv,json}; return (summary, paths)."""
     sheet_path = Path(sheet_path)
     sheet = load_sheet(sheet_path)
-    key_path = Path(key_path) if key_path else default_key_path(sheet_path)
+    key_path = Path(key_path) if key_path else find_key(sheet_path, sheet)
     key = load_key(key_path, sheet)
     store = RatingStore(db_path or default_db_path(sheet_path), sheet, create=False)
     try:

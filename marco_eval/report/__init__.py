@@ -4,18 +4,20 @@
     marco-eval report --compare OLD_DIR NEW_DIR                         what moved, and by how much
     marco-eval report --slim RAW_RUN_DIR DEST_DIR                       a run without dataset text
 
-Data flows one way: load (run.json + lm-eval files + stores, load.py; judge and training
-summaries, summaries.py) -> validate (load.py) -> statistics (statistics.py) -> tables
-(mgsm_tables.py, tables.py) -> render (render.py) -> write (write.py). Every table row names
-the results files it came from (R1, R2, ... in the Runs table), and everything is written
-atomically only after everything was computed. schema.py holds the names and records they
-share; compare.py and slim.py are the two other modes.
+Data flows one way: load (manifest.py: run.json, or one derived from the results file;
+load.py: lm-eval files and request stores, then the cross-run checks; summaries.py: judge
+and training summaries) -> statistics (statistics.py) -> tables (mgsm_tables.py, tables.py)
+-> render (render.py, plots.py) -> write (write.py). Every table row names the results files
+it came from (R1, R2, ... in the Runs table), and everything is written atomically only
+after everything was computed. schema.py holds the names and records they share;
+compare.py and slim.py are the two other modes.
 
 This package's namespace is what callers (the CLI, tests) use; the modules are how it is kept.
 """
 
 from marco_eval.report.compare import compare
-from marco_eval.report.load import load, load_manifest
+from marco_eval.report.load import load
+from marco_eval.report.manifest import load_manifest
 from marco_eval.report.mgsm_tables import verdict_word
 from marco_eval.report.schema import DEFAULT_EXCLUDE, TABLES_DIR, ReportError
 from marco_eval.report.slim import slim_run

@@ -9,38 +9,26 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_eval.report.schema import (
-    DEFAULT_EXCLUDE, JUDGE_SUMMARY, MANIFEST, MANIFEST_OPTIONAL, MANIFEST_REQUIRED, MGSM_TASKS, STORE,
-    STORE_FIELDS, TOKENS, TRAINING_SUMMARY, TRANSLATION_TASKS, JudgeRow, Loaded, Manifest, ReportError, RunFile,
-    TaskRun)
+from marco_eval.report.manifest import manifest_for
 from marco_eval.report.reading import read_json, read_jsonl, rel
+from marco_eval.report.schema import (
+    DEFAULT_EXCLUDE, JUDGE_SUMMARY, MGSM_TASKS, STORE, STORE_FIELDS, TOKENS, TRAINING_SUMMARY, TRANSLATION_TASKS,
+    JudgeRow, Loaded, Manifest, ReportError, RunFile, TaskRun)
 from marco_eval.report.summaries import load_judge_summary, load_training_summary
 
 
-def load_manifest(path: Path) -> Manifest:
-    doc = read_json(path, "run.json")
-    if not isinstance(doc, dict):
-        raise ReportError(f"{path}: must be a JSON object (see README, 'Run manifest')")
-    known = {**MANIFEST_REQUIRED, **MANIFEST_OPTIONAL}
-    for key in doc:
-        if key not in known:
-            raise ReportError(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
-    for key, kind in known.items():
-        if key in MANIFEST_REQUIRED and key not in doc:
-            raise ReportError(f"{path}: missing {key!r} (required: {', '.join(MANIFEST_REQUIRED)})")
-        if key in doc and (not isinstance(doc[key], kind) or isinstance(doc[key], bool)):
-            raise ReportError(f"{path}: {key!r} has the wrong type ({type(doc[key]).__name__})")
-        if key in MANIFEST_REQUIRED and not doc[key].strip():
-            raise ReportError(f"{path}: {key!r} is empty")
-    if doc.get("wall_seconds") is not None and doc["wall_seconds"] < 0:
-        raise ReportError(f"{path}: 'wall_seconds' must be >= 0")
-    return Manifest(path=path, **doc)
-
-
 def find_results_files(root: Path, exclude: tuple[str, ...]) -> list[Path]:
+    """Every lm-eval results file under root outside the excluded folders; none is an error
+    (a report of empty tables would look like a result)."""
     if not root.is_dir():
         raise ReportError(f"{root}: no such results directory")
-    return files_outside(root, "results_*.json", exclude)
+    found = files_outside(root, "results_*.json", exclude)
+    if not found:
+        skipped = [e for e in exclude if e and (root / e).is_dir()]
+        outside = f" outside {', '.join(f'{e}/' for e in skipped)} (skipped; --exclude changes that)" if skipped else ""
+        raise ReportError(f"{root}: no runs: no lm-eval results file (results_*.json) under it{outside}; "
+                          f"point the report at a folder holding runs written by lm_eval --output_path DIR --log_samples")
+    return found
 
 
 def files_outside(root: Path, pattern: str, exclude: tuple[str, ...]) -> list[Path]:
@@ -48,38 +36,6 @@ def files_outside(root: Path, pattern: str, exclude: tuple[str, ...]) -> list[Pa
     skipped = {(root / e).resolve() for e in exclude if e}
     return [p for p in sorted(root.rglob(pattern))
             if skipped.isdisjoint((resolved := p.resolve(), *resolved.parents))]
-
-
-def find_manifest(results_file: Path, root: Path) -> Path:
-    for folder in results_file.parents:
-        if (folder / MANIFEST).is_file():
-            return folder / MANIFEST
-        if folder.resolve() == root.resolve():
-            break
-    raise ReportError(f"{results_file}: no {MANIFEST} in its folder or any folder above it up to {root}: "
-                      f"write one into the run folder (see README, 'Run manifest')")
-
-
-def model_args_dict(config: dict) -> dict:
-    """lm-eval 0.4.13 stores model_args as a dict; older versions as "k=v,k=v"."""
-    args = config.get("model_args") or {}
-    if isinstance(args, str):
-        args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
-    return args if isinstance(args, dict) else {}
-
-
-def check_manifest_matches(doc: dict, manifest: Manifest, path: Path) -> None:
-    """A run.json copied into the wrong folder is the mix-up this catches."""
-    config = doc.get("config") or {}
-    args = model_args_dict(config)
-    pretrained = args.get("pretrained")
-    if pretrained and manifest.model not in (pretrained, Path(str(pretrained)).name):
-        raise ReportError(f"{path}: ran pretrained={pretrained} but {manifest.path} says model "
-                          f"{manifest.model!r}: set run.json 'model' to the pretrained= value")
-    ran_config = config.get("marco_eval_config_file") or doc.get("marco_eval_config_file") or args.get("config")
-    if ran_config and Path(str(ran_config)).stem != Path(manifest.config).stem:
-        raise ReportError(f"{path}: ran config={ran_config} but {manifest.path} says config "
-                          f"{manifest.config!r}: fix run.json or move the run")
 
 
 def samples_file_for(results_file: Path, task: str) -> Path:
@@ -182,13 +138,12 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
     doc = read_json(path, "lm-eval results JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise ReportError(f"{path}: no 'results' object: not an lm-eval results file")
-    manifest = load_manifest(find_manifest(path, root))
-    check_manifest_matches(doc, manifest, path)
-    store_path = manifest.path.parent / (manifest.store or STORE)
+    manifest = manifest_for(path, doc, root)
+    store_path = manifest.folder / (manifest.store or STORE)
     if manifest.store and not store_path.is_file():
         raise ReportError(f"{manifest.path}: store {manifest.store!r} does not exist")
     store = load_store(store_path) if store_path.is_file() else {}
-    tokens_path = manifest.path.parent / TOKENS
+    tokens_path = manifest.folder / TOKENS
     config = doc.get("config")
     marco_config = config.get("marco_eval_config") if isinstance(config, dict) else None
     strategy = marco_config.get("strategy") if isinstance(marco_config, dict) else None
@@ -241,7 +196,6 @@ def load(root: Path, filter_name: str = "flexible-extract", exclude: tuple[str, 
                     training=training)
     validate(loaded)
     return loaded
-
 
 
 def validate(loaded: Loaded) -> None:

@@ -54,6 +54,12 @@ class Manifest:
     wall_seconds: float | None = None
     notes: str = ""
     store: str | None = None
+    derived: bool = False  # no run.json: made from the results file (manifest.derive_manifest)
+    folder: Path | None = None  # the run folder: where the store and tokens.json are; run.json's own folder
+
+    def __post_init__(self):
+        if self.folder is None:
+            self.folder = self.path.parent
 
 
 @dataclass

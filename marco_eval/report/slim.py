@@ -7,7 +7,7 @@ from pathlib import Path
 
 from marco_eval.files import write_atomic
 from marco_eval.jsonl import write_jsonl_atomic
-from marco_eval.report.load import load_manifest
+from marco_eval.report.manifest import README_SECTION, load_manifest
 from marco_eval.report.reading import read_jsonl
 from marco_eval.report.schema import JUDGE_SUMMARY, MANIFEST, STORE, TOKENS, ReportError
 
@@ -32,7 +32,8 @@ def slim_run(raw_dir: Path, dest_dir: Path, keep_text: bool = False) -> list[Pat
     store_dropped = () if keep_text else STORE_FIELDS_DROPPED
     manifest = load_manifest(raw_dir / MANIFEST) if (raw_dir / MANIFEST).is_file() else None
     if manifest is None:
-        raise ReportError(f"{raw_dir}: no {MANIFEST}: write the manifest before slimming (see README, 'Run manifest')")
+        raise ReportError(f"{raw_dir}: no {MANIFEST}: write one (system, model, config, the exact command; see "
+                          f"{README_SECTION}) before slimming: a committed run keeps its exact command")
     written = []
     for path in sorted(raw_dir.rglob("*")):
         if not path.is_file():

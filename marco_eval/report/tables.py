@@ -149,7 +149,8 @@ def runs_table(loaded: Loaded) -> Table:
         files = [rel(p, root) for p in run.samples] + ([rel(run.tokens_file, root)] if run.tokens_file else [])
         wall = f"{run.wall_seconds:.0f}" if run.wall_seconds is not None else "—"
         md_rows.append([run.source, rel(run.path, root), m.system, ", ".join(run.tasks), wall,
-                        "<br>".join(files) or "—", f"`{m.command}`"])
+                        "<br>".join(files) or "—",
+                        ("(no run.json: rebuilt from the results file) " if m.derived else "") + f"`{m.command}`"])
         csv_rows.append([run.source, rel(run.path, root), m.system, m.model, m.config, " ".join(run.tasks),
                          num(run.wall_seconds, 3), num(m.wall_seconds, 3), " ".join(rel(p, root) for p in run.samples),
                          rel(run.tokens_file, root) if run.tokens_file else "", m.command, m.notes])
@@ -163,6 +164,8 @@ def runs_table(loaded: Loaded) -> Table:
         csv_rows.append([t.source, rel(t.path, root), "", t.summary["base_model"], "", "", "",
                          num(t.summary["wall_seconds"], 3), "", "", t.command, ""])
     note = ("Every number above names its source here. Paths are relative to the results folder; commands are "
-            "from each run.json.")
+            "from each run.json" + ("; a run without one shows the command rebuilt from its lm-eval results file "
+                                    "(lm-eval does not record its command line)."
+                                    if any(r.manifest.derived for r in loaded.runs) else "."))
     return Table("runs", "Runs (sources)", note, columns, md_rows, csv_columns, csv_rows)
 

@@ -28,7 +28,7 @@ MCTS, one simulation = select -> expand -> simulate -> backpropagate:
   each time selection lands on n while it is terminal or at max_depth and its stored
   reward is backed up again).
 
-final_answer
+final_answer (rules in final_answer.py)
   max_value     from the root follow the child with the highest Q to a leaf; answer = that
                 path + the leaf's own rollout (default).
   most_visited  the same, following visit counts (ties: higher Q).
@@ -47,11 +47,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from marco_eval.search.final_answer import RULES
+
 REFLECTION_PHRASE = "Wait! Maybe I made some mistakes! I need to rethink from scratch."
 
 STRATEGIES = ("mcts", "sampling")
 ACTIONS = ("step", "mini_step")
-FINAL_ANSWERS = ("max_value", "most_visited", "vote", "best_reward")
+FINAL_ANSWERS = tuple(RULES)
 REFLECTIONS = ("off", "thought_end")
 
 

@@ -7,7 +7,7 @@ pattern) while each tree still sees exactly the results it asked for, in order.
 Two schedules, same results:
 - lock-step rounds (any Policy): one `generate` call carries every live tree's pending
   requests; the call lasts as long as its longest row.
-- continuous (a policy with `generate_stream`, e.g. the transformers backend): the
+- continuous (a `StreamingPolicy`, e.g. the transformers backend): the
   backend pulls requests whenever batch rows free up; a tree advances the moment all of
   its own requests are back and its next requests join the running batch, so no row
   waits for another tree's long rollout.
@@ -19,17 +19,18 @@ from collections import deque
 from typing import Callable, Sequence
 
 from marco_eval.search.mcts import Search, SearchResult
+from marco_eval.search.policy import Policy, StreamingPolicy
 
 
 def run_searches(
     searches: Sequence[Search],
-    policy,
+    policy: Policy,
     width: int = 8,
     on_done: Callable[[int, SearchResult], None] | None = None,
 ) -> list[SearchResult]:
     if width <= 0:
         raise ValueError(f"width={width}: must be a positive integer")
-    if hasattr(policy, "generate_stream"):
+    if isinstance(policy, StreamingPolicy):
         return _run_continuous(searches, policy, width, on_done)
     results: list[SearchResult | None] = [None] * len(searches)
     waiting = deque(range(len(searches)))

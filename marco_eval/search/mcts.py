@@ -14,17 +14,34 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Sequence
 
 from marco_eval.search.config import SearchConfig
-from marco_eval.search.policy import Continue, Generation
-from marco_eval.search.reward import rollout_reward
+from marco_eval.search.final_answer import rule_for
+from marco_eval.search.policy import Codec, Continue, Generation
+from marco_eval.search.reward import RewardFn, rollout_reward
 from marco_eval.search.tree import Node, Rollout, Tree
 
 Requests = list[Continue]
 SearchGen = Generator[Requests, list[Generation], "SearchResult"]
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """What the report needs of one rollout (or sample), without its tokens."""
+    answer: str | None  # extracted final answer (None: none found, or no extractor)
+    reward: float
+    tokens: int  # length of the whole completion
+    finish: str  # how it ended: a stop string, "eos", "length", "budget"
+    simulation: int  # which simulation (sampling: which sample) made it, from 1
+
+
+@dataclass(frozen=True)
+class TracePoint:
+    """The anytime trace: after simulation (or sample) k, what the search would answer."""
+    answer: str | None  # the configured final-answer rule's answer at that point
+    tokens: int  # tokens generated for this request so far
 
 
 @dataclass
@@ -37,6 +54,8 @@ class SearchResult:
     policy_calls: int
     chosen_path: list[int]
     tree: Tree = field(repr=False)
+    rollouts: list[RolloutSummary] = field(default_factory=list)  # every rollout, in the order made
+    trace: list[TracePoint] = field(default_factory=list)  # one point per simulation (sampling: per sample)
 
 
 @dataclass
@@ -56,12 +75,25 @@ class Search:
         self,
         config: SearchConfig,
         prompt_ids: Sequence[int],
-        codec,  # anything with decode(ids) -> str and encode(text) -> ids (a Policy)
+        codec: Codec,
         *,
         max_new_tokens: int,
         until: Sequence[str] = (),
         answer_fn: Callable[[str], str | None] | None = None,
+        reward: RewardFn = rollout_reward,
     ):
+        """Args:
+            config: every knob of the search (config.py).
+            prompt_ids: the prompt's token ids; the tree's root state.
+            codec: decodes generated ids (answers, stop strings) and encodes the reflection
+                phrase; any Policy is one.
+            max_new_tokens: the request's token budget along any one path.
+            until: the task's stop strings: a completion ends before the first of them.
+            answer_fn: reads a completion's final answer (votes, candidates, the trace);
+                None: answers are not read.
+            reward: a rollout's reward from its tokens' raw log-probs and top-5 log-probs
+                (None for inserted tokens); default Marco-o1's confidence reward.
+        """
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
         self.cfg = config
@@ -69,6 +101,8 @@ class Search:
         self.max_new_tokens = max_new_tokens
         self.until = tuple(until)
         self.answer_fn = answer_fn
+        self.reward = reward
+        self.choose_rollout = rule_for(config.final_answer, config.strategy)
         self.tree = Tree(list(prompt_ids))
         digest = hashlib.sha256(f"{config.seed}:{list(prompt_ids)}".encode()).digest()
         self._rng = random.Random(int.from_bytes(digest[:8], "big"))  # request seeds only
@@ -76,6 +110,8 @@ class Search:
         self._reflection_ids: list[int] | None = None
         self.generated_tokens = 0
         self.policy_calls = 0
+        self.simulation = 0  # the simulation (sampling: the sample) under way, from 1
+        self.trace: list[TracePoint] = []
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> SearchGen:
@@ -84,25 +120,33 @@ class Search:
         return (yield from self._run_mcts())
 
     def _run_mcts(self) -> SearchGen:
-        for _ in range(self.cfg.simulations):
+        for self.simulation in range(1, self.cfg.simulations + 1):
             leaf = self.select()
             if not self.expandable(leaf):
                 self.backup_again(leaf)
-                continue
-            children = yield from self.expand(leaf)
-            yield from self.simulate(children)
-            for child in children:
-                self.backpropagate(child, self.tree.rollouts[child.rollout].reward)
+            else:
+                children = yield from self.expand(leaf)
+                yield from self.simulate(children)
+                for child in children:
+                    self.backpropagate(child, self.tree.rollouts[child.rollout].reward)
+            self.trace.append(TracePoint(self.choose_rollout(self.tree, self.tree.rollouts).answer,
+                                         self.generated_tokens))
         return self._result(*self.choose())
 
     def _run_sampling(self) -> SearchGen:
         root = self.tree.root
         parts = [_Partial() for _ in range(self.cfg.samples)]
         yield from self._complete(parts)
-        for part in parts:
+        for self.simulation, part in enumerate(parts, 1):
             rollout = self._record_rollout(root, part, continuation_start=0)
             root.rollout_visits += 1
             self.backpropagate(root, rollout.reward)
+        # The samples were drawn together, but each is independent of the others: the
+        # first k of them are what a run with samples=k would have drawn.
+        spent = 0
+        for k, rollout in enumerate(self.tree.rollouts, 1):
+            spent += rollout.tokens
+            self.trace.append(TracePoint(self.choose_rollout(self.tree, self.tree.rollouts[:k]).answer, spent))
         return self._result(*self.choose())
 
     # ------------------------------------------------------------------ MCTS phases
@@ -163,28 +207,8 @@ class Search:
 
     # ------------------------------------------------------------------ final answer
     def choose(self) -> tuple[Node, list[int]]:
-        """(node, continuation ids after that node's path) for the configured policy."""
-        policy, rollouts = self.cfg.final_answer, self.tree.rollouts
-        if self.cfg.strategy == "sampling" and policy in ("max_value", "most_visited"):
-            policy = "best_reward"  # a flat set of samples has no path to follow
-        if policy == "vote":
-            weight: dict[str, float] = defaultdict(float)
-            for r in rollouts:
-                if r.answer is not None:
-                    weight[r.answer] += r.reward
-            if weight:
-                winner = max(weight, key=lambda a: weight[a])  # dict order breaks ties: first seen
-                return self._rollout_choice(max((r for r in rollouts if r.answer == winner), key=lambda r: r.reward))
-            policy = "best_reward"
-        if policy == "best_reward":
-            return self._rollout_choice(max(rollouts, key=lambda r: r.reward))
-        key = (lambda n: (n.value, n.visits)) if policy == "max_value" else (lambda n: (n.visits, n.value))
-        node = self.tree.root
-        while node.children:
-            node = max((self.tree.nodes[c] for c in node.children), key=key)
-        return self._rollout_choice(self.tree.rollouts[node.rollout])
-
-    def _rollout_choice(self, r: Rollout) -> tuple[Node, list[int]]:
+        """(node, continuation ids after that node's path) of the configured rule's rollout."""
+        r = self.choose_rollout(self.tree, self.tree.rollouts)
         return self.tree.nodes[r.node], r.token_ids[r.continuation_start:]
 
     # ------------------------------------------------------------------ helpers
@@ -267,14 +291,14 @@ class Search:
         return list(self._reflection_ids)
 
     def _record_rollout(self, node: Node, part: _Partial, continuation_start: int) -> Rollout:
+        path = self.tree.path_ids(node)
+        full = path[: len(path) - continuation_start] + part.ids  # part.ids starts with the node's action
         answer = None
         if self.answer_fn is not None:
-            path = self.tree.path_ids(node)
-            full = path[: len(path) - continuation_start] + part.ids
             answer = self.answer_fn(self.cut_at_until(self.codec.decode(full)))
         rollout = Rollout(node=node.id, token_ids=part.ids, logprobs=part.logprobs, top5=part.top5,
-                          continuation_start=continuation_start, reward=rollout_reward(part.logprobs, part.top5),
-                          finish=part.finish, answer=answer)
+                          continuation_start=continuation_start, reward=self.reward(part.logprobs, part.top5),
+                          finish=part.finish, answer=answer, tokens=len(full), simulation=self.simulation)
         self.tree.rollouts.append(rollout)
         node.rollout = len(self.tree.rollouts) - 1
         return rollout
@@ -293,7 +317,9 @@ class Search:
         return SearchResult(
             text=text, token_ids=ids, answer=answer, candidates=[r.answer for r in self.tree.rollouts],
             generated_tokens=self.generated_tokens, policy_calls=self.policy_calls,
-            chosen_path=[n.id for n in self.tree.path(node)], tree=self.tree)
+            chosen_path=[n.id for n in self.tree.path(node)], tree=self.tree,
+            rollouts=[RolloutSummary(r.answer, r.reward, r.tokens, r.finish, r.simulation) for r in self.tree.rollouts],
+            trace=list(self.trace))
 
 
 def drive(search: Search, policy) -> SearchResult:

@@ -7,15 +7,16 @@ The search never sees a model. It asks a `Policy` to continue token-id prefixes:
      me the tokens, each token's log-probability and the top-5 log-probabilities at that
      position, all from the raw (temperature-free) distribution"
 
-Backends (transformers, vLLM, a scripted fake in tests) implement `generate` plus a
-tokenizer pair. Token ids are the state; text is derived with `decode` and never
+Backends (transformers, vLLM, a scripted fake in tests) implement `Policy`: `generate`
+plus a tokenizer pair (`Codec`); a backend that can batch continuously also implements
+`StreamingPolicy`. The driver checks these with isinstance, never by probing names. Token ids are the state; text is derived with `decode` and never
 re-tokenised, except for fixed phrases (the reflection prompt) encoded on their own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Hashable, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,69 @@ class Generation:
             raise ValueError("Generation: token_ids, logprobs and top_logprobs must align")
 
 
-class Policy(Protocol):
-    def generate(self, requests: Sequence[Continue]) -> list[Generation]: ...
+@runtime_checkable
+class Codec(Protocol):
+    """Text <-> token ids. The search decodes generated ids (answers, stop strings) and
+    encodes fixed phrases on their own (the reflection prompt); it never re-tokenises text
+    it generated."""
 
-    def decode(self, token_ids: Sequence[int]) -> str: ...
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens (no BOS added).
 
-    def encode(self, text: str) -> list[int]: ...
+        Args:
+            text: any string.
+        Returns:
+            The ids the model's tokenizer gives for `text` alone.
+        """
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of `token_ids`, special tokens skipped.
+
+        Args:
+            token_ids: ids from `encode` or from a Generation.
+        Returns:
+            The decoded string.
+        """
+        ...
+
+
+@runtime_checkable
+class Policy(Codec, Protocol):
+    """What the search needs of a model: continue token-id prefixes (module docstring)."""
+
+    def generate(self, requests: Sequence[Continue]) -> list[Generation]:
+        """Continue every request; the batch is the backend's business.
+
+        Args:
+            requests: prefixes with their token cap, stop strings, temperature, top_p and
+                seed. A request's sample depends on its own seed only, never on what else
+                is in the call.
+        Returns:
+            One Generation per request, in request order: generated ids (a stop string's
+            tokens and an EOS token included), each token's raw log-prob and the raw top-5
+            log-probs at its position, and why it ended.
+        """
+        ...
+
+
+@runtime_checkable
+class StreamingPolicy(Policy, Protocol):
+    """A policy that batches continuously: rows join and leave a running batch.
+
+    The lock-step driver waits for a whole call; with this the driver hands requests over
+    as trees produce them and gets each result the moment its row finishes, so no row
+    waits for another tree's long rollout (driver.py)."""
+
+    def generate_stream(self, pull: Callable[[int], list[tuple[Hashable, Continue]]],
+                        push: Callable[[Hashable, Generation], None]) -> None:
+        """Decode until `pull` has nothing more and every row has finished.
+
+        Args:
+            pull: called with n free rows; returns up to n (key, request) pairs to start
+                (fewer, or none, when nothing is ready yet).
+            push: called with (key, generation) as soon as that request finishes.
+        Returns:
+            None, once no row is live and `pull` returned nothing.
+        """
+        ...

@@ -16,7 +16,11 @@ search inserted itself (the reflection phrase) carry no log-probability and are 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
+
+# A rollout reward: (raw log-prob of each token, its top-5 log-probs) -> reward; None marks
+# a token the search inserted. The search takes any such function (Search(reward=...)).
+RewardFn = Callable[[Sequence["float | None"], Sequence["Sequence[float] | None"]], float]
 
 # Two log-probs closer than this are the same token's value computed twice.
 _SAME_TOKEN_TOL = 1e-6

@@ -45,6 +45,8 @@ class Rollout:
     reward: float
     finish: str
     answer: str | None = None  # the extracted final answer, when an extractor is given
+    tokens: int = 0  # length of the whole completion: the path from the root + the continuation
+    simulation: int = 0  # the MCTS simulation (or, for sampling, the sample) that made it, from 1
 
 
 class Tree:
