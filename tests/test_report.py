@@ -222,6 +222,17 @@ def test_byte_identical_outputs(two_systems, tmp_path):
     assert (first / "report/accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_legend_sits_outside_the_data(two_systems):
+    from marco_eval.report.plots import accuracy_figure
+
+    fig = accuracy_figure(report.load(two_systems))
+    fig.canvas.draw()
+    legend = fig.axes[-1].get_legend()
+    box, right_edge = legend.get_window_extent(), max(ax.get_window_extent().x1 for ax in fig.axes)
+    assert box.x0 >= right_edge and box.x1 <= fig.bbox.x1  # right of every panel, inside the image
+    assert [t.get_text() for t in legend.get_texts()] == ["toy / base_cot", "toy / mcts_step"]
+
+
 def test_regenerates_readme_in_place_unchanged(two_systems):
     report.report(two_systems, baseline="toy / base_cot")
     before = (two_systems / "README.md").read_bytes()
@@ -261,10 +272,41 @@ def test_malformed_results_json(two_systems):
         report.load(two_systems)
 
 
-def test_missing_manifest(two_systems):
-    (two_systems / "mcts" / "run.json").unlink()
-    with pytest.raises(ReportError, match=r"no run\.json in its folder"):
-        report.load(two_systems)
+def test_run_folder_without_manifest_just_works(two_systems, tmp_path):
+    """What `lm_eval --output_path results/make_eval` leaves (no run.json): the manifest is derived
+    from the results file, the store beside it still counts, and the Runs table says so."""
+    run_dir = two_systems / "mcts"
+    (run_dir / "run.json").unlink()
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 0
+    (task,) = report.load(run_dir).tasks
+    assert task.system == "toy-model / mcts_step" and task.manifest.derived and task.tokens_per_problem == 800
+    runs = (tmp_path / "out" / "report" / "runs.md").read_text()
+    assert ("(no run.json: rebuilt from the results file) `lm_eval --model marco_mcts --model_args "
+            "pretrained=toy-model,config=mcts_step --tasks mgsm_en`") in runs
+    assert {t.system for t in report.load(two_systems).tasks} == {"toy / base_cot", "toy-model / mcts_step"}
+
+
+def test_slim_without_manifest_names_a_readme_section_that_exists(tmp_path):
+    raw = write_run(tmp_path / "raw", "a", "toy / a", {"mgsm_en": [1, 0]})
+    (raw / "run.json").unlink()
+    with pytest.raises(ReportError, match="no run.json: write one") as caught:
+        report.slim_run(raw, tmp_path / "slim")
+    section = str(caught.value).split("README, '")[1].split("'")[0]
+    headings = [line.lstrip("#").strip().replace("`", "") for line in (REPO / "README.md").read_text().splitlines()
+                if line.startswith("## ")]
+    assert section in headings
+
+
+def test_folder_without_runs_is_a_one_line_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["report", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no runs: no lm-eval results file (results_*.json) under it;" in err
+    assert list(empty.iterdir()) == []  # nothing written
+    write_run(empty / "runs", "raw", "toy / a", {"mgsm_en": [1, 0]})  # only gitignored scratch: skipped
+    assert cli_main(["report", str(empty)]) == 2
+    assert "under it outside runs/ (skipped; --exclude changes that)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("manifest, message", [
@@ -359,7 +401,7 @@ def test_store_that_does_not_match(tmp_path):
 
 
 def test_cli_errors_are_one_line(two_systems, capsys):
-    (two_systems / "mcts" / "run.json").unlink()
+    (two_systems / "mcts" / "run.json").write_text("{")
     assert cli_main(["report", str(two_systems)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run.json" in err
@@ -372,7 +414,7 @@ def test_excluded_raw_runs(two_systems, tmp_path):
     (raw / "m").mkdir(parents=True)
     shutil.copy(next((two_systems / "mcts").rglob("results_*.json")), raw / "m")  # no run.json yet: raw
     assert len(report.load(two_systems).runs) == 2  # results/runs/ is skipped by default
-    with pytest.raises(ReportError, match="no run.json"):
+    with pytest.raises(ReportError, match="rerun lm_eval with --log_samples"):  # read when not excluded
         report.load(two_systems, exclude=())
 
 

@@ -1,5 +1,5 @@
-"""Rendering: a table as Markdown and CSV, the accuracy-against-tokens plot, and the
-results README that strings the tables together with the command that made them."""
+"""Rendering: a table as Markdown and CSV, and the results README that strings the tables
+and plots together with the command that made them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import io
 import re
 from pathlib import Path
 
-from marco_eval.report.mgsm_tables import cost_rows
 from marco_eval.report.schema import (
-    BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded)
+    BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, DEFAULT_EXCLUDE, PLOT, TABLES_DIR, Loaded)
 from marco_eval.report.tables import Table
 
 
@@ -35,44 +34,6 @@ def render_csv(table: Table) -> str:
     writer.writerow(table.csv_columns)
     writer.writerows(table.csv_rows)
     return out.getvalue()
-
-
-def render_plot(loaded: Loaded) -> bytes:
-    """Accuracy against generated tokens per problem: one panel per MGSM task, one point per
-    system, 95% CI bars. Systems without token counts are left out (the cost table says so)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
-    points = [(run, acc) for run, acc in cost_rows(loaded) if run.tokens_per_problem]
-    color = {system: f"C{i % 10}" for i, system in enumerate(sorted({r.system for r, _ in points}))}
-    fig, axes = plt.subplots(1, len(MGSM_TASKS), figsize=(10, 4.5), dpi=100, sharey=True)
-    for ax, (task, label) in zip(axes, MGSM_TASKS.items()):
-        mine = [(r, a) for r, a in points if r.task == task]
-        for r, a in mine:
-            ax.errorbar([r.tokens_per_problem], [100 * a.value], fmt="o", color=color[r.system], capsize=3,
-                        yerr=[[100 * (a.value - a.lo)], [100 * (a.hi - a.value)]], label=r.system)
-        if mine:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(plt.NullFormatter())
-            ax.margins(x=0.2)
-            ax.legend(loc="lower right", fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no runs with token counts", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(label)
-        ax.set_xlabel("generated tokens per problem (log scale)")
-        ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("accuracy % (95% bootstrap CI)")
-    axes[0].set_ylim(-2, 102)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})  # no version string: byte-identical reruns
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def command_line(results_dir: Path, baseline: str | None, filter_name: str, exclude: tuple[str, ...]) -> str:

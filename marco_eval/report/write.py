@@ -8,7 +8,8 @@ from pathlib import Path
 from marco_eval.files import write_atomic
 from marco_eval.report.load import load
 from marco_eval.report.mgsm_tables import accuracy_table, cost_table, test_at_table, verdict_table
-from marco_eval.report.render import command_line, render_csv, render_markdown, render_plot, render_readme
+from marco_eval.report.plots import accuracy_figure, png_bytes
+from marco_eval.report.render import command_line, render_csv, render_markdown, render_readme
 from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded, ReportError
 from marco_eval.report.tables import Table, human_table, runs_table, training_table, translation_table
 
@@ -36,7 +37,7 @@ def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None 
     for t in tables:
         files[out_dir / TABLES_DIR / f"{t.name}.md"] = render_markdown(t).encode()
         files[out_dir / TABLES_DIR / f"{t.name}.csv"] = render_csv(t).encode()
-    files[out_dir / TABLES_DIR / PLOT] = render_plot(loaded)
+    files[out_dir / TABLES_DIR / PLOT] = png_bytes(accuracy_figure(loaded))
     command = command_line(results_dir, baseline, filter_name, tuple(exclude))
     files[out_dir / "README.md"] = render_readme(tables, loaded, command).encode()
     for path, data in files.items():
