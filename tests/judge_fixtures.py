@@ -41,3 +41,48 @@ def write_samples(root: Path, system: str, translations: list[str], doc_ids=None
                        "filtered_resps": [text], "filter": name, "metrics": ["bleu"], "bleu": 0.0}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def make_font(path: Path, chars: str, family: str = "JudgeTestGlyphs") -> Path:
+    """A TrueType font with a box glyph (each of another size) for each of `chars`, and an
+    empty .notdef: for the browser test's controlled font set (fontTools, which matplotlib brings)."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def box(width: int, height: int):
+        pen = TTGlyphPen(None)
+        pen.moveTo((100, 0)), pen.lineTo((100, height)), pen.lineTo((width, height)), pen.lineTo((width, 0))
+        pen.closePath()
+        return pen.glyph()
+
+    names = {c: f"uni{ord(c):04X}" for c in dict.fromkeys(chars)}
+    fb = FontBuilder(1000, isTTF=True)
+    fb.setupGlyphOrder([".notdef", *names.values()])
+    fb.setupCharacterMap({ord(c): name for c, name in names.items()})
+    glyphs = {".notdef": TTGlyphPen(None).glyph()}
+    for i, name in enumerate(names.values()):
+        glyphs[name] = box(300 + 37 * (i % 17), 400 + 29 * (i % 11))
+    fb.setupGlyf(glyphs)
+    fb.setupHorizontalMetrics({name: (1000, 0) for name in [".notdef", *names.values()]})
+    fb.setupHorizontalHeader(ascent=880, descent=-120)
+    fb.setupNameTable({"familyName": family, "styleName": "Regular"})
+    fb.setupOS2(sTypoAscender=880, usWinAscent=880, usWinDescent=120)
+    fb.setupPost()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fb.save(str(path))
+    return Path(path)
+
+
+def fontconfig_with(folder: Path, font_files: list[Path]) -> Path:
+    """A fontconfig file that sees only `font_files` (copied into folder/fonts): the browser
+    then has exactly these fonts, whatever this machine has installed."""
+    import shutil
+
+    fonts = Path(folder) / "fonts"
+    fonts.mkdir(parents=True, exist_ok=True)
+    for f in font_files:
+        shutil.copy(f, fonts / Path(f).name)
+    conf = Path(folder) / "fonts.conf"
+    conf.write_text(f'<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig><dir>{fonts}</dir>'
+                    f'<cachedir>{Path(folder) / "cache"}</cachedir></fontconfig>\n', encoding="utf-8")
+    return conf

@@ -1,8 +1,10 @@
-"""The judge round trip through the real page: export -> serve -> rate in Chromium -> kill -> resume -> summarize.
+"""The judge round trip through the real page: export -> serve -> rate in Chromium -> kill -> resume -> summarize,
+and the page's notice when the browser has no font for the source text.
 
 Headless Debian `chromium` driven by Playwright (`executable_path`; Playwright never downloads
 a browser here). Skipped when either is missing on a developer machine; on CI (CI=true)
-missing is a failure, because .ci/run installs both.
+missing is a failure, because .ci/run installs both. The browser sees only the fonts a test
+gives it (FONTCONFIG_FILE), so what it can draw does not depend on this machine's fonts.
 """
 
 import importlib.util
@@ -18,13 +20,27 @@ import time
 from pathlib import Path
 
 import pytest
-from judge_fixtures import CAREFUL, CLUMSY, write_samples
+from judge_fixtures import CAREFUL, CLUMSY, SENTENCES, fontconfig_with, make_font, write_samples
 
 from marco_eval.cli import main as cli_main
 from marco_eval.judge.export import export
 
 CHROMIUM = os.environ.get("MARCO_EVAL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 MARKUP = " <b>[sic]</b>"  # raw markup in a candidate must show as text, never as an element
+LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # for the page's own text, when present
+
+
+def sheet_chars(texts) -> list[str]:
+    """The characters the page checks: not ASCII, not spaces."""
+    return sorted({c for t in texts for c in t if ord(c) >= 0x80 and not c.isspace()})
+
+
+def launch(pw, tmp_path: Path, covered: list[str]):
+    """Chromium that has a font for exactly `covered` (and Latin text when DejaVu is installed)."""
+    font = make_font(tmp_path / "fontgen" / "glyphs.ttf", "".join(covered))
+    conf = fontconfig_with(tmp_path / "fontconfig", [font, *[f for f in [LATIN_FONT] if f.exists()]])
+    return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
+                              env={**os.environ, "FONTCONFIG_FILE": str(conf)})
 
 
 def _need_browser():
@@ -96,7 +112,8 @@ def test_round_trip_in_chromium(tmp_path):
     write_samples(tmp_path / "runs", "careful", CAREFUL)
     write_samples(tmp_path / "runs", "clumsy", [t + MARKUP for t in CLUMSY])
     sheet_path, key_path, sheet = export([f"careful={tmp_path / 'runs/careful'}", f"clumsy={tmp_path / 'runs/clumsy'}"],
-                                         tmp_path / "judge" / "sheet.json", seed=3)
+                                         tmp_path / "judge" / "sheet.json", tmp_path / "judge-keys" / "sheet.key.json",
+                                         seed=3)
     key = json.loads(key_path.read_text())["candidates"]
     items = sheet["items"]
     alice_scores = {"careful": {"adequacy": 5, "fluency": 4}, "clumsy": {"adequacy": 2, "fluency": 1}}
@@ -105,7 +122,7 @@ def test_round_trip_in_chromium(tmp_path):
 
     server = Server(sheet_path)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = launch(pw, tmp_path, sheet_chars(s for zh, en, *_ in SENTENCES for s in (zh, en)))
         try:
             errors = []
             alice = browser.new_context().new_page()  # separate contexts: separate localStorage
@@ -118,6 +135,8 @@ def test_round_trip_in_chromium(tmp_path):
             alice.fill("#login-name", "alice")
             alice.keyboard.press("Enter")
             alice.wait_for_selector("body[data-ready='alice']")
+            assert alice.get_attribute("body", "data-missing-glyphs") == "0"  # a font for every character
+            assert not alice.is_visible("#font-warning")
             assert [c.get_attribute("data-cand") for c in alice.query_selector_all("article[data-cand]")] == \
                 [c["cand_id"] for c in items[0]["candidates"]]
             cards = alice.inner_text("#cands")
@@ -163,7 +182,7 @@ def test_round_trip_in_chromium(tmp_path):
             out = server.stop(signal.SIGTERM)
     assert "stopped; every answered rating is in the store" in out
 
-    assert cli_main(["judge", "summarize", str(sheet_path), "--bootstrap", "500"]) == 0
+    assert cli_main(["judge", "summarize", str(sheet_path), "--key", str(key_path), "--bootstrap", "500"]) == 0
     summary = json.loads((tmp_path / "judge" / "sheet.summary.json").read_text())
     got = {s["system"]: (s["adequacy_mean"], s["fluency_mean"], s["n_items"], s["n_ratings"]) for s in summary["systems"]}
     # careful: adequacy alice 5,5 bob 4,4; fluency all 4. clumsy: adequacy all 2; fluency alice 1,1 bob 2,3.
@@ -172,3 +191,35 @@ def test_round_trip_in_chromium(tmp_path):
     # Fluency units [4,4] [4,4] [1,2] [1,3]: sum o*d2 = 10, sum n_c*n_k*d2 = 206, n = 8.
     assert summary["alpha"] == {"adequacy": round(1 - 7 * 4 / 216, 4), "fluency": round(1 - 7 * 10 / 206, 4)}
     assert [r["rater"] for r in summary["raters"]] == ["alice", "bob"]
+
+
+def test_page_warns_when_the_browser_has_no_font_for_the_source(tmp_path):
+    """A machine without a Chinese font draws the source as boxes: the page must say so, visibly."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    write_samples(tmp_path / "runs", "careful", CAREFUL)
+    write_samples(tmp_path / "runs", "clumsy", CLUMSY)
+    sheet_path = export([f"careful={tmp_path / 'runs/careful'}", f"clumsy={tmp_path / 'runs/clumsy'}"],
+                        tmp_path / "judge" / "sheet.json", tmp_path / "judge-keys" / "sheet.key.json", seed=3)[0]
+    every = sheet_chars(s for zh, en, *_ in SENTENCES for s in (zh, en))
+    covered = sheet_chars([SENTENCES[0][0]])  # a font for the first sentence's characters only
+    missing = [c for c in every if c not in covered]
+    assert covered and missing
+    server = Server(sheet_path)
+    with sync_playwright() as pw:
+        browser = launch(pw, tmp_path, covered)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(server.url + "?rater=alice")
+            page.wait_for_selector("body[data-ready='alice']")
+            assert page.get_attribute("body", "data-missing-glyphs") == str(len(missing))
+            assert page.is_visible("#font-warning")
+            notice = page.inner_text("#font-warning")
+            assert f"no font for {len(missing)} character(s)" in notice and "Noto Sans CJK" in notice
+            shown = notice.split("for example ")[1].split(" (U+")[0].split()
+            assert shown and set(shown) <= set(missing)  # only characters it really lacks
+            assert ", ".join(f"U+{ord(c):04X}" for c in shown) in notice  # named by code point too
+        finally:
+            browser.close()
+            server.stop(signal.SIGTERM)

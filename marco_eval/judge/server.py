@@ -7,13 +7,16 @@
     POST /api/position           {rater, item_index}
 
 Every POST is committed to the store before it is answered. The key file is never read here,
-so nothing the server can send names a system. Binds 127.0.0.1 only.
+so nothing the server can send names a system. Binds 127.0.0.1 unless --host says otherwise;
+listening beyond this machine prints a one-line warning (no password, plain HTTP).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -23,7 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from marco_eval.judge import JudgeError
-from marco_eval.judge.export import load_sheet
+from marco_eval.judge.export import legacy_key_path, load_sheet
 from marco_eval.judge.store import RatingStore, default_db_path
 
 PAGE = Path(__file__).resolve().parent / "static" / "judge.html"
@@ -115,28 +118,72 @@ class JudgeHandler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+class JudgeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class JudgeServer6(JudgeServer):
+    address_family = socket.AF_INET6
+
+
 def make_server(sheet_path: Path, db_path: Path | None = None, port: int = 0,
-                quiet: bool = True) -> tuple[ThreadingHTTPServer, RatingStore]:
+                quiet: bool = True, host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, RatingStore]:
     sheet = load_sheet(sheet_path)
     store = RatingStore(db_path or default_db_path(sheet_path), sheet)
     handler = type("BoundJudgeHandler", (JudgeHandler,), {
         "store": store, "quiet": quiet, "page": PAGE.read_bytes(),
         "sheet_json": json.dumps(public_sheet(sheet), ensure_ascii=False).encode()})
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = (JudgeServer6 if ":" in host else JudgeServer)((host, port), handler)
     except OSError as e:
         store.close()
-        raise JudgeError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}): pick another --port, or 0 for any free one") from None
-    server.daemon_threads = True
+        raise JudgeError(f"cannot listen on {host}:{port} ({e.strerror or e}): pick another --host or --port "
+                         "(--port 0 takes any free one)") from None
     return server, store
 
 
-def serve(sheet_path: Path, db_path: Path | None = None, port: int = 0, quiet: bool = True) -> None:
-    server, store = make_server(sheet_path, db_path, port, quiet)
-    host, bound_port = server.server_address[:2]
+def is_local(address: str) -> bool:
+    """Whether only this machine can connect: a loopback address."""
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _outward_address(family: int) -> str | None:
+    """This machine's address on its default route (a UDP connect sends nothing), else None."""
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"  # documentation ranges
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+def url_to_open(server: ThreadingHTTPServer) -> str:
+    """The URL raters open: the bound address, or for a wildcard one (0.0.0.0, ::) this machine's."""
+    address, port = server.server_address[:2]
+    if ipaddress.ip_address(address.split("%")[0]).is_unspecified:
+        address = _outward_address(server.address_family) or socket.gethostname()
+    shown = f"[{address}]" if ":" in address else address
+    return f"http://{shown}:{port}/"
+
+
+def serve(sheet_path: Path, db_path: Path | None = None, port: int = 0, quiet: bool = True,
+          host: str = "127.0.0.1") -> None:
+    server, store = make_server(sheet_path, db_path, port, quiet, host)
+    address, bound_port = server.server_address[:2]
     n_items = len(json.loads(server.RequestHandlerClass.sheet_json)["items"])
     print(f"judge: {n_items} items, ratings in {store.path}", flush=True)
-    print(f"judge: serving http://{host}:{bound_port}/  (Ctrl-C stops; add ?rater=NAME to the URL)", flush=True)
+    if legacy_key_path(sheet_path).exists():
+        print(f"judge: warning: the unblinding key {legacy_key_path(sheet_path)} sits beside the sheet; move it "
+              "out of that folder (e.g. to judge-keys/) so it never travels with the sheet", file=sys.stderr, flush=True)
+    if not is_local(address):
+        print(f"judge: warning: listening on {address}:{bound_port}, beyond this machine: anyone who can reach it "
+              "can read the sheet and rate under any name (no password, plain HTTP); --host 127.0.0.1 keeps it local",
+              file=sys.stderr, flush=True)
+    print(f"judge: serving {url_to_open(server)}  (Ctrl-C stops; add ?rater=NAME to the URL)", flush=True)
     # SIGTERM stops like Ctrl-C; shutdown() must come from another thread than serve_forever's.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
