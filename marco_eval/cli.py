@@ -58,9 +58,9 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_tree_show(args) -> int:
-    from marco_eval.treeview import load_tree, render_text
+    from marco_eval.treeview import show
 
-    print(render_text(load_tree(args.file), width=args.width, show_rollouts=args.rollouts))
+    print(show(args.file, args.width, args.rollouts, args.gold, args.samples, args.prompt_lines))
     return 0
 
 
@@ -99,10 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run lm_eval with marco_mcts and our tasks registered", add_help=False)
 
     tree = sub.add_parser("tree", help="inspect exported trees").add_subparsers(dest="tree_command", required=True)
-    show = tree.add_parser("show", help="render a tree JSON file")
+    show = tree.add_parser("show", help="render a tree JSON file: question, gold answer, chosen path, tree, legend")
     show.add_argument("file")
     show.add_argument("--width", type=int, default=100, help="characters of action text per line")
     show.add_argument("--rollouts", action="store_true", help="also print each rollout's text")
+    show.add_argument("--gold", help="the gold answer (default: the target in lm-eval samples, below)")
+    show.add_argument("--samples", help="lm-eval samples_<task>_*.jsonl (or its folder) holding the tree's doc_id "
+                      "(default: looked for beside the tree folder, as --output_path and tree_dir=OUTPUT/trees leave them)")
+    show.add_argument("--prompt-lines", dest="prompt_lines", type=int, default=12,
+                      help="last lines of the prompt to print (0: all; default 12)")
     show.set_defaults(func=cmd_tree_show)
     check = tree.add_parser("check", help="verify tree invariants (rewards recompute, visit counts, action lengths)")
     check.add_argument("paths", nargs="+", help="tree JSON files or directories of them")
