@@ -92,6 +92,25 @@ class _Finder:
         return find_patched_spec(self, name, path, target) if name in _AFTER_IMPORT else None
 
 
+def run_lm_eval(argv: list[str]) -> int:
+    """`marco-eval run ARGS`: exactly `lm_eval ARGS` with this hook active; bad input
+    (errors.UserError) prints one line and exits 2, like every other subcommand."""
+    install()  # in case the .pth hook is not active (python -S, a non-site install)
+    from lm_eval.__main__ import cli_evaluate
+
+    from marco_eval.errors import find_user_error, one_line
+
+    sys.argv = ["lm_eval", *argv]
+    try:
+        cli_evaluate()
+    except Exception as e:
+        if (err := find_user_error(e)) is None:
+            raise
+        print(one_line(err), file=sys.stderr)
+        return 2
+    return 0
+
+
 def install() -> None:
     """Activate the hook in this process (`marco-eval run` calls it; the .pth needs not)."""
     if not any(getattr(f, "_marco_eval", False) for f in sys.meta_path):

@@ -269,3 +269,19 @@ def extract_output_text(text: str) -> str:
 def output_text_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list[list[str]]:
     """lm-eval filter: per-doc lists of responses -> the same shape of output texts."""
     return [[extract_output_text(response or "") for response in doc_responses] for doc_responses in resps]
+
+
+def answer_reader(kind: str):
+    """How a search reads each rollout's answer (for votes, candidates and the trace).
+
+    Args:
+        kind: "number" (MGSM: flexible extraction), "output" (free text: the <Output>
+            block, what translation tasks score) or "none" (answers are not read).
+    Returns:
+        A function text -> answer or None; None for kind "none".
+    """
+    if kind == "number":
+        return lambda text: extract_answer(text, "flexible")
+    if kind == "output":
+        return lambda text: extract_output_text(text) or None
+    return None

@@ -22,6 +22,7 @@ is no naive row); engine_calls counts LLM.generate calls, one per search step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import sys
@@ -67,29 +68,29 @@ def mgsm_prompts(n: int, few_shot: bool) -> list[str]:
     return [shots + mgsm_utils.doc_to_text_en(ds["test"][i]) for i in range(n)]
 
 
-def chat_ids(policy, text: str) -> list[int]:
-    from marco_eval.config import DEFAULT_SYSTEM_PROMPT
+def make_engine(spec: BenchSpec, **options):
+    """The evaluation engine for this spec: the same model loading, prompt formatting and
+    search building as `marco_mcts` (engine.py); the search knobs are set per action."""
+    from marco_eval.engine import Engine
 
-    tok = policy.tokenizer
-    if not getattr(tok, "chat_template", None):
-        return policy.encode(text)
-    msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": text}]
-    return policy.encode(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    return Engine.from_settings(None, pretrained=spec.model, dtype=spec.dtype, tree_batch=spec.tree_batch,
+                                simulations=spec.simulations, children=spec.children,
+                                mini_step_tokens=spec.mini_step_tokens, seed=spec.seed, **options)
 
 
-def run_search(policy, prompts_ids, spec: BenchSpec, action: str) -> dict:
-    from marco_eval.search import Search, SearchConfig, run_searches
+def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict:
+    """The search over `prompts` with `action`, timed; the backend's counters read after."""
+    from marco_eval.backends.hf import TransformersPolicy
 
-    cfg = SearchConfig(simulations=spec.simulations, children=spec.children, action=action,
-                       mini_step_tokens=spec.mini_step_tokens, seed=spec.seed)
-    if hasattr(policy, "kv"):  # the transformers backend's own cache and counter
+    engine.search_config = dataclasses.replace(engine.search_config, action=action)
+    policy = engine.policy
+    if isinstance(policy, TransformersPolicy):  # its own cache and counter start afresh
         policy.forwarded_tokens = 0
         policy.kv.clear()
     calls_before = getattr(policy, "generate_calls", 0)
-    searches = [Search(cfg, ids, policy, max_new_tokens=spec.max_new_tokens, until=("</Output>",))
-                for ids in prompts_ids]
+    searches = [engine.make_search(p, until=("</Output>",), max_gen_toks=spec.max_new_tokens) for p in prompts]
     start = time.perf_counter()
-    results = run_searches(searches, policy, width=spec.tree_batch)
+    results = engine.run(searches)
     seconds = time.perf_counter() - start
     generated = sum(r.generated_tokens for r in results)
     return {"generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None), "seconds": seconds,
@@ -150,17 +151,18 @@ def gpu_name() -> str | None:
 
 
 def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
-    from marco_eval.backends.vllm import VLLMPolicy, import_vllm
-    from marco_eval.models import resolve
+    from marco_eval.backends.vllm import import_vllm
 
     import_vllm()  # no vllm: a one-line error now, before an alias is pulled
-    policy = VLLMPolicy(resolve(spec.model), dtype=spec.dtype, tensor_parallel_size=spec.tensor_parallel_size,
-                        gpu_memory_utilization=spec.gpu_memory_utilization)
+    eng = make_engine(spec, backend="vllm", tensor_parallel_size=spec.tensor_parallel_size,
+                      gpu_memory_utilization=spec.gpu_memory_utilization)
+    policy = eng.policy
     out = []
     for workload in spec.workloads:
-        prompts = [chat_ids(policy, p) for p in mgsm_prompts(spec.problems, few_shot=workload == "few_shot")]
+        texts = mgsm_prompts(spec.problems, few_shot=workload == "few_shot")
+        prompts = [policy.encode(eng.prompt_text(t)) for t in texts]
         for action in spec.actions:
-            engine = run_search(policy, prompts, spec, action)
+            engine = run_search(eng, texts, spec, action)
             sampling = run_vllm_sampling(policy, prompts, engine["generated"], spec.seed)
             tps, sampling_tps = engine["generated"] / engine["seconds"], sampling["generated"] / sampling["seconds"]
             row = {
@@ -181,20 +183,18 @@ def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
 def bench(spec: BenchSpec, log=print) -> list[dict]:
     if spec.backend == "vllm":
         return bench_vllm(spec, log)
-    from marco_eval.backends.hf import TransformersPolicy
-    from marco_eval.models import resolve
-
-    path = resolve(spec.model)
-    policy = TransformersPolicy(path, dtype=spec.dtype, max_batch=spec.max_batch)
+    eng = make_engine(spec, max_batch=spec.max_batch)
+    policy = eng.policy
     out = []
     for workload in spec.workloads:
-        prompts = [chat_ids(policy, p) for p in mgsm_prompts(spec.problems, few_shot=workload == "few_shot")]
+        texts = mgsm_prompts(spec.problems, few_shot=workload == "few_shot")
+        prompts = [policy.encode(eng.prompt_text(t)) for t in texts]
         prompt_tokens = sum(len(p) for p in prompts)
         for action in spec.actions:
             policy.kv_reuse = True
-            engine = run_search(policy, prompts, spec, action)
+            engine = run_search(eng, texts, spec, action)
             policy.kv_reuse = False
-            naive = run_search(policy, prompts, spec, action)
+            naive = run_search(eng, texts, spec, action)
             policy.kv_reuse = True
             sampling = run_sampling(policy, prompts, spec.max_batch, engine["generated"],
                                     seconds_cap=max(30.0, engine["seconds"]))

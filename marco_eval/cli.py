@@ -39,22 +39,9 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_run(argv: list[str]) -> int:
-    from marco_eval._hook import install
+    from marco_eval._hook import run_lm_eval
 
-    install()  # in case the .pth hook is not active (python -S, a non-site install)
-    from lm_eval.__main__ import cli_evaluate
-
-    from marco_eval.errors import find_user_error, one_line
-
-    sys.argv = ["lm_eval", *argv]
-    try:
-        cli_evaluate()
-    except Exception as e:  # bad input (errors.UserError): one line and exit 2, like other subcommands
-        if (err := find_user_error(e)) is None:
-            raise
-        print(one_line(err), file=sys.stderr)
-        return 2
-    return 0
+    return run_lm_eval(argv)
 
 
 def cmd_tree_show(args) -> int:

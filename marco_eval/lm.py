@@ -1,4 +1,4 @@
-"""The lm-eval model "marco_mcts": generate_until runs the Marco-o1 search.
+"""The lm-eval model "marco_mcts": lm-eval's requests in, the engine's searches out.
 
     lm_eval --model marco_mcts \
         --model_args pretrained=qwen2.5-coder-0.5b,config=mcts_step,simulations=8 \
@@ -6,62 +6,36 @@
 
 model_args = `pretrained`, `config` (a YAML in model_configs/ or a path) and any key of
 SearchConfig / ModelOptions (marco_eval/config.py) as an override; unknown keys fail fast,
-before the model loads. loglikelihood / loglikelihood_rolling are served by the same
-backend (transformers, or vLLM with backend=vllm), so multiple-choice and perplexity
-tasks work too. Scale-out: backend=vllm with data_parallel_size=N (persistent workers,
-parallel.py), or the transformers backend under `accelerate launch -m lm_eval`.
+before the model loads. This module only translates: the engine (engine.py) builds the
+model, prompts and searches and runs them. lm-eval's TemplateLM does the tokenising of
+loglikelihood pairs; the backend scores them. Scale-out: backend=vllm with
+data_parallel_size=N (an engine per process, backends/pool.py), or the transformers
+backend under `accelerate launch -m lm_eval` (ranks.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from lm_eval.api.model import LM
+from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences
 from tqdm import tqdm
 
 from marco_eval import config as run_config
 from marco_eval import store as request_store
-from marco_eval.backends import build_policy
-from marco_eval.errors import InputError, first_line, install_excepthook
-from marco_eval.models import ALIASES, ModelError, resolve
-from marco_eval.parallel import Ranks
-from marco_eval.search import Search, run_searches
+from marco_eval.engine import Engine
+from marco_eval.errors import install_excepthook
 from marco_eval.files import write_json_atomic
+from marco_eval.ranks import Ranks
 from marco_eval.search.export import tree_document
 
 install_excepthook()  # plain `lm_eval`: a UserError prints one line, not a traceback (errors.py)
 
-
-def answer_function(kind: str):
-    from marco_eval.answers import extract_answer, extract_output_text
-
-    if kind == "number":
-        return lambda text: extract_answer(text, "flexible")
-    if kind == "output":  # free text (translation): what the task's filter scores
-        return lambda text: extract_output_text(text) or None
-    return None
-
-
-def make_policy(o: run_config.ModelOptions):
-    """The backend for these options; with backend=vllm and data_parallel_size > 1, a pool of
-    persistent worker processes (one engine each) behind a tokenizer-only codec."""
-    if o.backend == "vllm" and o.data_parallel_size > 1:
-        from marco_eval.backends.codec import load_tokenizer
-        from marco_eval.backends.vllm import import_vllm
-        from marco_eval.parallel import WorkerPool
-
-        import_vllm()  # fail in one line here rather than in every worker
-
-        o = dataclasses.replace(o, pretrained=resolve(o.pretrained))  # pull an alias once, here
-        return WorkerPool(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code))
-    return build_policy(o)
-
-
 USE_CACHE_MARKER = "marco_eval_fingerprint"  # key of our fingerprint in lm-eval's --use_cache database
+SCORE_CHUNK = 256  # loglikelihood pairs per backend call (vLLM scores a chunk in one engine call)
 
 
 def _label(req, i: int) -> str:
@@ -71,7 +45,7 @@ def _label(req, i: int) -> str:
 
 
 @register_model("marco_mcts")
-class MarcoMCTSLM(LM):
+class MarcoMCTSLM(TemplateLM):
     def __init__(self, pretrained: str | None = None, config: str | None = None, **overrides):
         super().__init__()
         if pretrained is not None:
@@ -79,59 +53,43 @@ class MarcoMCTSLM(LM):
         if overrides.get("device") in (None, ""):
             overrides.pop("device", None)
         # Validate everything before touching the model: a typo costs a second, not a load.
-        self.search_config, self.options = run_config.build(config, **overrides)
+        search_config, options = run_config.build(config, **overrides)
         self.config_name = config
-        o = self.options
-        # Under `accelerate launch -m lm_eval` lm-eval shards requests by our rank (parallel.py).
+        # Under `accelerate launch -m lm_eval` lm-eval shards requests by our rank.
         self.ranks = Ranks.detect()
         self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
         if self.ranks.world_size > 1:
-            if o.backend == "vllm":
+            if options.backend == "vllm":
                 raise run_config.ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
                                              "instead of accelerate launch")
-            o.device = self.ranks.device  # one GPU per rank, as lm-eval's hf model does
-        if o.pretrained not in ALIASES:
-            resolve(o.pretrained)  # a missing path or a directory without weights fails now, not after a load
+            options.device = self.ranks.device  # one GPU per rank, as lm-eval's hf model does
+        self.engine = Engine(search_config, options)
         # A bad store path fails now; under accelerate each rank keeps its own file.
-        store_path = o.store if self.ranks.world_size == 1 else f"{o.store}.rank{self.ranks.rank}"
-        self.store = request_store.RequestStore(store_path) if o.store else None
-        self._fingerprint: str | None = None
-        # The model loads on first use, so task and data errors (lm-eval loads tasks after
-        # creating the model) are reported before any weights are read.
-        self._policy = None
-        self._device = o.device
-        self._answer_fn = answer_function(o.answer)
+        store_path = options.store if self.ranks.world_size == 1 else f"{options.store}.rank{self.ranks.rank}"
+        self.store = request_store.RequestStore(store_path) if options.store else None
         self._templated_by_lm_eval = False
         self.stats: list[dict] = []  # per request: tokens generated, policy calls, seconds
 
-    # ------------------------------------------------------------------ model, fingerprint
+    # The model loads on first use, so task and data errors (lm-eval loads tasks after
+    # creating the model) are reported before any weights are read.
+    @property
+    def search_config(self):
+        return self.engine.search_config
+
+    @property
+    def options(self):
+        return self.engine.options
+
     @property
     def policy(self):
-        if self._policy is None:
-            o = self.options
-            try:
-                self._policy = make_policy(o)
-            except OSError as e:  # transformers: no such hub id, hub unreachable, unreadable files
-                raise ModelError(f"could not load pretrained={o.pretrained!r} ({first_line(e)}); give an alias "
-                                 f"({', '.join(ALIASES)}), a checkpoint directory or a reachable hub id") from e
-            o.device = getattr(self._policy, "device", o.device)  # what is really used (lm-eval passes cuda by default)
-            self._device = o.device
-        return self._policy
+        return self.engine.policy
 
     @property
     def tokenizer(self):
         return self.policy.tokenizer
 
     def fingerprint(self) -> str:
-        """Model identity + every setting that can change an answer (store.py)."""
-        if self._fingerprint is None:
-            policy, o = self.policy, self.options
-            model_config = getattr(getattr(policy, "model", None), "config", None)
-            identity = request_store.model_identity(resolve(o.pretrained), o.revision, str(policy.dtype),
-                                                    getattr(model_config, "_commit_hash", None))
-            settings = run_config.answer_settings(self.search_config, o)
-            self._fingerprint = request_store.fingerprint(identity, settings)
-        return self._fingerprint
+        return self.engine.fingerprint()
 
     def set_cache_hook(self, cache_hook) -> None:
         """lm-eval's --use_cache keys answers by request only; tag its database with our
@@ -148,7 +106,14 @@ class MarcoMCTSLM(LM):
         db[USE_CACHE_MARKER] = self.fingerprint()
         db.commit()
 
-    # ------------------------------------------------------------------ prompts
+    # ------------------------------------------------------------------ TemplateLM's tokenizer half
+    @property
+    def eot_token_id(self) -> int:
+        return self.policy.pad_id  # conditions an empty loglikelihood context, as before TemplateLM
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.policy.encode(string)  # never adds BOS: our prompts carry the chat template's own tokens
+
     @property
     def tokenizer_name(self) -> str:
         return self.policy.name.replace("/", "__")
@@ -164,42 +129,13 @@ class MarcoMCTSLM(LM):
                                                   continue_final_message=not add_generation_prompt)
         return text + (self.options.response_prefix if add_generation_prompt else "")
 
-    def prompt_text(self, context: str) -> str:
-        """A raw task prompt becomes one user turn (plus our system prompt) in the model's
-        chat template, unless lm-eval templated it already or templating is off."""
-        o = self.options
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if self._templated_by_lm_eval or o.chat_template == "off" or (o.chat_template == "auto" and not has_template):
-            return context
-        messages = ([{"role": "system", "content": o.system_prompt}] if o.system_prompt else []) + [
-            {"role": "user", "content": context}]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + o.response_prefix
-
     # ------------------------------------------------------------------ generation
-    def make_search(self, context: str, gen_kwargs: dict, label: str = "a request") -> Search:
-        until = gen_kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
-        prompt_ids = self.policy.encode(self.prompt_text(context))
-        asked = gen_kwargs.get("max_gen_toks")
-        budget = self.options.max_gen_toks if asked is None else asked
-        if isinstance(budget, bool) or not str(budget).isdigit() or int(budget) <= 0:
-            raise InputError(f"{label}: max_gen_toks={budget!r} (from the task or --gen_kwargs) must be a positive integer")
-        budget = int(budget)
-        try:
-            self.policy.check_length(len(prompt_ids) + 1)
-        except ValueError as e:  # the prompt does not fit the model's context
-            raise InputError(f"{label}: {e}") from None
-        budget = min(budget, self.policy.max_length - len(prompt_ids))
-        return Search(self.search_config, prompt_ids, self.policy, max_new_tokens=budget, until=until,
-                      answer_fn=self._answer_fn)
-
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         started = time.perf_counter()
         texts: list[str | None] = [None] * len(requests)
         keys = self._stored_texts(requests, texts)  # fills texts[i] for requests a killed run finished
         todo = [i for i, text in enumerate(texts) if text is None]
-        searches = [self.make_search(*requests[i].args, label=_label(requests[i], i)) for i in todo]
+        searches = [self._search_for(requests[i], i) for i in todo]
         tree_dir = Path(self.options.tree_dir) if self.options.tree_dir else None
         bar = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=disable_tqdm, desc="marco_mcts")
 
@@ -224,12 +160,17 @@ class MarcoMCTSLM(LM):
             searches[j] = None
             bar.update(1)
 
-        if hasattr(self.policy, "run_searches"):  # data parallel: whole trees split across workers
-            self.policy.run_searches(searches, width=self.options.tree_batch, on_done=on_done)
-        else:
-            run_searches(searches, self.policy, width=self.options.tree_batch, on_done=on_done)
+        self.engine.run(searches, on_done=on_done)
         bar.close()
         return texts  # type: ignore[return-value]
+
+    def _search_for(self, req, i: int):
+        context, gen_kwargs = req.args
+        # lm-eval's normalisation of `until`; EOS is matched by token id in the backends,
+        # so its text is not added as a stop string (eos=None).
+        until = handle_stop_sequences(gen_kwargs.get("until"), eos=None)
+        return self.engine.make_search(context, until=until, max_gen_toks=gen_kwargs.get("max_gen_toks"),
+                                       templated=self._templated_by_lm_eval, label=_label(req, i))
 
     def _stored_texts(self, requests, texts: list) -> list[str | None]:
         """With store=PATH: each request's key, and texts[i] set where the store has it."""
@@ -245,30 +186,16 @@ class MarcoMCTSLM(LM):
         return keys
 
     # ------------------------------------------------------------------ scoring
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        # Trailing whitespace of the context belongs to the continuation (lm-eval's convention).
-        n_space = len(context) - len(context.rstrip())
-        if n_space:
-            context, continuation = context[:-n_space], context[-n_space:] + continuation
-        whole = self.policy.encode(context + continuation)
-        ctx = self.policy.encode(context)
-        if not ctx:  # empty context: condition on end-of-text
-            return [self.policy.pad_id], whole
-        return ctx, whole[len(ctx):]
-
-    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         out = []
-        # vLLM scores a chunk in one engine call; the transformers backend one pair at a time.
-        chunk = 256 if hasattr(self.policy, "score_many") else 1
         with tqdm(total=len(requests), disable=disable_tqdm, desc="loglikelihood") as bar:
-            for start in range(0, len(requests), chunk):
-                reqs = requests[start: start + chunk]
-                pairs = [self._encode_pair(*req.args) for req in reqs]
-                scores = self.policy.score_many(pairs) if chunk > 1 else [self.policy.score(*pairs[0])]
-                for req, result in zip(reqs, scores, strict=True):
-                    self.cache_hook.add_partial("loglikelihood", req.args, result)
+            for start in range(0, len(requests), SCORE_CHUNK):
+                chunk = requests[start: start + SCORE_CHUNK]
+                scores = self.policy.score_many([(ctx, cont) for _, ctx, cont in chunk])
+                for (args, _, _), result in zip(chunk, scores, strict=True):
+                    self.cache_hook.add_partial("loglikelihood", args, result)
                     out.append(result)
-                bar.update(len(reqs))
+                bar.update(len(chunk))
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -279,7 +206,7 @@ class MarcoMCTSLM(LM):
             ids = self.policy.encode(req.args[0])
             windows = map(make_disjoint_window, get_rolling_token_windows(
                 token_list=ids, prefix_token=self.policy.pad_id, max_seq_len=self.policy.max_length, context_len=1))
-            total = sum(self.policy.score(list(ctx), list(cont))[0] for ctx, cont in windows)
+            total = sum(score for score, _ in self.policy.score_many([(list(c), list(t)) for c, t in windows]))
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
             out.append(total)
         return out

@@ -91,7 +91,7 @@ class FakeModelPolicy(StreamingScriptedPolicy):
     """The streaming fake with what MarcoMCTSLM asks of a loaded backend (no tokenizer:
     run the LM with chat_template=off)."""
 
-    tokenizer, dtype, name = None, "fake", "fake"
+    tokenizer, dtype, name, commit_hash, pad_id = None, "fake", "fake", None, 0
 
     def __init__(self, script, max_length: int = 4096, **kw):
         super().__init__(script, **kw)
@@ -108,5 +108,5 @@ def fake_lm(script=lambda prefix, seed: "Step one.\n\n<Output>3</Output>", max_l
     from marco_eval.lm import MarcoMCTSLM
 
     lm = MarcoMCTSLM(**{"pretrained": "test/fake", "chat_template": "off", "simulations": 1, **model_args})
-    lm._policy = FakeModelPolicy(script, max_length=max_length)
+    lm.engine._policy = FakeModelPolicy(script, max_length=max_length)
     return lm

@@ -37,15 +37,24 @@ class CharTokenizer:
 
 
 class ScriptedLM:
-    def __init__(self, body: str = BODY, intended: float = 12.0, noise: float = 4.0, max_length: int = 512):
+    def __init__(self, body: str = BODY, intended: float = 12.0, noise: float = 4.0, max_length: int = 512,
+                 question_label: str = ""):
         self.body, self.intended, self.noise, self.max_length = body, intended, noise, max_length
         self.tokenizer = CharTokenizer()
         self.eos_ids = (EOS,)
+        # The question line starts at this label (the MGSM prompt's "Question:"), else at
+        # the first character: instructions above it are not the question.
+        self.label = [ord(c) for c in question_label]
 
     def intended_token(self, ids) -> int:
-        if 10 not in ids:  # no newline yet: the question line ends first
+        start = 0
+        for i in range(len(ids) - len(self.label), -1, -1) if self.label else ():
+            if list(ids[i: i + len(self.label)]) == self.label:
+                start = i
+                break
+        if 10 not in ids[start:]:  # no newline yet: the question line ends first
             return 10
-        k = len(ids) - ids.index(10) - 1  # characters written after the question line
+        k = len(ids) - ids.index(10, start) - 1  # characters written after the question line
         return ord(self.body[k]) if k < len(self.body) else EOS
 
     def logits(self, ids) -> list[float]:
@@ -63,6 +72,7 @@ class ScriptedLM:
 
 MODEL = ScriptedLM()
 FLAT = ScriptedLM(intended=1.0, noise=1.5)  # sampling often picks a token outside the top 5
+MGSM = ScriptedLM(question_label="Question:", max_length=2048)  # answers 7 to an MGSM-style prompt
 
 
 def torch_model(lm: ScriptedLM):

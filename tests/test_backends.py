@@ -10,6 +10,7 @@ engine call per search step, data-parallel workers and accelerate rank sharding.
 from __future__ import annotations
 
 import math
+import json
 import sys
 from pathlib import Path
 
@@ -271,7 +272,7 @@ class _Request:
 # ---------------------------------------------------------------- data parallel workers
 @pytest.fixture(scope="module")
 def worker_pool():
-    from marco_eval.parallel import WorkerPool
+    from marco_eval.backends.pool import WorkerPool
 
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(FAKE_VLLM))  # spawned workers start with the parent's sys.path
@@ -313,7 +314,7 @@ def test_data_parallel_workers_are_persistent_one_engine_each(worker_pool):
 
 
 def test_gpu_groups():
-    from marco_eval.parallel import gpu_groups
+    from marco_eval.backends.pool import gpu_groups
 
     assert gpu_groups(2, 2, visible="4,5,6,7") == ["4,5", "6,7"]
     assert gpu_groups(3, 1, available=4) == ["0", "1", "2"]
@@ -322,7 +323,7 @@ def test_gpu_groups():
 
 
 def test_a_failing_worker_is_a_one_line_error(monkeypatch):
-    from marco_eval.parallel import WorkerPool
+    from marco_eval.backends.pool import WorkerPool
 
     monkeypatch.syspath_prepend(str(FAKE_VLLM))
     _, options = build(None, backend="vllm", pretrained="scripted_lm:NO_SUCH_MODEL", data_parallel_size=2)
@@ -351,7 +352,7 @@ def test_ranks_shard_requests_through_lm_eval(hf_loads_scripted, monkeypatch, tm
     from lm_eval.tasks import TaskManager
 
     from marco_eval import lm as lm_module
-    from marco_eval.parallel import Ranks
+    from marco_eval.ranks import Ranks
 
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(f'{{"q": "Q{i}: {i}+{i}?", "a": "{2 * i}"}}\n' for i in range(5)))
@@ -412,7 +413,39 @@ def test_vllm_is_an_optional_extra_never_imported_by_default():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert not any(dep.lower().startswith("vllm") for dep in project["dependencies"])
     assert any(dep.startswith("vllm") for dep in project["optional-dependencies"]["vllm"])
-    code = ("import sys, marco_eval.lm, marco_eval.bench, marco_eval.parallel, marco_eval.backends.vllm; "
+    code = ("import sys, marco_eval.lm, marco_eval.bench, marco_eval.backends.pool, marco_eval.backends.vllm; "
             "print('vllm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_synth_with_data_parallel_workers_runs_through_the_pool(tmp_path, capsys, monkeypatch):
+    """`marco-eval synth --set backend=vllm --set data_parallel_size=2`: the engine hands whole
+    trees to the two fake-vLLM workers (before the engine, synth drove the pool as a Policy
+    and failed), and rows equal those of one process."""
+    from marco_eval.cli import main
+    from marco_eval.jsonl import read_json_rows
+
+    from marco_eval.backends import codec
+
+    monkeypatch.setattr(codec, "load_tokenizer", lambda *a: scripted_lm.CharTokenizer())  # the parent's half
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(FAKE_VLLM))  # spawned workers start with the parent's sys.path
+    try:
+        problem_file = tmp_path / "problems.jsonl"
+        problem_file.write_text("".join(json.dumps({"question": f"What is {a} + {7 - a}?", "answer": "7"}) + "\n"
+                                        for a in range(1, 5)))
+        runs = {}
+        for dp in (1, 2):
+            out = tmp_path / f"dp{dp}.jsonl"
+            rc = main(["synth", "--out", str(out), "--problem-file", str(problem_file), "--model", "scripted_lm:MGSM",
+                       "--config", "mcts_step", "--set", "backend=vllm", "--set", f"data_parallel_size={dp}",
+                       "--set", "chat_template=off", "--set", "simulations=2", "--max-gen-toks", "80"])
+            assert rc == 0, capsys.readouterr().err
+            runs[dp] = sorted(read_json_rows(out), key=lambda r: r["problem_id"])
+        assert len(runs[2]) == 4 and all(r["answer"] == "7" and "<Output>7</Output>" in r["response"] for r in runs[2])
+        strip = [{k: v for k, v in r.items() if k != "overrides"} for r in runs[1]]
+        assert strip == [{k: v for k, v in r.items() if k != "overrides"} for r in runs[2]]
+    finally:
+        sys.modules.pop("vllm", None)
+        mp.undo()

@@ -26,10 +26,12 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Any attempt to load a model fails the test."""
-    def refuse(options):
-        raise AssertionError(f"a model was loaded for {options.pretrained}")
+    from marco_eval.engine import Engine
 
-    monkeypatch.setattr(lm_module, "make_policy", refuse)
+    def refuse(engine):
+        raise AssertionError(f"a model was loaded for {engine.options.pretrained}")
+
+    monkeypatch.setattr(Engine, "_build_policy", refuse)
 
 
 def expect_one_line(fn, *needles: str) -> str:
@@ -119,10 +121,12 @@ def test_directory_without_weights(tmp_path, no_model_load):
 
 
 def test_unloadable_hub_id_is_one_line(monkeypatch):
-    def offline(options):  # what transformers raises for an unknown id or an unreachable hub
+    from marco_eval.engine import Engine
+
+    def offline(engine):  # what transformers raises for an unknown id or an unreachable hub
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
 
-    monkeypatch.setattr(lm_module, "make_policy", offline)
+    monkeypatch.setattr(Engine, "_build_policy", offline)
     lm = lm_module.MarcoMCTSLM(pretrained="someorg/no-such-model")
     expect_one_line(lambda: lm.policy, "could not load pretrained='someorg/no-such-model' (We couldn't connect",
                     "give an alias (qwen2.5-coder-0.5b, smollm2-135m)")

@@ -190,14 +190,14 @@ def tasks_on_path(monkeypatch):
 def test_trees_are_freed_when_their_request_completes():
     lm = fake_lm(varied, simulations=3, tree_batch=1)
     made: list[tuple[weakref.ref, weakref.ref]] = []
-    make_search = lm.make_search
+    make_search = lm.engine.make_search
 
     def tracked(*args, **kw):
         search = make_search(*args, **kw)
         made.append((weakref.ref(search), weakref.ref(search.tree)))
         return search
 
-    lm.make_search = tracked
+    lm.engine.make_search = tracked
     checked = []
     pull_original = lm.policy.generate_stream
 

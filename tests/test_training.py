@@ -206,23 +206,37 @@ def test_marco_response_shapes():
     assert synth.marco_response("<Output>7", "7") is None  # no reasoning: not a CoT row
 
 
+class ScriptedEngine:
+    """The engine's two calls synth makes, over the scripted policy and its fixed prompt."""
+
+    def __init__(self, policy, make_search):
+        self.policy, self._make_search = policy, make_search
+
+    def make_search(self, context, *, until=(), max_gen_toks=None):
+        return self._make_search(context)
+
+    def run(self, searches, on_done=None):
+        return run_searches(searches, self.policy, on_done=on_done)
+
+
 def test_synth_appends_resumes_and_refuses_other_settings(tmp_path):
     out = tmp_path / "rows.jsonl"
     probs = [problems.Problem(f"p{i}", "en", f"What is 40 + 2? ({i})", "42") for i in range(3)]
     policy, make_search = make_fake_search("sampling")
-    stats = synth.synthesize(probs[:2], make_search, policy, out, settings={"model": "fake"}, log=lambda s: None)
+    engine = ScriptedEngine(policy, make_search)
+    stats = synth.synthesize(probs[:2], engine, out, settings={"model": "fake"}, log=lambda s: None)
     assert (stats.searched, stats.solved, stats.rows) == (2, 2, 2)
     assert [r["problem_id"] for r in read_json_rows(out)] == ["p0", "p1"]
     with open(out, "a", encoding="utf-8") as f:
         f.write('{"instruction": "torn')  # a kill in the middle of a line
     policy.calls.clear()
-    stats = synth.synthesize(probs, make_search, policy, out, settings={"model": "fake"}, log=lambda s: None)
+    stats = synth.synthesize(probs, engine, out, settings={"model": "fake"}, log=lambda s: None)
     assert (stats.already_done, stats.searched) == (2, 1)
     assert [r["problem_id"] for r in read_json_rows(out)] == ["p0", "p1", "p2"]
     progress = read_json_rows(synth.progress_path(out))
     assert progress[0] == {"settings": {"model": "fake"}} and len(progress) == 4
     with pytest.raises(ValueError, match="other settings"):
-        synth.synthesize(probs, make_search, policy, out, settings={"model": "other"}, log=lambda s: None)
+        synth.synthesize(probs, engine, out, settings={"model": "other"}, log=lambda s: None)
 
 
 # ---------------------------------------------------------------------- SFT config

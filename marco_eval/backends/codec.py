@@ -12,6 +12,7 @@ from typing import Sequence
 class TokenizerCodec:
     tokenizer = None
     max_length: int = 2048
+    commit_hash: str | None = None  # the hub commit of the weights, where the backend knows it
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -180,6 +180,7 @@ class TransformersPolicy(TokenizerCodec):
             pretrained, revision=revision, dtype=self.dtype, trust_remote_code=trust_remote_code
         ).to(device).eval()
         self.name = pretrained
+        self.commit_hash = getattr(self.model.config, "_commit_hash", None)
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         if self.tokenizer.eos_token_id is not None:
@@ -323,6 +324,10 @@ class TransformersPolicy(TokenizerCodec):
         return int(idx[torch.multinomial(top.cpu(), 1, generator=rng)])
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
+    def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """backends.base.Scorer: one forward pass per pair (no padding to get wrong)."""
+        return [self.score(list(ctx), list(cont)) for ctx, cont in pairs]
+
     @torch.inference_mode()
     def score(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
         """log P(continuation | context) and whether greedy decoding would produce it."""

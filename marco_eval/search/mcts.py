@@ -291,14 +291,13 @@ class Search:
         return list(self._reflection_ids)
 
     def _record_rollout(self, node: Node, part: _Partial, continuation_start: int) -> Rollout:
-        path = self.tree.path_ids(node)
-        full = path[: len(path) - continuation_start] + part.ids  # part.ids starts with the node's action
-        answer = None
-        if self.answer_fn is not None:
-            answer = self.answer_fn(self.cut_at_until(self.codec.decode(full)))
         rollout = Rollout(node=node.id, token_ids=part.ids, logprobs=part.logprobs, top5=part.top5,
                           continuation_start=continuation_start, reward=self.reward(part.logprobs, part.top5),
-                          finish=part.finish, answer=answer, tokens=len(full), simulation=self.simulation)
+                          finish=part.finish, simulation=self.simulation)
+        full = self.tree.completion_ids(rollout)
+        rollout.tokens = len(full)
+        if self.answer_fn is not None:
+            rollout.answer = self.answer_fn(self.cut_at_until(self.codec.decode(full)))
         self.tree.rollouts.append(rollout)
         node.rollout = len(self.tree.rollouts) - 1
         return rollout

@@ -77,3 +77,9 @@ class Tree:
     def path_ids(self, node: Node) -> list[int]:
         """Generated token ids from the root to `node` (prompt excluded)."""
         return [t for n in self.path(node) for t in n.action_ids]
+
+    def completion_ids(self, rollout: Rollout) -> list[int]:
+        """Everything generated on one rollout: the path down to its node, then its own
+        tokens (which start with the node's action)."""
+        path = self.path_ids(self.nodes[rollout.node])
+        return path[: len(path) - rollout.continuation_start] + rollout.token_ids

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from marco_eval.answers import answers_match, extract_answer
-from marco_eval.search import Search, run_searches
+from marco_eval.search import Search
 from marco_eval.jsonl import append_jsonl, read_json_rows, repair_tail
 from marco_eval.train.problems import Problem, mgsm_module
 
@@ -66,10 +66,8 @@ def task_prompt(problem: Problem) -> str:
 # ---------------------------------------------------------------------- choosing paths
 def rollout_text(search: Search, index: int) -> str:
     """Everything the model generated on one rollout (its node's path + continuation)."""
-    r = search.tree.rollouts[index]
-    path = search.tree.path_ids(search.tree.nodes[r.node])
-    ids = path[: len(path) - r.continuation_start] + r.token_ids  # the path up to the node, then the rollout
-    return search.cut_at_until(search.codec.decode(ids))
+    tree = search.tree
+    return search.cut_at_until(search.codec.decode(tree.completion_ids(tree.rollouts[index])))
 
 
 def correct_candidates(search: Search, gold: str) -> list[Candidate]:
@@ -147,10 +145,22 @@ def finished_ids(out: Path, settings: dict) -> set[str]:
     return done
 
 
-def synthesize(problems: list[Problem], make_search: Callable[[str], Search], policy, out: str | Path, *,
-               keep: int = 1, width: int = 16, settings: dict | None = None,
-               log: Callable[[str], None] = print) -> SynthStats:
-    """Search every problem not finished yet; append kept rows and progress as each one ends."""
+def synthesize(problems: list[Problem], engine, out: str | Path, *, keep: int = 1, max_gen_toks: int = 1024,
+               settings: dict | None = None, log: Callable[[str], None] = print) -> SynthStats:
+    """Search every problem not finished yet; append kept rows and progress as each one ends.
+
+    Args:
+        problems: questions with known answers.
+        engine: the evaluation engine (engine.Engine): prompts, searches and the driver
+            (or the data-parallel pool) exactly as `marco_mcts` evaluates.
+        out: the rows file (JSONL, appended); OUT.progress.jsonl beside it.
+        keep: correct paths kept per problem, highest reward first.
+        max_gen_toks: the token budget of each search.
+        settings: what made the files; a resumed run must give the same.
+        log: one line per finished problem.
+    Returns:
+        Counts and per-problem progress lines.
+    """
     if keep < 1:
         raise ValueError(f"keep={keep}: keep at least one path per problem")
     out, settings = Path(out), dict(settings or {})
@@ -160,7 +170,7 @@ def synthesize(problems: list[Problem], make_search: Callable[[str], Search], po
         append_jsonl(progress_path(out), {"settings": settings})
     todo = [p for p in problems if p.id not in done]
     stats = SynthStats(problems=len(problems), already_done=len(problems) - len(todo))
-    searches = [make_search(task_prompt(p)) for p in todo]
+    searches = [engine.make_search(task_prompt(p), until=["</Output>"], max_gen_toks=max_gen_toks) for p in todo]
     started = time.perf_counter()
 
     def on_done(i: int, result) -> None:
@@ -183,7 +193,7 @@ def synthesize(problems: list[Problem], make_search: Callable[[str], Search], po
         log(f"[{stats.searched}/{len(todo)}] {problem.id}: {n_correct}/{line['rollouts']} rollouts correct, "
             f"{len(rows)} kept ({stats.rows} rows so far, {line['seconds']} s)")
 
-    run_searches(searches, policy, width=width, on_done=on_done)
+    engine.run(searches, on_done=on_done)
     stats.seconds = round(time.perf_counter() - started, 1)
     return stats
 
@@ -221,17 +231,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def main(args) -> int:
     import json
 
-    from marco_eval.lm import MarcoMCTSLM
+    from marco_eval.engine import Engine
 
     overrides = parse_overrides(args.set or [])
-    lm = MarcoMCTSLM(pretrained=args.model, config=args.config, **overrides)  # checks settings; loads lazily
+    engine = Engine.from_settings(args.config, pretrained=args.model, **overrides)  # checks settings; loads lazily
     problems = load_problems(args)  # before the model loads: bad input fails in a second
-    gen_kwargs = {"until": ["</Output>"], "max_gen_toks": args.max_gen_toks}
     settings = {"model": args.model, "config": args.config, "overrides": overrides,
-                "seed": lm.search_config.seed, "max_gen_toks": args.max_gen_toks, "keep": args.keep}
-    stats = synthesize(problems, lambda prompt: lm.make_search(prompt, gen_kwargs), lm.policy, args.out,
-                       keep=args.keep, width=lm.options.tree_batch, settings=settings,
-                       log=lambda line: print(line, file=sys.stderr, flush=True))
+                "seed": engine.search_config.seed, "max_gen_toks": args.max_gen_toks, "keep": args.keep}
+    stats = synthesize(problems, engine, args.out, keep=args.keep, max_gen_toks=args.max_gen_toks,
+                       settings=settings, log=lambda line: print(line, file=sys.stderr, flush=True))
     summary = {k: v for k, v in vars(stats).items() if k != "per_problem"}
     summary.update(out=str(args.out), rows_in_file=len(read_json_rows(args.out)) if Path(args.out).is_file() else 0)
     print(json.dumps(summary))

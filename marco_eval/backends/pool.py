@@ -1,4 +1,4 @@
-"""Scale-out over processes and GPUs.
+"""Data parallelism for the vLLM backend: a pool of persistent engine processes.
 
 WorkerPool (backend=vllm, data_parallel_size=N): N persistent worker processes, each
 building its own engine once, on its own GPUs, and keeping it for the whole run (the GPUs
@@ -6,13 +6,7 @@ are chosen with CUDA_VISIBLE_DEVICES before the process starts; tensor_parallel_
 each). Problems are split by whole trees: worker w searches problems w, w+N, w+2N, ...
 with the ordinary lock-step driver on its own engine; finished searches stream back and
 are put in request order. The parent process tokenises prompts (it holds the tokenizer,
-no engine) and so looks to lm.py like a Policy with a `run_searches` of its own.
-
-Ranks (backend=hf under `accelerate launch -m lm_eval ...`): lm-eval shards the requests
-by rank itself (evaluator: build_all_requests(rank=lm.rank, world_size=lm.world_size)) and
-gathers metrics through the model's all_gather / gather_object / barrier, which Ranks
-provides from accelerate's PartialState, as lm-eval's own HF model does. A single process
-changes nothing.
+no engine) and so is a Codec with a `run_searches` of its own (engine.SearchRunner).
 """
 
 from __future__ import annotations
@@ -28,22 +22,25 @@ from multiprocessing.connection import wait
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.config import ConfigError, ModelOptions
 from marco_eval.errors import first_line
-from marco_eval.search import Search, SearchConfig, run_searches
+from marco_eval.search import RewardFn, Search, SearchConfig, rollout_reward, run_searches
 
 
 # ---------------------------------------------------------------------- worker pool (vLLM)
 @dataclass(frozen=True)
 class SearchJob:
     """What a worker needs to rebuild a Search around its own engine (a Search holds the
-    parent's codec and answer function, which stay in the parent)."""
+    parent's codec and answer function, which stay in the parent). The reward travels
+    pickled, so it must be a module-level function (the default is)."""
     config: SearchConfig
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
     until: tuple[str, ...]
+    reward: RewardFn = rollout_reward
 
     @classmethod
     def of(cls, search: Search) -> SearchJob:
-        return cls(search.cfg, tuple(search.tree.prompt_ids), search.max_new_tokens, tuple(search.until))
+        return cls(search.cfg, tuple(search.tree.prompt_ids), search.max_new_tokens, tuple(search.until),
+                   search.reward)
 
 
 def gpu_groups(workers: int, per_worker: int, visible: str | None = None, available: int | None = None) -> list[str]:
@@ -85,8 +82,8 @@ def _environ(**values):
 
 def _worker(options: ModelOptions, answer_kind: str, conn) -> None:
     """A worker's whole life: build the engine once, then serve searches and scores."""
+    from marco_eval.answers import answer_reader
     from marco_eval.backends import build_policy
-    from marco_eval.lm import answer_function
 
     try:
         policy = build_policy(options)
@@ -94,7 +91,7 @@ def _worker(options: ModelOptions, answer_kind: str, conn) -> None:
         conn.send(("error", f"{type(e).__name__}: {first_line(e)}"))
         return
     conn.send(("ready", {"max_length": policy.max_length}))
-    answer_fn = answer_function(answer_kind)
+    answer_fn = answer_reader(answer_kind)
     while True:
         try:
             msg = conn.recv()
@@ -117,7 +114,7 @@ def _worker(options: ModelOptions, answer_kind: str, conn) -> None:
 
 def _serve_search(policy, answer_fn, conn, indices: list[int], jobs: list[SearchJob], width: int) -> None:
     searches = [Search(j.config, j.prompt_ids, policy, max_new_tokens=j.max_new_tokens, until=j.until,
-                       answer_fn=answer_fn) for j in jobs]
+                       answer_fn=answer_fn, reward=j.reward) for j in jobs]
     run_searches(searches, policy, width=width, on_done=lambda k, result: conn.send(("done", indices[k], result)))
     conn.send(("searched",))
 
@@ -225,52 +222,3 @@ def _shutdown(conns, procs) -> None:
             proc.join(timeout=5)
     for conn in conns:
         conn.close()
-
-
-# ---------------------------------------------------------------------- ranks (accelerate, hf)
-class Ranks:
-    """rank / world_size / device and lm-eval's collectives for one process of a
-    multi-process launch; for a single process, rank 0 of 1 and no-ops."""
-
-    def __init__(self, state=None):
-        self.state = state  # accelerate.PartialState when launched with several processes
-
-    @classmethod
-    def detect(cls) -> Ranks:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun
-            from accelerate import PartialState
-
-            return cls(PartialState())
-        return cls()
-
-    @property
-    def rank(self) -> int:
-        return self.state.process_index if self.state else 0
-
-    @property
-    def world_size(self) -> int:
-        return self.state.num_processes if self.state else 1
-
-    @property
-    def device(self) -> str | None:
-        return str(self.state.device) if self.state else None
-
-    def all_gather(self, tensor):
-        if self.world_size == 1:
-            return tensor
-        from accelerate.utils import gather
-
-        return gather(tensor)
-
-    def gather_object(self, obj, dst: int = 0):
-        if self.world_size == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.world_size if self.rank == dst else None
-        dist.gather_object(obj, out, dst=dst)
-        return out
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            self.state.wait_for_everyone()

@@ -1,0 +1,161 @@
+"""The engine: a run's options and search config in, finished searches out.
+
+Everything that evaluates with the search goes through here: the lm-eval adapter
+(`marco_mcts`, lm.py), `marco-eval synth` and `marco-eval bench`. The engine
+
+- builds the policy on first use: a backend (backends/), or, for backend=vllm with
+  data_parallel_size > 1, a pool of engine processes that runs whole searches itself;
+- formats prompts: the model's chat template, the system prompt, the response prefix;
+- builds `Search` objects: prompt ids, token budget, stop strings, answer reader, reward;
+- runs a batch of searches through the one right driver, calling back per finished one;
+- fingerprints the model and settings for the request store.
+
+It never imports lm-eval: the adapter translates lm-eval's requests into these calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+from marco_eval import config as run_config
+from marco_eval import store as request_store
+from marco_eval.answers import answer_reader
+from marco_eval.errors import InputError, first_line
+from marco_eval.models import ALIASES, ModelError, resolve
+from marco_eval.search import RewardFn, Search, SearchResult, rollout_reward, run_searches
+
+OnDone = Callable[[int, SearchResult], None]
+
+
+@runtime_checkable
+class SearchRunner(Protocol):
+    """A policy that runs whole searches itself (the data-parallel pool: trees split over
+    engine processes) instead of answering the driver's requests."""
+
+    def run_searches(self, searches: list[Search], width: int, on_done: OnDone | None = None) -> list[SearchResult]:
+        """Run every search to the end.
+
+        Args:
+            searches: built against this runner as their codec.
+            width: trees in lock-step per engine.
+            on_done: called with (index, result) as each search finishes, in any order.
+        Returns:
+            The results in the order of `searches`.
+        """
+        ...
+
+
+class Engine:
+    def __init__(self, search_config: run_config.SearchConfig, options: run_config.ModelOptions, *,
+                 reward: RewardFn = rollout_reward):
+        """Args:
+            search_config: the search's knobs (search/config.py), validated.
+            options: model and run options (config.ModelOptions), validated.
+            reward: the rollout reward every search uses (default Marco-o1's confidence).
+
+        Nothing loads here: a bad path fails now, the weights on first use of `policy`.
+        """
+        self.search_config, self.options, self.reward = search_config, options, reward
+        self.answer_fn = answer_reader(options.answer)
+        if options.pretrained not in ALIASES:
+            resolve(options.pretrained)  # a missing path or a folder without weights fails now, not after a load
+        self._policy = None
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_settings(cls, config: str | None = None, **overrides) -> Engine:
+        """Defaults < `config` YAML (model_configs/NAME or a path) < overrides, validated."""
+        return cls(*run_config.build(config, **overrides))
+
+    # ------------------------------------------------------------------ the model
+    @property
+    def policy(self):
+        """The loaded backend (a LoadedModel and Policy), or the data-parallel pool."""
+        if self._policy is None:
+            o = self.options
+            try:
+                self._policy = self._build_policy()
+            except OSError as e:  # transformers: no such hub id, hub unreachable, unreadable files
+                raise ModelError(f"could not load pretrained={o.pretrained!r} ({first_line(e)}); give an alias "
+                                 f"({', '.join(ALIASES)}), a checkpoint directory or a reachable hub id") from e
+            o.device = getattr(self._policy, "device", o.device)  # what is really used
+        return self._policy
+
+    def _build_policy(self):
+        o = self.options
+        if o.backend == "vllm" and o.data_parallel_size > 1:
+            from marco_eval.backends.codec import load_tokenizer
+            from marco_eval.backends.pool import WorkerPool
+            from marco_eval.backends.vllm import import_vllm
+
+            import_vllm()  # fail in one line here rather than in every worker
+            o = dataclasses.replace(o, pretrained=resolve(o.pretrained))  # pull an alias once, here
+            return WorkerPool(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code))
+        from marco_eval.backends import build_policy
+
+        return build_policy(o)
+
+    def fingerprint(self) -> str:
+        """Model identity + every setting that can change an answer (store.py)."""
+        if self._fingerprint is None:
+            policy, o = self.policy, self.options
+            identity = request_store.model_identity(resolve(o.pretrained), o.revision, str(policy.dtype),
+                                                    policy.commit_hash)
+            self._fingerprint = request_store.fingerprint(identity, run_config.answer_settings(self.search_config, o))
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ prompts
+    def prompt_text(self, context: str, *, templated: bool = False) -> str:
+        """A raw task prompt as the model sees it: one user turn (after our system prompt)
+        in the model's chat template, then the response prefix; unchanged when `templated`
+        (the caller applied a template already) or templating is off (or auto without one)."""
+        o, tokenizer = self.options, self.policy.tokenizer
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if templated or o.chat_template == "off" or (o.chat_template == "auto" and not has_template):
+            return context
+        messages = ([{"role": "system", "content": o.system_prompt}] if o.system_prompt else []) + [
+            {"role": "user", "content": context}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + o.response_prefix
+
+    def make_search(self, context: str, *, until: Sequence[str] = (), max_gen_toks=None, templated: bool = False,
+                    label: str = "a request") -> Search:
+        """One search for one prompt.
+
+        Args:
+            context: the task's prompt text.
+            until: stop strings: the completion ends before the first of them.
+            max_gen_toks: the token budget (None: options.max_gen_toks); capped by the context.
+            templated: the prompt already holds a chat template (see prompt_text).
+            label: how an error names this request ("mgsm_en doc 7").
+        Returns:
+            A Search ready for `run`.
+        """
+        budget = self.options.max_gen_toks if max_gen_toks is None else max_gen_toks
+        if isinstance(budget, bool) or not str(budget).isdigit() or int(budget) <= 0:
+            raise InputError(f"{label}: max_gen_toks={budget!r} (from the task or --gen_kwargs) must be a positive integer")
+        policy = self.policy
+        prompt_ids = policy.encode(self.prompt_text(context, templated=templated))
+        try:
+            policy.check_length(len(prompt_ids) + 1)
+        except ValueError as e:  # the prompt does not fit the model's context
+            raise InputError(f"{label}: {e}") from None
+        budget = min(int(budget), policy.max_length - len(prompt_ids))
+        return Search(self.search_config, prompt_ids, policy, max_new_tokens=budget, until=tuple(until),
+                      answer_fn=self.answer_fn, reward=self.reward)
+
+    # ------------------------------------------------------------------ running
+    def run(self, searches: list[Search], on_done: OnDone | None = None) -> list[SearchResult]:
+        """Run searches to the end, `options.tree_batch` trees at a time, through the pool
+        when there is one, else the driver (continuous batching when the backend streams).
+
+        Args:
+            searches: from `make_search`.
+            on_done: called with (index, result) the moment each search finishes.
+        Returns:
+            The results in the order of `searches`.
+        """
+        width = self.options.tree_batch
+        if isinstance(self.policy, SearchRunner):
+            return self.policy.run_searches(searches, width=width, on_done=on_done)
+        return run_searches(searches, self.policy, width=width, on_done=on_done)

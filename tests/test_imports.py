@@ -1,0 +1,103 @@
+"""The import graph of marco_eval/: no circles, and lm-eval only where it belongs.
+
+Every import counts, module level and inside functions alike: a lazy import still makes
+the two modules depend on each other, it only hides it until run time."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "marco_eval"
+# The adapter builds the lm-eval model; the hook patches lm-eval at start-up and runs its CLI.
+MAY_IMPORT_LM_EVAL = {"marco_eval.lm", "marco_eval._hook"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except the bodies of `if TYPE_CHECKING:` (imports only a type checker runs)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
+    """Every module a file imports at run time (`from pkg import mod` counts as pkg.mod
+    when it is one)."""
+    out = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in known}
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: {m for m in imports_of(path, known) if m in known and m != name} for name, path in known.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_circles_in_marco_eval():
+    edges = graph()
+    # A package's __init__ re-exporting its own submodules is how packages work, not a circle.
+    for name in edges:
+        edges[name] = {m for m in edges[name] if not m.startswith(name + ".")}
+    assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
+
+
+def test_only_the_adapter_and_the_hook_import_lm_eval():
+    known = modules()
+    offenders = sorted(name for name, path in known.items() if name not in MAY_IMPORT_LM_EVAL
+                       and any(m == "lm_eval" or m.startswith("lm_eval.") for m in imports_of(path, known)))
+    assert offenders == []
+
+
+def test_the_search_imports_no_backend_torch_or_lm_eval():
+    known = modules()
+    for name, path in known.items():
+        if name.startswith("marco_eval.search"):
+            bad = {m for m in imports_of(path, known) if m.split(".")[0] in ("torch", "lm_eval", "transformers")
+                   or m.startswith(("marco_eval.backends", "marco_eval.engine", "marco_eval.lm"))}
+            assert not bad, f"{name} imports {sorted(bad)}"
