@@ -16,7 +16,7 @@ request whose key is present and searches only the rest. Record fields:
     generated_tokens, policy_calls
     seconds           wall time from the start of that generate_until call to this request's end
     rollouts          per rollout or sample, in the order made: {answer, reward, tokens, finish,
-                      simulation} (search.RolloutSummary); absent in stores written before it
+                      simulation, reflections} (search.RolloutSummary); absent in older stores
     trace             the anytime trace: after simulation (sampling: sample) k, {answer, tokens}
                       = what the configured rule would answer and the tokens spent so far
 

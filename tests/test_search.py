@@ -237,7 +237,7 @@ def test_reflection_inserted_once_at_end_of_thought_in_rollout():
     assert r.text.count(REFLECTION_PHRASE) == 1
     assert r.text.index("Count: 3.") < r.text.index(REFLECTION_PHRASE) < r.text.index("Recount")
     assert r.text.count("</Thought>") == 1  # the first end-of-thought was replaced by the phrase
-    assert r.answer == "4"
+    assert r.answer == "4" and r.rollouts[0].reflections == 1
     roll = s.tree.rollouts[0]
     inserted = [i for i, lp in enumerate(roll.logprobs) if lp is None]
     assert pol.decode([roll.token_ids[i] for i in inserted]).strip() == REFLECTION_PHRASE
@@ -248,7 +248,7 @@ def test_reflection_off_leaves_text_alone():
     pol = ScriptedPolicy(reflective_script)
     s = make(pol, strategy="sampling", samples=1, temperature=0.0)
     r = drive(s, pol)
-    assert REFLECTION_PHRASE not in r.text and r.answer == "3"
+    assert REFLECTION_PHRASE not in r.text and r.answer == "3" and r.rollouts[0].reflections == 0
 
 
 def test_reflection_in_step_action_and_max_two():

@@ -35,6 +35,7 @@ class RolloutSummary:
     tokens: int  # length of the whole completion
     finish: str  # how it ended: a stop string, "eos", "length", "budget"
     simulation: int  # which simulation (sampling: which sample) made it, from 1
+    reflections: int  # reflection phrases inserted on its way (reflection=thought_end)
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class Search:
     def _record_rollout(self, node: Node, part: _Partial, continuation_start: int) -> Rollout:
         rollout = Rollout(node=node.id, token_ids=part.ids, logprobs=part.logprobs, top5=part.top5,
                           continuation_start=continuation_start, reward=self.reward(part.logprobs, part.top5),
-                          finish=part.finish, simulation=self.simulation)
+                          finish=part.finish, simulation=self.simulation, reflections=part.reflections)
         full = self.tree.completion_ids(rollout)
         rollout.tokens = len(full)
         if self.answer_fn is not None:
@@ -317,7 +318,7 @@ class Search:
             text=text, token_ids=ids, answer=answer, candidates=[r.answer for r in self.tree.rollouts],
             generated_tokens=self.generated_tokens, policy_calls=self.policy_calls,
             chosen_path=[n.id for n in self.tree.path(node)], tree=self.tree,
-            rollouts=[RolloutSummary(r.answer, r.reward, r.tokens, r.finish, r.simulation) for r in self.tree.rollouts],
+            rollouts=[RolloutSummary(r.answer, r.reward, r.tokens, r.finish, r.simulation, r.reflections) for r in self.tree.rollouts],
             trace=list(self.trace))
 
 

@@ -47,6 +47,7 @@ class Rollout:
     answer: str | None = None  # the extracted final answer, when an extractor is given
     tokens: int = 0  # length of the whole completion: the path from the root + the continuation
     simulation: int = 0  # the MCTS simulation (or, for sampling, the sample) that made it, from 1
+    reflections: int = 0  # reflection phrases the search inserted on its way (path and continuation)
 
 
 class Tree:
