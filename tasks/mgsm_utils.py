@@ -1,8 +1,12 @@
 """MGSM (en, zh) for lm-eval: data loading, prompts, targets.
 
-Data: the hub dataset `juletxara/mgsm` by default; when MGSM_DATA_DIR is set, the local
-files `mgsm_en.tsv` / `mgsm_zh.tsv` (question<TAB>answer, no header) and
-`mgsm_exemplars_en_zh.json` from that folder (the same content, for offline machines).
+Data, first found of:
+1. MGSM_DATA_DIR: the local files `mgsm_en.tsv` / `mgsm_zh.tsv` (question<TAB>answer, no
+   header) and `mgsm_exemplars_en_zh.json` in that folder (the hub's content, for offline machines);
+2. `../shared/data/mgsm` beside this checkout, when MGSM_DATA_DIR is unset (said on stderr, one line);
+3. the hub dataset `juletxara/mgsm`. Before it is asked (where an unreachable hub costs ~25 s of
+   retries and a long traceback), HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are honoured (the hub
+   cache only) and one short request checks the hub answers; if not, one line names MGSM_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -11,12 +15,19 @@ import csv
 import json
 import os
 import re
+import ssl
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from marco_eval.answers import flexible_filter, normalize_number, strict_filter  # noqa: F401 (YAML uses them)
-from marco_eval.errors import DataError
+from marco_eval.errors import DataError, first_line
 
 HUB_DATASET = "juletxara/mgsm"
+# The data folder this project's machines keep beside the checkout (never copied into it).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mgsm"
+HUB_PROBE_SECONDS = 5.0
 
 INSTRUCTION = {
     "en": ("Solve the math word problem below. Reason step by step inside <Thought> and </Thought>, "
@@ -27,14 +38,63 @@ INSTRUCTION = {
 QUESTION_LABEL = {"en": "Question:", "zh": "问题："}
 
 
-def _data_dir() -> Path | None:
+def _data_dir(lang: str = "en") -> Path | None:
     value = os.environ.get("MGSM_DATA_DIR")
     if not value:
+        if SHARED_DATA.is_dir():
+            print(f"mgsm_{lang}: MGSM_DATA_DIR is unset, so reading MGSM from {SHARED_DATA} (../shared/data/mgsm "
+                  "beside this checkout); set MGSM_DATA_DIR to read another folder", file=sys.stderr, flush=True)
+            return SHARED_DATA
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
         raise DataError(f"MGSM_DATA_DIR={value} is not a directory; point it at the folder holding mgsm_en.tsv")
     return path
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set to a true value, as huggingface_hub reads them."""
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """None when the hub answers at all (any HTTP status, or a TLS problem the hub client may
+    not share); else why not, in one line (no such host, refused, timed out, no route)."""
+    request = urllib.request.Request(f"{hub_endpoint()}/api/datasets/{HUB_DATASET}", method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()  # proxies from the environment, like the hub client
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):
+            return None
+        return first_line(e.reason) if isinstance(e.reason, BaseException) else str(e.reason)
+    except (OSError, ValueError) as e:  # a timeout while reading, a malformed HF_ENDPOINT
+        return first_line(e)
+    return None
+
+
+def _no_data(lang: str, why: str) -> DataError:
+    return DataError(f"mgsm_{lang}: MGSM_DATA_DIR is unset and {why}; set MGSM_DATA_DIR to a folder holding "
+                     f"mgsm_{lang}.tsv (question<TAB>answer) and mgsm_exemplars_en_zh.json, or, with a copy in "
+                     "the Hugging Face cache, HF_HUB_OFFLINE=1")
+
+
+def _load_from_hub(lang: str):
+    import datasets
+
+    if not _offline() and (why := hub_unreachable()) is not None:
+        raise _no_data(lang, f"the Hugging Face hub ({hub_endpoint()}) is unreachable ({why})")
+    try:
+        return datasets.load_dataset(HUB_DATASET, lang)
+    except Exception as e:  # noqa: BLE001 (whatever the hub client raises, the user's fix is the same)
+        where = "HF_HUB_OFFLINE is set and the Hugging Face cache" if _offline() else "the Hugging Face hub"
+        raise _no_data(lang, f"{where} could not give {HUB_DATASET} ({first_line(e)})") from e
 
 
 def _read_tsv(path: Path) -> list[dict]:
@@ -64,12 +124,9 @@ def _exemplars(folder: Path, lang: str) -> list[dict]:
 def load_mgsm(lang: str, **_ignored):
     import datasets
 
-    folder = _data_dir()
+    folder = _data_dir(lang)
     if folder is None:  # users with a network: the hub copy (test = 250 problems, train = exemplars)
-        try:
-            return datasets.load_dataset(HUB_DATASET, lang)
-        except ConnectionError as e:
-            raise ConnectionError(f"{e}; offline, set MGSM_DATA_DIR to a folder holding mgsm_{lang}.tsv") from e
+        return _load_from_hub(lang)
     splits = {"test": _read_tsv(folder / f"mgsm_{lang}.tsv")}
     if exemplars := _exemplars(folder, lang):
         splits["train"] = exemplars
