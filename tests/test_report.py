@@ -29,9 +29,11 @@ STAMP = "2026-01-01T00-00-00.000000"
 
 def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], *, config: str = "mcts_step",
               model: str = "toy-model", candidates: dict[str, list[list]] | None = None, tokens: int = 100,
-              wall: float = 60.0, stamp: str = STAMP, targets: list[str] | None = None, first_doc: int = 0) -> Path:
+              wall: float = 60.0, stamp: str = STAMP, targets: list[str] | None = None, first_doc: int = 0,
+              final_answer: str | None = None, records: dict[str, list[dict]] | None = None) -> Path:
     """One run folder as lm-eval 0.4.13 writes it (results + samples per task) plus run.json and,
-    when candidates are given, the request store."""
+    when candidates are given, the request store (`records`: more fields per task and problem,
+    such as rollouts and trace)."""
     run_dir = root / name
     out = run_dir / "toy-model"
     out.mkdir(parents=True)
@@ -54,12 +56,14 @@ def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], 
     doc = {"results": results, "n-samples": n_samples, "total_evaluation_time_seconds": str(wall),
            "config": {"model": "marco_mcts", "model_args": f"pretrained={model},config={config}",
                       "marco_eval_config_file": config,
-                      "marco_eval_config": {"strategy": "mcts" if config.startswith("mcts") else "sampling"}},
+                      "marco_eval_config": {"strategy": "mcts" if config.startswith("mcts") else "sampling",
+                                            **({"final_answer": final_answer} if final_answer else {})}},
            "model_name": model, "lm_eval_version": "0.4.13"}
     (out / f"results_{stamp}.json").write_text(json.dumps(doc))
     if candidates:
         records = [{"key": f"{task}-{d}", "fingerprint": "f", "task": task, "doc_id": d, "text": "...", "answer": c[0],
-                    "candidates": c, "generated_tokens": tokens, "policy_calls": 3, "seconds": 1.5}
+                    "candidates": c, "generated_tokens": tokens, "policy_calls": 3, "seconds": 1.5,
+                    **((records or {}).get(task) or [{}] * len(per_doc))[d]}
                    for task, per_doc in candidates.items() for d, c in enumerate(per_doc)]
         (run_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run_dir
@@ -170,32 +174,49 @@ def test_verdict_table_pairs_search_with_every_row_without_search(tmp_path):
     assert greedy_row["n_paired"] == "10" and float(greedy_row["against_acc"]) == pytest.approx(0.4)
     assert (greedy_row["wins"], greedy_row["losses"]) == ("6", "0")
     assert float(greedy_row["p_mcnemar"]) == pytest.approx(2 / 64)
-    assert greedy_row["verdict"] == "search better" and float(greedy_row["tokens_ratio"]) == 4.0
+    # Holm over the 2 comparisons: the smaller p doubled (2/64 * 2), the larger kept (2/16 >= 4/64)
+    assert float(greedy_row["p_holm"]) == pytest.approx(4 / 64) and float(vote_row["p_holm"]) == pytest.approx(2 / 16)
+    assert greedy_row["verdict"] == "no significant difference" and float(greedy_row["tokens_ratio"]) == 4.0
     assert float(vote_row["p_mcnemar"]) == pytest.approx(2 / 16)
     assert vote_row["verdict"] == "no significant difference" and float(vote_row["tokens_ratio"]) == 0.8
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "### Does the search pay?" in readme and "| MGSM-En | toy / mcts_step | toy / base_cot | 10 |" in readme
     assert ("- MGSM-En, toy / mcts_step against toy / base_cot on the 10 problems both ran: 100.00% vs 40.00% "
-            "(Δ +60.00 points, 95% CI [+30.00, +90.00], McNemar p = 0.031): **search better**, at 4.00× the "
-            "generated tokens.") in readme
-    assert ("- In short: of 2 comparisons, the search was better in 1, worse in 0 and not significantly different "
-            "in 1 (each at p < 0.05, not corrected for making 2 comparisons).") in readme
-    assert report.verdict_word(report.Paired(-0.3, -0.5, -0.1, 0, 6, 0.03, 10, 0.2)) == "search worse"
+            "(Δ +60.00 points, 95% CI [+30.00, +90.00], McNemar p = 0.031, Holm-corrected 0.062): **no significant "
+            "difference**, at 4.00× the generated tokens.") in readme
+    assert ("- In short: of 2 comparisons, the search was better in 0, worse in 0 and not significantly different "
+            "in 2 (each at p < 0.05 after Holm's correction for making 2 comparisons; the uncorrected p is in the "
+            "table too).") in readme
+    assert report.verdict_word(-0.3, 0.03) == "search worse" and report.verdict_word(0.3, 0.03) == "search better"
 
 
 def test_test_at_n_from_store(two_systems, tmp_path):
     report.report(two_systems, tmp_path)
-    rows = {r["system"]: r for r in csv_rows(tmp_path / "report" / "test_at_n.csv")}
-    mcts = rows["toy / mcts_step"]
-    assert mcts["mgsm_en_candidates_min"] == "8"
-    assert float(mcts["mgsm_en_test@1"]) == 0.8 and float(mcts["mgsm_en_test@8"]) == 1.0
-    assert mcts["mgsm_en_test@32"] == ""  # fewer than 32 candidates: not reported
-    assert rows["toy / base_cot"]["mgsm_en_test@8"] == ""
+    rows = {(r["system"], int(r["n"])): r for r in csv_rows(tmp_path / "report" / "test_at_n.csv")}
+    assert sorted(n for s, n in rows if s == "toy / mcts_step") == list(range(1, 9))  # every N up to 8
+    assert rows["toy / mcts_step", 1]["candidates_min"] == rows["toy / mcts_step", 1]["candidates_max"] == "8"
+    assert float(rows["toy / mcts_step", 1]["test_at_n"]) == 0.8 and float(rows["toy / mcts_step", 8]["test_at_n"]) == 1.0
+    assert float(rows["toy / mcts_step", 4]["test_at_n"]) == 0.8 and float(rows["toy / mcts_step", 5]["test_at_n"]) == 1.0
+    assert ("toy / base_cot", 2) not in rows  # one candidate each: Test@1 only
+    md = (tmp_path / "report" / "test_at_n.md").read_text()
+    assert "| System | Task | Candidates (fewest–most) | Test@1 % | Test@2 % | Test@4 % | Test@8 % | Sources |" in md
     cost = {(r["system"], r["task"]): r for r in csv_rows(tmp_path / "report" / "cost.csv")}
     assert float(cost["toy / mcts_step", "mgsm_en"]["tokens_per_problem"]) == 800
     assert float(cost["toy / mcts_step", "mgsm_en"]["acc_pct_per_1k_tokens"]) == pytest.approx(100)
     assert cost["toy / base_cot", "mgsm_zh"]["tokens_per_problem"] == ""  # the store has no Zh records
     assert float(cost["toy / base_cot", "mgsm_en"]["seconds_per_problem"]) == pytest.approx(3.0)  # 60 s / 20
+
+
+def test_test_at_n_counts_all_candidates_of_a_problem_with_fewer(tmp_path):
+    root = tmp_path / "results"
+    # targets 10..13; the right answer is candidate 2 of 2, 1 of 1, 4 of 4, and nowhere in 1
+    write_run(root, "m", "toy / mcts_step", {"mgsm_en": [0, 1, 0, 0]},
+              candidates={"mgsm_en": [["0", "10"], ["11"], ["0", "0", "0", "12"], ["0"]]})
+    report.report(root, tmp_path / "out")
+    rows = {int(r["n"]): r for r in csv_rows(tmp_path / "out" / "report" / "test_at_n.csv")}
+    assert {n: float(r["test_at_n"]) for n, r in rows.items()} == {1: 0.25, 2: 0.5, 3: 0.5, 4: 0.75}
+    assert {n: int(r["problems_with_fewer"]) for n, r in rows.items()} == {1: 0, 2: 2, 3: 3, 4: 3}
+    assert "| toy / mcts_step | MGSM-En | 1–4 | 25.00" in (tmp_path / "out" / "report" / "test_at_n.md").read_text()
 
 
 def test_tokens_sidecar(tmp_path):

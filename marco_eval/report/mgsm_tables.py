@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections import Counter
 
 from marco_eval.report.reading import rel
-from marco_eval.report.schema import MGSM_TASKS, TEST_AT, Loaded, TaskRun
-from marco_eval.report.statistics import (
-    Accuracy, Paired, accuracy_of, paired, run_accuracy, test_at_n)
+from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
+from marco_eval.report.statistics import Accuracy, accuracy_of, holm, paired, run_accuracy, test_at_n
 from marco_eval.report.tables import (
-    Table, acc_csv, acc_md, mgsm_runs, num, p_text, pct, signed, system_order)
+    Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, p_text, pct, signed, store_source, system_order)
 
 
 def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
@@ -56,39 +55,35 @@ def accuracy_table(loaded: Loaded, baseline: str | None) -> Table:
     return Table("mgsm", "MGSM accuracy (the seed's table)", note, columns, md_rows, csv_columns, csv_rows)
 
 
+def shown_budgets(largest: int) -> list[int]:
+    """The Test@N columns of the Markdown table: powers of two up to `largest`, and `largest`."""
+    budgets = [2 ** i for i in range(largest.bit_length()) if 2 ** i <= largest]
+    return budgets + ([largest] if largest not in budgets else [])
+
+
 def test_at_table(loaded: Loaded) -> Table:
-    runs = mgsm_runs(loaded)
-    systems = sorted({s for (s, t), r in runs.items() if r.candidates is not None})
-    columns, csv_columns = ["System"], ["system"]
-    for task, label in MGSM_TASKS.items():
-        columns += [f"{label} candidates"] + [f"{label} Test@{n} %" for n in TEST_AT]
-        csv_columns += [f"{task}_candidates_min"]
-        csv_columns += [c for n in TEST_AT for c in (f"{task}_test@{n}", f"{task}_test@{n}_lo", f"{task}_test@{n}_hi")]
-    columns.append("Sources")
-    csv_columns.append("sources")
+    runs = by_task_then_system(r for r in mgsm_runs(loaded).values() if r.candidates is not None)
+    sizes = {(r.system, r.task): [len(c) for c in r.candidates.values()] for r in runs}
+    largest = max((max(s) for s in sizes.values()), default=0)
+    columns = ["System", "Task", "Candidates (fewest–most)", *(f"Test@{n} %" for n in shown_budgets(largest)),
+               "Sources"]
+    csv_columns = ["system", "task", "n", "candidates_min", "candidates_max", "problems_with_fewer", "test_at_n",
+                   "ci_lo", "ci_hi", "sources"]
     md_rows, csv_rows = [], []
-    for system in systems:
-        md, row, sources = [system], [system], []
-        for task in MGSM_TASKS:
-            run = runs.get((system, task))
-            have = run is not None and run.candidates is not None
-            fewest = min(len(c) for c in run.candidates.values()) if have else None
-            md.append(str(fewest) if have else "—")
-            row.append(fewest if have else "")
-            for n in TEST_AT:
-                solved = test_at_n(run, n) if have else None
-                acc = accuracy_of(solved) if solved is not None else None
-                md.append(acc_md(acc))
-                row += acc_csv(acc)
-            source = f"{run.source} ({rel(run.tokens_file, loaded.root)})" if have else None
-            sources += [source] if source and source not in sources else []
-        md.append(", ".join(sources))
-        row.append(" ".join(sources))
-        md_rows.append(md)
-        csv_rows.append(row)
-    note = ("Test@N: a problem counts as solved when any of the first N candidate answers (every rollout or "
-            "sample, in order, from the run's request store) equals the target; shown only where every problem "
-            "has at least N candidates. CI: percentile bootstrap over problems.")
+    for run in runs:
+        fewest, most = min(sizes[run.system, run.task]), max(sizes[run.system, run.task])
+        source = store_source(run, loaded.root)
+        solved = {n: accuracy_of(test_at_n(run, n)) for n in range(1, most + 1)}
+        md_rows.append([run.system, MGSM_TASKS[run.task], f"{fewest}–{most}" if fewest != most else str(most),
+                        *(acc_md(solved.get(n)) for n in shown_budgets(largest)), source])
+        csv_rows += [[run.system, run.task, n, fewest, most, sum(s < n for s in sizes[run.system, run.task]),
+                      *acc_csv(acc), source] for n, acc in solved.items()]
+    note = ("Test@N: a problem counts as solved when any of its first N candidate answers (every rollout or sample, "
+            "in order, from the run's request store) equals the target; a problem with fewer than N candidates "
+            "counts all it has (problems_with_fewer in the CSV says how many). Computed for every N up to the run's "
+            "largest candidate count: the CSV has every N, this table powers of two and the largest. Unlike pass@k "
+            "(\"Find or pick\" below) it reads the candidates in the order they were made. CI: percentile bootstrap "
+            "over problems.")
     return Table("test_at_n", "Test@N (from the request stores)", note, columns, md_rows, csv_columns, csv_rows)
 
 
@@ -123,59 +118,63 @@ def cost_table(loaded: Loaded) -> Table:
     return Table("cost", "Cost: tokens, time and accuracy per token", note, columns, md_rows, csv_columns, csv_rows)
 
 
-SIGNIFICANCE = 0.05  # the verdict table's threshold on the exact McNemar p
+SIGNIFICANCE = 0.05  # the verdict table's threshold on the Holm-corrected exact McNemar p
 
 
 def verdict_pairs(loaded: Loaded) -> list[tuple[TaskRun, TaskRun]]:
     """(search run, run without search) of the same model and task: every MCTS row against greedy
     CoT and the compute-matched sampling baselines."""
-    runs = sorted(mgsm_runs(loaded).values(), key=lambda r: (list(MGSM_TASKS).index(r.task), r.system))
+    runs = by_task_then_system(mgsm_runs(loaded).values())
     return [(s, b) for s in runs if s.strategy == "mcts" for b in runs
             if b.strategy == "sampling" and b.task == s.task and b.manifest.model == s.manifest.model]
 
 
-def verdict_word(pair: Paired) -> str:
-    if pair.p < SIGNIFICANCE:
-        return "search better" if pair.delta > 0 else "search worse"
+def verdict_word(delta: float, p: float) -> str:
+    """The verdict of one comparison from its accuracy difference and its (corrected) p."""
+    if p < SIGNIFICANCE:
+        return "search better" if delta > 0 else "search worse"
     return "no significant difference"
 
 
 def verdict_table(loaded: Loaded) -> Table:
     columns = ["Task", "Search", "Against", "n paired", "Search %", "Against %", "Δ [95% CI]", "p (McNemar)",
-               "Tokens ratio", "Verdict", "Sources"]
+               "p Holm", "Tokens ratio", "Verdict", "Sources"]
     csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
-                   "delta_hi", "wins", "losses", "p_mcnemar", "tokens_ratio", "verdict", "sources"]
+                   "delta_hi", "wins", "losses", "p_mcnemar", "p_holm", "tokens_ratio", "verdict", "sources"]
     md_rows, csv_rows, findings, verdicts = [], [], [], []
-    for s, b in verdict_pairs(loaded):
-        pair = paired(s, b, loaded.root)
+    comparisons = [(s, b, paired(s, b, loaded.root)) for s, b in verdict_pairs(loaded)]
+    corrected = holm([pair.p for _, _, pair in comparisons])  # one family: every comparison in this table
+    for (s, b, pair), p_holm in zip(comparisons, corrected):
         search_acc, against_acc = pair.run_value, pair.run_value - pair.delta
         ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
-        word = verdict_word(pair)
+        word = verdict_word(pair.delta, p_holm)
         verdicts.append(word)
         findings.append(f"{MGSM_TASKS[s.task]}, {s.system} against {b.system} on the {pair.n} problems both ran: "
                         f"{pct(search_acc)}% vs {pct(against_acc)}% "
                         f"(Δ {signed(pair.delta)} points, 95% CI [{signed(pair.lo)}, {signed(pair.hi)}], "
-                        f"McNemar p = {p_text(pair.p)}): **{word}**"
+                        f"McNemar p = {p_text(pair.p)}, Holm-corrected {p_text(p_holm)}): **{word}**"
                         + (f", at {ratio:.2f}× the generated tokens." if ratio is not None else "."))
         md_rows.append([MGSM_TASKS[s.task], s.system, b.system, str(pair.n), pct(search_acc), pct(against_acc),
                         f"{signed(pair.delta)} [{signed(pair.lo)}, {signed(pair.hi)}]",
-                        f"{p_text(pair.p)} ({pair.wins} vs {pair.losses})",
+                        f"{p_text(pair.p)} ({pair.wins} vs {pair.losses})", p_text(p_holm),
                         f"{ratio:.2f}" if ratio is not None else "—", word, f"{s.source}, {b.source}"])
         csv_rows.append([s.task, s.system, b.system, pair.n, num(search_acc), num(against_acc),
                          num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
-                         num(ratio), word, f"{s.source} {b.source}"])
+                         num(p_holm, 9), num(ratio), word, f"{s.source} {b.source}"])
     if findings:  # the answer in one line first, then each comparison
         counts, n = Counter(verdicts), len(verdicts)
         findings.insert(0, f"In short: of {n} comparisons, the search was better in {counts['search better']}, "
                            f"worse in {counts['search worse']} and not significantly different in "
-                           f"{counts['no significant difference']} (each at p < {SIGNIFICANCE}, not corrected "
-                           f"for making {n} comparisons).")
+                           f"{counts['no significant difference']} (each at p < {SIGNIFICANCE} after Holm's "
+                           f"correction for making {n} comparisons; the uncorrected p is in the table too).")
     note = ("Every MCTS row (strategy `mcts` in the run's recorded config) against every row of the same model "
             "without search (strategy `sampling`: greedy CoT, self-consistency, best-of-N) on the problems both "
-            f"scored, filter `{{filter}}`. Verdict: \"search better\" or \"search worse\" when the exact McNemar "
-            f"p < {SIGNIFICANCE}, else \"no significant difference\". Tokens ratio: the search run's generated "
+            "scored, filter `{filter}`. p (McNemar): the exact McNemar test of that one comparison, uncorrected; "
+            "p Holm: the same p after Holm's step-down correction over every comparison in this table (one "
+            "family), which keeps the chance of any false \"better\" or \"worse\" below "
+            f"{SIGNIFICANCE}. Verdict: \"search better\" or \"search worse\" when the Holm-corrected p < "
+            f"{SIGNIFICANCE}, else \"no significant difference\". Tokens ratio: the search run's generated "
             "tokens per problem over the other's (each over its own problems). (a vs b): problems only the "
             "search solved vs only the other solved.")
     return Table("verdict", "Does the search pay? (MCTS against no search, same model)", note, columns, md_rows,
                  csv_columns, csv_rows, findings)
-

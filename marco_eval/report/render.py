@@ -21,7 +21,7 @@ def render_markdown(table: Table) -> str:
     lines = [f"### {table.title}", "", table.note, ""]
     lines += [f"- {sentence}" for sentence in table.findings] + ([""] if table.findings else [])
     if not table.md_rows:
-        return "\n".join(lines + ["(no runs yet)", ""])
+        return "\n".join(lines + [table.empty, ""])
     lines.append("| " + " | ".join(table.columns) + " |")
     lines.append("|" + "|".join("---" for _ in table.columns) + "|")
     lines += ["| " + " | ".join(escape_md(c) for c in row) + " |" for row in table.md_rows]
@@ -70,7 +70,8 @@ manifest and lm-eval's output (`--output_path DIR --log_samples`); see the main 
 
 Statistics: 95% CIs are percentile bootstraps over problems ({BOOTSTRAP_RESAMPLES:,} resamples,
 numpy `default_rng({BOOTSTRAP_SEED})` for every interval). Paired comparisons use the same
-problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test.
+problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test; the verdicts of
+"Does the search pay?" are Holm-corrected over all its comparisons.
 """
     if skipped:
         head += f"\nTasks in these results that the report does not tabulate:{skipped}\n"

@@ -19,7 +19,6 @@ TRANSLATION_TASKS = {"colloquial_zh_en": "Colloquial zh-en", "wmt22_zh_en": "WMT
 # metric -> (column, the names a task may report it under: tasks/colloquial_zh_en.yaml says chrf++)
 TRANSLATION_METRICS = {"bleu": ("BLEU", ("bleu",)), "chrf++": ("chrF++", ("chrf++", "chrf")),
                        "ter": ("TER", ("ter",)), "comet": ("COMET", ("comet",))}
-TEST_AT = (1, 8, 32)
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CI_LEVEL = 0.95

@@ -39,15 +39,25 @@ def shared_problems(a: TaskRun, b: TaskRun, root: Path) -> list[int]:
     return shared
 
 
+def resample_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED):
+    """Chunks of bootstrap resamples of n items, as index arrays (chunk x n); a fresh rng with
+    the fixed seed each call, so every interval is reproducible whatever was computed before."""
+    rng = np.random.default_rng(seed)
+    chunk = 1000
+    for start in range(0, resamples, chunk):
+        yield rng.integers(0, n, size=(min(chunk, resamples - start), n))
+
 
 def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """Means of `resamples` resamples (with replacement) of values; a fresh fixed-seed rng each call."""
-    rng = np.random.default_rng(seed)
-    n, chunk, means = len(values), 1000, []
-    for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        means.append(values[idx].mean(axis=1))
-    return np.concatenate(means)
+    return np.concatenate([values[idx].mean(axis=1) for idx in resample_indices(len(values), resamples, seed)])
+
+
+def percentile_interval(estimates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """The percentile interval of bootstrap estimates."""
+    # inverted_cdf: the classic percentile, an attainable resample estimate rather than an interpolation
+    lo, hi = np.quantile(estimates, [(1 - level) / 2, 1 - (1 - level) / 2], method="inverted_cdf")
+    return float(lo), float(hi)
 
 
 def bootstrap_ci(values, level: float = CI_LEVEL, **kwargs) -> tuple[float, float]:
@@ -55,10 +65,26 @@ def bootstrap_ci(values, level: float = CI_LEVEL, **kwargs) -> tuple[float, floa
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         raise ReportError("bootstrap of no values")
-    means = bootstrap_means(values, **kwargs)
-    # inverted_cdf: the classic percentile, an attainable resample mean rather than an interpolation
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2], method="inverted_cdf")
-    return float(lo), float(hi)
+    return percentile_interval(bootstrap_means(values, **kwargs), level)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment for a family of tests: the i-th smallest p times (m - i + 1),
+    kept non-decreasing and capped at 1; returned in the input order. Rejecting where the
+    adjusted p < alpha controls the chance of any false "significant" at alpha.
+
+    Args:
+        p_values: the uncorrected p of every test in the family.
+
+    Returns:
+        The adjusted p values, same order.
+    """
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def mcnemar_exact(system: np.ndarray, baseline: np.ndarray) -> tuple[int, int, float]:
@@ -125,8 +151,9 @@ def first_correct(run: TaskRun) -> np.ndarray:
 
 
 def test_at_n(run: TaskRun, n: int) -> np.ndarray | None:
-    """Per problem: 1 when any of the first n candidates matches the target; None when too few."""
-    if run.candidates is None or min(len(c) for c in run.candidates.values()) < n:
+    """Per problem: 1 when any of its first n candidates matches the target; a problem with
+    fewer than n counts all it has. None when no problem has n candidates (nothing new to say)."""
+    if run.candidates is None or max(len(c) for c in run.candidates.values()) < n:
         return None
     return (first_correct(run) < n).astype(float)
 

@@ -21,6 +21,7 @@ class Table:
     csv_columns: list[str]
     csv_rows: list[list[object]]
     findings: list[str] = field(default_factory=list)  # plain sentences, rendered above the table
+    empty: str = "(no runs yet)"  # what the Markdown says instead of a table without rows
 
 
 def pct(x: float) -> str:
@@ -54,6 +55,15 @@ def system_order(systems: set[str], baseline: str | None) -> list[str]:
 def mgsm_runs(loaded: Loaded) -> dict[tuple[str, str], TaskRun]:
     return {(r.system, r.task): r for r in loaded.tasks if r.task in MGSM_TASKS}
 
+
+def by_task_then_system(runs) -> list[TaskRun]:
+    """MGSM runs in table order: MGSM-En first, then by system name."""
+    return sorted(runs, key=lambda r: (list(MGSM_TASKS).index(r.task), r.system))
+
+
+def store_source(run: TaskRun, root) -> str:
+    """A row's source when it comes from the request store: "R3 (mgsm/en_x/requests.jsonl)"."""
+    return f"{run.source} ({rel(run.tokens_file, root)})"
 
 
 def metric_value(metrics: dict, metric: str) -> float | None:
