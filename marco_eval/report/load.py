@@ -11,6 +11,7 @@ import numpy as np
 
 from marco_eval.report.manifest import manifest_for
 from marco_eval.report.reading import read_json, read_jsonl, rel
+from marco_eval.report.rollouts import attach_search_data, check_search_fields
 from marco_eval.report.schema import (
     DEFAULT_EXCLUDE, JUDGE_SUMMARY, MGSM_TASKS, STORE, STORE_FIELDS, TOKENS, TRAINING_SUMMARY, TRANSLATION_TASKS,
     JudgeRow, Loaded, Manifest, ReportError, RunFile, TaskRun)
@@ -77,6 +78,7 @@ def load_store(path: Path) -> dict[tuple[str, int], dict]:
         for key, kind in STORE_FIELDS.items():
             if not isinstance(row.get(key), kind) or isinstance(row.get(key), bool):
                 raise ReportError(f"{path}:{number}: field {key!r} missing or not {getattr(kind, '__name__', 'a number')}")
+        check_search_fields(row, path, number)
         key = (row["task"], row["doc_id"])
         if key in records and records[key][1] != row:
             raise ReportError(f"{path}:{number}: a second, different record for {key[0]} doc {key[1]} "
@@ -98,6 +100,7 @@ def attach_store(run: TaskRun, store: dict[tuple[str, int], dict], path: Path) -
     run.tokens_per_problem = float(np.mean([mine[d]["generated_tokens"] for d in docs]))
     run.policy_calls_per_problem = float(np.mean([mine[d]["policy_calls"] for d in docs]))
     run.tokens_file = path
+    attach_search_data(run, mine)
 
 
 def attach_tokens_sidecar(run: TaskRun, path: Path) -> None:
@@ -147,13 +150,15 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
     config = doc.get("config")
     marco_config = config.get("marco_eval_config") if isinstance(config, dict) else None
     strategy = marco_config.get("strategy") if isinstance(marco_config, dict) else None
+    final_rule = marco_config.get("final_answer") if isinstance(marco_config, dict) else None
     runs = []
     for task in sorted(doc["results"]):
         if task not in MGSM_TASKS and task not in TRANSLATION_TASKS:
             skipped.append(f"{rel(path, root)}: {task}")
             continue
         run = TaskRun(system=manifest.system, task=task, source=source, results_file=path, manifest=manifest,
-                      metrics=doc["results"][task], n=task_count(doc, task, path), strategy=strategy)
+                      metrics=doc["results"][task], n=task_count(doc, task, path), strategy=strategy,
+                      final_rule=final_rule)
         if task in MGSM_TASKS:
             if metric_key not in run.metrics:
                 have = sorted(k for k in run.metrics if k.startswith("exact_match,"))

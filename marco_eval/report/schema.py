@@ -37,6 +37,9 @@ MANIFEST_REQUIRED = {"system": str, "model": str, "config": str, "command": str}
 MANIFEST_OPTIONAL = {"wall_seconds": (int, float), "notes": str, "store": str}
 STORE_FIELDS = {"task": str, "doc_id": int, "candidates": list, "generated_tokens": int,
                 "policy_calls": int, "seconds": (int, float)}
+# Per-rollout data and the anytime trace: optional, stores written before them lack both.
+ROLLOUT_FIELDS = {"answer": (str, type(None)), "reward": (int, float), "tokens": int, "finish": str}
+TRACE_FIELDS = {"answer": (str, type(None)), "tokens": int}
 
 
 class ReportError(UserError, ValueError):
@@ -61,6 +64,25 @@ class Manifest:
             self.folder = self.path.parent
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """One rollout (MCTS) or sample (strategy sampling) of a request store record."""
+
+    answer: str | None  # the extracted number; None: none found
+    reward: float  # Marco-o1's confidence reward, in [0, 1]
+    tokens: int  # length of the rollout's whole completion
+    finish: str  # how it ended: "</Output>", "eos", "length", "budget", ...
+
+
+@dataclass(frozen=True)
+class TracePoint:
+    """The anytime trace: after simulation (sampling: sample) k, what the run's configured
+    final-answer rule would answer and the tokens generated for the problem so far."""
+
+    answer: str | None
+    tokens: int
+
+
 @dataclass
 class TaskRun:
     """One task of one lm-eval results file, with everything the tables need."""
@@ -82,6 +104,11 @@ class TaskRun:
     tokens_file: Path | None = None
     seconds_per_problem: float | None = None
     strategy: str | None = None  # marco_eval_config.strategy of the results file: "mcts" or "sampling"
+    final_rule: str | None = None  # marco_eval_config.final_answer: max_value, most_visited, vote, best_reward
+    store_records: int = 0  # this task's records in the request store
+    answers: dict[int, str | None] | None = None  # doc_id -> the store record's answer (the configured pick)
+    rollouts: dict[int, list[Rollout]] | None = None  # doc_id -> every rollout; None unless every record has them
+    traces: dict[int, list[TracePoint]] | None = None  # doc_id -> the anytime trace; None unless every record has one
     first_correct: np.ndarray | None = None  # caches: Test@N, the accuracy with its CI
     accuracy_ci: Accuracy | None = None
 
