@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from marco_eval.errors import UserError, first_line
+from marco_eval.errors import UserError, first_line, require
 from marco_eval.paths import MODEL_CONFIGS_DIR
 from marco_eval.search.config import SearchConfig
 
@@ -168,9 +168,8 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
 
 
 def validate_options(o: ModelOptions) -> None:
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
+    def need(ok, msg):  # every check here is a ConfigError
+        require(ok, msg, ConfigError)
 
     need(o.backend in ("hf", "vllm"), f"backend={o.backend!r}: use hf (transformers) or vllm")
     validate_scale_out(o)

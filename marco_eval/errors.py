@@ -38,6 +38,13 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
     return None
 
 
+def require(condition, message: str, error: type[Exception] = ValueError) -> None:
+    """Raise `error(message)` unless `condition` holds: how validators say what is wrong
+    and how to fix it, one check a line."""
+    if not condition:
+        raise error(message)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty):
     how an error from a library is quoted inside one of ours."""

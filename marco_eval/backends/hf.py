@@ -17,15 +17,28 @@ from the batch (and the KV cache) so long rollouts don't drag short ones along.
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from typing import Hashable, NamedTuple, Sequence
 
 import torch
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.backends.kvtree import KVTree
+from marco_eval.backends.kvtree import KV, Entry, KVTree
 from marco_eval.search.policy import Continue, Generation
 
 TOP_K = 5
+
+
+class PrefixCache(NamedTuple):
+    """A request's prefix, ready to decode from: keys/values of prefix[:-1]."""
+    entry: Entry | None  # its KVTree entry (None: reuse off); pinned while a row extends it
+    kv: KV  # per layer (keys, values), each [1, kv_heads, len(prefix) - 1, head_dim]
+
+
+class Joining(NamedTuple):
+    """A request about to join the running batch."""
+    key: Hashable  # the caller's key, handed back with the result
+    req: Continue
+    cache: PrefixCache
 
 
 class _Row:
@@ -59,49 +72,50 @@ class _Batch:
     def pinned(self) -> set[int]:
         return {id(r.entry) for r in self.rows if r.entry is not None}
 
-    def add(self, items) -> None:
+    def add(self, items: list[Joining]) -> None:
         """New rows join with their prefix cache (KV of prefix[:-1]); they feed prefix[-1]."""
         if not items:
             return
         dev = self.policy.device
-        lengths = [kv[0][0].shape[2] for _, _, (_, kv) in items]
+        lengths = [j.cache.kv[0][0].shape[2] for j in items]
         T_old = self.mask.shape[1] if self.mask is not None else 0
-        T = max([T_old, *lengths])
+        T = max([T_old, *lengths])  # the batch's new width: its longest row, old or new
         new_layers = []
-        for li in range(len(items[0][2][1])):
-            k0 = items[0][2][1][li][0]
-            keys = torch.zeros((len(items), k0.shape[1], T, k0.shape[3]), dtype=k0.dtype, device=dev)
+        for li in range(len(items[0].cache.kv)):
+            k0 = items[0].cache.kv[li][0]  # [1, kv_heads, n, head_dim]
+            keys = torch.zeros((len(items), k0.shape[1], T, k0.shape[3]), dtype=k0.dtype, device=dev)  # [new, kv_heads, T, head_dim]
             values = torch.zeros_like(keys)
-            for b, (_, _, (_, kv)) in enumerate(items):
-                n = kv[li][0].shape[2]
-                if n:
-                    keys[b, :, T - n:] = kv[li][0][0]
-                    values[b, :, T - n:] = kv[li][1][0]
+            for b, j in enumerate(items):
+                layer_k, layer_v = j.cache.kv[li]
+                n = layer_k.shape[2]
+                if n:  # left padding: the row's positions sit at the right end
+                    keys[b, :, T - n:] = layer_k[0]
+                    values[b, :, T - n:] = layer_v[0]
             new_layers.append((keys, values))
-        new_mask = torch.zeros((len(items), T), dtype=torch.long, device=dev)
+        new_mask = torch.zeros((len(items), T), dtype=torch.long, device=dev)  # [new, T]
         for b, n in enumerate(lengths):
             new_mask[b, T - n:] = 1
         if self.rows:
-            pad = T - T_old
+            pad = T - T_old  # the old rows get this many columns of left padding
             for layer, (k, v) in zip(self.cache.layers, new_layers):
-                old_k, old_v = layer.keys, layer.values
+                old_k, old_v = layer.keys, layer.values  # [rows, kv_heads, T_old, head_dim]
                 if pad:
                     z = torch.zeros((old_k.shape[0], old_k.shape[1], pad, old_k.shape[3]), dtype=old_k.dtype, device=dev)
-                    old_k, old_v = torch.cat([z, old_k], dim=2), torch.cat([z, old_v], dim=2)
-                layer.keys, layer.values = torch.cat([old_k, k], dim=0), torch.cat([old_v, v], dim=0)
-            old_mask = self.mask
+                    old_k, old_v = torch.cat([z, old_k], dim=2), torch.cat([z, old_v], dim=2)  # [rows, kv_heads, T, head_dim]
+                layer.keys, layer.values = torch.cat([old_k, k], dim=0), torch.cat([old_v, v], dim=0)  # [rows + new, ...]
+            old_mask = self.mask  # [rows, T_old]
             if pad:
                 old_mask = torch.cat([torch.zeros((old_mask.shape[0], pad), dtype=torch.long, device=dev), old_mask], 1)
-            self.mask = torch.cat([old_mask, new_mask], dim=0)
+            self.mask = torch.cat([old_mask, new_mask], dim=0)  # [rows + new, T]
         else:
             from transformers import DynamicCache
 
             self.cache = DynamicCache(ddp_cache_data=new_layers)
             self.mask = new_mask
-        for key, req, (entry, _) in items:
-            self.rows.append(_Row(key, req, entry, self.policy.max_length))
-            self.to_feed.append(req.prefix[-1])
-            self.pos.append(len(req.prefix) - 1)
+        for j in items:
+            self.rows.append(_Row(j.key, j.req, j.cache.entry, self.policy.max_length))
+            self.to_feed.append(j.req.prefix[-1])
+            self.pos.append(len(j.req.prefix) - 1)
 
     def trim_padding(self) -> None:
         """Drop the left columns no live row uses. The batch outlives its rows (continuous
@@ -111,17 +125,17 @@ class _Batch:
         first = int(self.mask.any(dim=0).long().argmax())  # the first column a live row attends to
         if first == 0:
             return
-        self.mask = self.mask[:, first:]
-        for layer in self.cache.layers:
+        self.mask = self.mask[:, first:]  # [rows, T - first]
+        for layer in self.cache.layers:  # [rows, kv_heads, T, head_dim] -> [rows, kv_heads, T - first, head_dim]
             layer.keys, layer.values = layer.keys[:, :, first:].contiguous(), layer.values[:, :, first:].contiguous()
 
     def step(self) -> torch.Tensor:
         """Forward one token per row; returns next-token logits [rows, vocab]."""
         dev = self.policy.device
-        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=dev)], dim=1)
-        ids = torch.tensor(self.to_feed, device=dev).unsqueeze(-1)
-        pos = torch.tensor(self.pos, device=dev).unsqueeze(-1)
-        return self.policy._forward(ids, self.mask, pos, self.cache)[:, -1]
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=dev)], dim=1)  # [rows, T + 1]
+        ids = torch.tensor(self.to_feed, device=dev).unsqueeze(-1)  # [rows, 1]
+        pos = torch.tensor(self.pos, device=dev).unsqueeze(-1)  # [rows, 1]: true positions, padding ignored
+        return self.policy._forward(ids, self.mask, pos, self.cache)[:, -1]  # [rows, vocab]
 
     def feed(self, chosen: list[int], drop: list[int]) -> None:
         """Next step feeds each row's new token; finished rows leave the batch and cache."""
@@ -216,32 +230,32 @@ class TransformersPolicy(TokenizerCodec):
         self.generate_stream(pull, push)
         return out  # type: ignore[return-value]
 
-    def _prefix_cache(self, prefix: tuple[int, ...]):
-        """(KVTree entry or None, keys/values of prefix[:-1]): reused from the tree as far
-        as it is cached, the rest forwarded now (one row, no padding)."""
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> PrefixCache:
+        """The keys/values of prefix[:-1]: reused from the tree as far as it is cached, the
+        rest forwarded now (one row, no padding) and cached in its turn."""
         from transformers import DynamicCache
 
         base = self.kv.lookup(prefix) if self.kv_reuse else None
-        kv = self.kv.materialize(base)
+        kv = self.kv.materialize(base)  # per layer [1, kv_heads, done, head_dim], or None
         done = base.length if base is not None else 0
         new = prefix[done: len(prefix) - 1]
         if not new:
-            return base, kv if kv is not None else self._empty_kv()
+            return PrefixCache(base, kv if kv is not None else self._empty_kv())
         cache = DynamicCache(ddp_cache_data=kv) if kv is not None else DynamicCache()
-        ids = torch.tensor([new], device=self.device)
-        pos = torch.arange(done, done + len(new), device=self.device).unsqueeze(0)
+        ids = torch.tensor([new], device=self.device)  # [1, new]
+        pos = torch.arange(done, done + len(new), device=self.device).unsqueeze(0)  # [1, new]
         self._forward(ids, torch.ones((1, done + len(new)), dtype=torch.long, device=self.device), pos, cache)
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        kv = [(layer.keys, layer.values) for layer in cache.layers]  # per layer [1, kv_heads, len(prefix) - 1, head_dim]
         if not self.kv_reuse:
-            return None, kv
-        segment = [(k[:, :, done:].clone(), v[:, :, done:].clone()) for k, v in kv]
-        return self.kv.insert(prefix, base, segment), kv
+            return PrefixCache(None, kv)
+        segment = [(k[:, :, done:].clone(), v[:, :, done:].clone()) for k, v in kv]  # only what the base lacks
+        return PrefixCache(self.kv.insert(prefix, base, segment), kv)
 
-    def _empty_kv(self):
+    def _empty_kv(self) -> KV:
         cfg = self.model.config.get_text_config()
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        empty = torch.zeros((1, heads, 0, dim), dtype=self.dtype, device=self.device)
+        empty = torch.zeros((1, heads, 0, dim), dtype=self.dtype, device=self.device)  # [1, kv_heads, 0, head_dim]
         return [(empty, empty) for _ in range(cfg.num_hidden_layers)]
 
     @torch.inference_mode()
@@ -257,12 +271,12 @@ class TransformersPolicy(TokenizerCodec):
                 for key, req in new:
                     self.check_length(len(req.prefix))
                 shared: dict = {}  # siblings pulled together share one prefix cache (and prefill)
-                batch.add([(key, req, self._prefix_cache_shared(req.prefix, shared)) for key, req in new])
+                batch.add([Joining(key, req, self._prefix_cache_shared(req.prefix, shared)) for key, req in new])
             if not len(batch):
                 break
-            logits = batch.step()
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            top5 = logp.topk(TOP_K, dim=-1).values.tolist()
+            logits = batch.step()  # [rows, vocab]
+            logp = torch.log_softmax(logits.float(), dim=-1)  # [rows, vocab], raw: no temperature
+            top5 = logp.topk(TOP_K, dim=-1).values.tolist()  # rows x 5, descending
             chosen = [self._sample(logits[b], logp[b], row.req, row.rng) for b, row in enumerate(batch.rows)]
             chosen_lp = logp[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
             finished = []
@@ -286,7 +300,7 @@ class TransformersPolicy(TokenizerCodec):
             if self.kv_reuse and finished:
                 self.kv.evict_to_cap(pinned=batch.pinned())
 
-    def _prefix_cache_shared(self, prefix, shared: dict):
+    def _prefix_cache_shared(self, prefix: tuple[int, ...], shared: dict) -> PrefixCache:
         if self.kv_reuse and prefix in shared:
             return shared[prefix]
         shared[prefix] = self._prefix_cache(prefix)
@@ -299,7 +313,7 @@ class TransformersPolicy(TokenizerCodec):
             return
         n = len(gen.token_ids)  # the row's last n positions: prefix[-1] and generated[:-1]
         segment = [(layer.keys[row: row + 1, :, -n:].clone(), layer.values[row: row + 1, :, -n:].clone())
-                   for layer in cache.layers]
+                   for layer in cache.layers]  # per layer [1, kv_heads, n, head_dim]
         self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), parent, segment)
 
     @staticmethod
@@ -333,11 +347,11 @@ class TransformersPolicy(TokenizerCodec):
         """log P(continuation | context) and whether greedy decoding would produce it."""
         seq = (context + continuation)[-self.max_length:]
         n_cont = len(continuation)
-        ids = torch.tensor([seq], device=self.device)
+        ids = torch.tensor([seq], device=self.device)  # [1, T]
         self.forwarded_tokens += ids.numel()
-        logits = self.model(input_ids=ids).logits[0, -n_cont - 1: -1].float()
+        logits = self.model(input_ids=ids).logits[0, -n_cont - 1: -1].float()  # [n_cont, vocab]: predicts each continuation token
         logp = torch.log_softmax(logits, dim=-1)
-        target = torch.tensor(seq[-n_cont:], device=self.device)
+        target = torch.tensor(seq[-n_cont:], device=self.device)  # [n_cont]
         total = float(logp.gather(-1, target.unsqueeze(-1)).sum())
         greedy = bool((logp.argmax(-1) == target).all())
         return total, greedy

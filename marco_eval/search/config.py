@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from marco_eval.errors import require
 from marco_eval.search.final_answer import RULES
 
 REFLECTION_PHRASE = "Wait! Maybe I made some mistakes! I need to rethink from scratch."
@@ -85,28 +86,24 @@ class SearchConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the field and the allowed range."""
-        def need(ok: bool, msg: str):
-            if not ok:
-                raise ValueError(msg)
-
-        need(self.strategy in STRATEGIES, f"strategy={self.strategy!r}: use one of {STRATEGIES}")
-        need(self.action in ACTIONS, f"action={self.action!r}: use one of {ACTIONS}")
-        need(self.final_answer in FINAL_ANSWERS, f"final_answer={self.final_answer!r}: use one of {FINAL_ANSWERS}")
-        need(self.reflection in REFLECTIONS, f"reflection={self.reflection!r}: use one of {REFLECTIONS}")
+        require(self.strategy in STRATEGIES, f"strategy={self.strategy!r}: use one of {STRATEGIES}")
+        require(self.action in ACTIONS, f"action={self.action!r}: use one of {ACTIONS}")
+        require(self.final_answer in FINAL_ANSWERS, f"final_answer={self.final_answer!r}: use one of {FINAL_ANSWERS}")
+        require(self.reflection in REFLECTIONS, f"reflection={self.reflection!r}: use one of {REFLECTIONS}")
         for name in ("simulations", "children", "mini_step_tokens", "max_depth",
                      "action_max_tokens", "rollout_max_tokens", "samples"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                  f"{name}={value!r}: must be a positive integer")
-        need(isinstance(self.reflection_max, int) and self.reflection_max >= 0,
+        require(isinstance(self.reflection_max, int) and self.reflection_max >= 0,
              f"reflection_max={self.reflection_max!r}: must be an integer >= 0")
-        need(self.temperature >= 0, f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
-        need(0 < self.top_p <= 1, f"top_p={self.top_p}: must be in (0, 1]")
-        need(self.exploration >= 0, f"exploration={self.exploration}: must be >= 0")
-        need(isinstance(self.step_delimiters, (list, tuple)) and len(self.step_delimiters) > 0
+        require(self.temperature >= 0, f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        require(0 < self.top_p <= 1, f"top_p={self.top_p}: must be in (0, 1]")
+        require(self.exploration >= 0, f"exploration={self.exploration}: must be >= 0")
+        require(isinstance(self.step_delimiters, (list, tuple)) and len(self.step_delimiters) > 0
              and all(isinstance(d, str) and d for d in self.step_delimiters),
              f"step_delimiters={self.step_delimiters!r}: must be a non-empty list of non-empty strings")
-        need(isinstance(self.seed, int), f"seed={self.seed!r}: must be an integer")
+        require(isinstance(self.seed, int), f"seed={self.seed!r}: must be an integer")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from marco_eval.config import DEFAULT_SYSTEM_PROMPT, ConfigError
-from marco_eval.errors import first_line
+from marco_eval.errors import first_line, require
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -100,9 +100,8 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
 
 
 def validate(c: TrainConfig) -> None:
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
+    def need(ok, msg):  # every check here is a ConfigError
+        require(ok, msg, ConfigError)
 
     need(c.data, "no data sources: list at least one under `data:` (path, format, weight)")
     need(c.precision in PRECISIONS, f"precision={c.precision!r}: use one of {', '.join(PRECISIONS)}")
