@@ -1,12 +1,13 @@
-"""`marco-eval report`, "Where the search gains and loses" (issue #19): pass@k, Holm, AUROC
-and the budget crossing on hand-computed values, and the request store's per-rollout data
-checked as it loads."""
+"""`marco-eval report`, "Where the search gains and loses" (issue #19): every statistic on a
+small hand-made store whose answers were worked out by hand (in the comments), plus Holm,
+pass@k, AUROC, the reflection counts, and stores written before per-rollout data existed."""
 
 import json
+import math
 
 import numpy as np
 import pytest
-from test_report import write_run
+from test_report import csv_rows, write_run
 
 from marco_eval import report
 from marco_eval.report import ReportError
@@ -106,7 +107,99 @@ def test_overtakes_reads_the_budget_where_the_search_stays_above():
     assert overtakes(curve([(1000, 0.9)]), vote) is None  # no budget in common
 
 
+# ------------------------------------------------------------------ the section on a hand-made store
+
+def test_find_or_pick_on_a_known_store(searched):
+    (row,) = csv_rows(searched / "report" / "search_coverage.csv")
+    assert (row["final_answer"], row["problems"], row["k"]) == ("max_value", "4", "3")
+    # pass@1 = mean(2/3, 1/3, 0, 1/4) = 1.25 / 4; pass@3 = mean(1, 1, 0, 1 - C(3,3)/C(4,3)) = 2.75 / 4
+    assert float(row["pass_at_1"]) == pytest.approx(1.25 / 4, abs=1e-6)
+    assert float(row["pass_at_k"]) == pytest.approx(2.75 / 4)
+    assert float(row["pick"]) == 0.5 and float(row["oracle"]) == 0.75
+    # majority: P0 10 (right), P1 5, P2 1 (tie 1-1: first seen), P3 9 -> 1 of 4
+    # reward-weighted: P0 10 (1.7 vs 0.2), P1 5 (1.3 vs 0.5), P2 2 (0.5 vs 0.3), P3 13 (0.95 vs 0.6) -> 2 of 4
+    assert float(row["majority_vote"]) == 0.25 and float(row["weighted_vote"]) == 0.5
+    assert (row["found_not_picked"], row["never_found"], row["picked_unfound"]) == ("1", "1", "0")
+    readme = (searched / "README.md").read_text()
+    assert ("- MGSM-En, toy / mcts_step: some rollout had the right answer on 75.00% of the 4 problems, its max_value "
+            "pick on 50.00%. Of the 2 problems the pick got wrong, 1 failed at the pick (some rollout had the answer) "
+            "and 1 at the search (no rollout had it).") in readme
+    assert "Runs with per-rollout data: toy / mcts_step MGSM-En (R1)." in readme
+
+
+def test_reward_separation_and_calibration_on_a_known_store(searched):
+    (row,) = csv_rows(searched / "report" / "reward_auroc.csv")
+    # correct rewards 0.9, 0.8, 0.5, 0.95 against the 9 wrong ones (0.2, 0.6, 0.7, 0.3, 0.5, 0.1, 0.1, 0.2, 0.3):
+    # 0.9, 0.8 and 0.95 beat all 9 (27 pairs); 0.5 beats 6, ties 1 (0.5), loses 2 -> 33.5 of 36
+    assert (row["rollouts"], row["correct"]) == ("13", "4")
+    assert float(row["auroc"]) == pytest.approx(33.5 / 36, abs=1e-6)
+    assert float(row["auroc_lo"]) <= float(row["auroc"]) <= float(row["auroc_hi"]) <= 1
+    assert float(row["mean_reward_correct"]) == pytest.approx(3.15 / 4)
+    assert float(row["mean_reward_wrong"]) == pytest.approx(3.0 / 9)
+    bins = {float(r["bin_lo"]): (int(r["rollouts"]), int(r["correct"]))
+            for r in csv_rows(searched / "report" / "reward_calibration.csv")}
+    assert len(bins) == 10 and sum(n for n, _ in bins.values()) == 13
+    assert bins[0.9] == (2, 2) and bins[0.5] == (2, 1) and bins[0.0] == (0, 0) and bins[0.1] == (2, 0)
+
+
+def test_accuracy_by_budget_from_the_traces(searched):
+    rows = csv_rows(searched / "report" / "accuracy_by_budget.csv")
+    # k=1: 10 11 1 13 -> 3 right; k=2: 10 5 1 9 -> 1; k=3: 10 5 (P1 stopped at 2) 2 13 -> 2
+    assert [(r["k"], float(r["tokens_per_problem"]), float(r["acc"])) for r in rows] == [
+        ("1", 92.5, 0.75), ("2", 202.5, 0.25), ("3", 277.5, 0.5)]
+    plot = searched / "report" / "budget_toy-model_mgsm_en.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (searched / "report" / "reward_calibration.png").is_file()
+    readme = (searched / "README.md").read_text()
+    assert "](report/budget_toy-model_mgsm_en.png)" in readme and "](report/reward_calibration.png)" in readme
+
+
+def test_search_overtaking_a_vote_is_said_in_words(tmp_path):
+    root = tmp_path / "results"
+    search_run(root)
+    vote = [{"answer": "0", "rollouts": rollouts(["0"], [0.5]), "trace": trace(("0", 90), ("0", 180), ("0", 270))}
+            for _ in range(4)]  # never right
+    search_run(root, "vote", "toy / self_consistency", "self_consistency", vote, final_answer="vote")
+    greedy = [{"answer": "0", "rollouts": rollouts(["0"], [0.5]), "trace": trace(("0", 60))} for _ in range(4)]
+    search_run(root, "greedy", "toy / base_cot", "base_cot", greedy, final_answer=None)  # one point, no vote
+    report.report(root, tmp_path / "out")
+    md = (tmp_path / "out" / "report" / "accuracy_by_budget.md").read_text()
+    assert ("- MGSM-En, toy / mcts_step against the vote of toy / self_consistency: the search's curve is above "
+            "from 92.5 tokens per problem on, up to the largest budget both reach.") in md
+    assert md.count("against the vote of") == 1  # greedy CoT is no vote
+    assert (tmp_path / "out" / "report" / "budget_toy-model_mgsm_en.png").is_file()
+
+
+def test_budget_plot_legend_sits_outside_the_data(tmp_path):
+    from marco_eval.report.search_plots import budget_figure
+    from marco_eval.report.search_tables import budget_table
+
+    root = tmp_path / "results"
+    search_run(root)
+    _, curves = budget_table(report.load(root))
+    fig = budget_figure(MODEL, "mgsm_en", {"toy / mcts_step": curves["toy / mcts_step", "mgsm_en"]})
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+
+
 # ------------------------------------------------------------------ older stores and bad ones
+
+def test_stores_without_per_rollout_data_still_load_and_are_named(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "old", "toy / base_cot", {"mgsm_en": [1, 0]}, config="base_cot", model=MODEL,
+              candidates={"mgsm_en": [["10"], ["0"]]})
+    partial = [SEARCH_RECORDS[0], {"answer": "0"}, SEARCH_RECORDS[2], SEARCH_RECORDS[3]]  # one record from before
+    search_run(root, "mixed", "toy / mcts_step", records=partial)
+    write_run(root, "tok", "toy / mcts_mini32", {"mgsm_en": [1, 1]}, config="mcts_mini32", model=MODEL)
+    report.report(root, tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert ("Runs without per-rollout data, so not in this section: store written before per-rollout data was "
+            "recorded: toy / base_cot (MGSM-En R2), toy / mcts_step (MGSM-En R1); no request store: "
+            "toy / mcts_mini32 (MGSM-En R3).") in readme
+    assert "No run in these results has per-rollout data yet, so the tables below are empty." in readme
+    assert csv_rows(tmp_path / "out" / "report" / "search_coverage.csv") == []
+
 
 @pytest.mark.parametrize("change, message", [
     (lambda rec: rec["rollouts"][0].update(reward=1.5), r"rollouts\[0\] has reward 1.5, outside \[0, 1\]"),
@@ -122,3 +215,24 @@ def test_malformed_per_rollout_data_is_a_one_line_error(tmp_path, change, messag
         report.load(tmp_path / "results")
 
 
+# ------------------------------------------------------------------ reflection against greedy CoT
+
+def test_reflection_fixed_and_broken_counts(tmp_path):
+    root = tmp_path / "results"
+    greedy = [1, 1, 0, 0, 0, 0, 1, 0]  # wrong on 2, 3, 4, 5, 7; right on 0, 1, 6
+    reflect = [1, 0, 1, 1, 0, 0, 1, 0]  # fixes 2 and 3, breaks 1
+    write_run(root, "greedy", "toy / base_cot", {"mgsm_en": greedy}, config="base_cot", model=MODEL)
+    write_run(root, "refl", "toy / cot_reflection", {"mgsm_en": reflect}, config="cot_reflection", model=MODEL)
+    write_run(root, "other", "other / cot_reflection", {"mgsm_en": reflect}, config="cot_reflection", model="other")
+    report.report(root, tmp_path / "out")
+    (row,) = csv_rows(tmp_path / "out" / "report" / "reflection.csv")
+    assert (row["greedy_wrong"], row["fixed"], row["greedy_right"], row["broken"]) == ("5", "2", "3", "1")
+    assert float(row["fixed_share"]) == pytest.approx(0.4) and float(row["broken_share"]) == pytest.approx(1 / 3)
+    assert float(row["delta"]) == pytest.approx(1 / 8)  # 4 right against 3
+    assert float(row["p_mcnemar"]) == pytest.approx(1.0)  # 2 vs 1: 2 * (C(3,0) + C(3,1)) / 8 capped at 1
+    assert row["paper_claim"] == "fixed about half of the hard problems"
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert ("of the 5 problems greedy CoT got wrong, reflection fixed 2 (40.00%, 95% CI" in readme
+            and "and it broke 1 of the 3 greedy CoT got right: net +12.50 points (McNemar p = 1.000)." in readme)
+    assert "- MGSM-En, other / cot_reflection: no base_cot run of model other on this task to compare with." in readme
+    assert math.isfinite(float(row["fixed_share_lo"]))

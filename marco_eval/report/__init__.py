@@ -5,12 +5,14 @@
     marco-eval report --slim RAW_RUN_DIR DEST_DIR                       a run without dataset text
 
 Data flows one way: load (manifest.py: run.json, or one derived from the results file;
-load.py: lm-eval files and request stores, then the cross-run checks; summaries.py: judge
-and training summaries) -> statistics (statistics.py) -> tables (mgsm_tables.py, tables.py)
--> render (render.py, plots.py) -> write (write.py). Every table row names the results files
-it came from (R1, R2, ... in the Runs table), and everything is written atomically only
-after everything was computed. schema.py holds the names and records they share;
-compare.py and slim.py are the two other modes.
+load.py: lm-eval files and request stores, then the cross-run checks; rollouts.py: the
+stores' per-rollout data and anytime traces; summaries.py: judge and training summaries)
+-> statistics (statistics.py: bootstrap, McNemar, Holm, Test@N; search_stats.py: pass@k,
+votes, AUROC, calibration, budget curves) -> tables (mgsm_tables.py, search_tables.py,
+reflection.py, tables.py) -> render (render.py; plots.py, search_plots.py) -> write
+(write.py). Every table row names the results files it came from (R1, R2, ... in the Runs
+table), and everything is written atomically only after everything was computed. schema.py
+holds the names and records they share; compare.py and slim.py are the two other modes.
 
 This package's namespace is what callers (the CLI, tests) use; the modules are how it is kept.
 """

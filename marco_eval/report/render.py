@@ -17,9 +17,13 @@ def escape_md(cell: str) -> str:
     return str(cell).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(table: Table) -> str:
+def render_markdown(table: Table, rows: bool = True) -> str:
+    """A table as Markdown: title, note, findings, then the rows (rows=False: a pointer to the
+    table's own file instead, for tables too long for the README)."""
     lines = [f"### {table.title}", "", table.note, ""]
     lines += [f"- {sentence}" for sentence in table.findings] + ([""] if table.findings else [])
+    if not rows and table.md_rows:
+        return "\n".join(lines + [f"Every row: [`{TABLES_DIR}/{table.name}.md`]({TABLES_DIR}/{table.name}.md).", ""])
     if not table.md_rows:
         return "\n".join(lines + [table.empty, ""])
     lines.append("| " + " | ".join(table.columns) + " |")
@@ -54,7 +58,20 @@ def shell_quote(s: str) -> str:
     return s if re.fullmatch(r"[\w./@%+=:,-]+", s) else "'" + s.replace("'", "'\\''") + "'"
 
 
-def render_readme(tables: list[Table], loaded: Loaded, command: str) -> str:
+def render_readme(tables: list[Table], loaded: Loaded, command: str, search_intro: str,
+                  search_plots: list[str]) -> str:
+    """The results README: how it was made, then every table and plot.
+
+    Args:
+        tables: every table (build_tables), by name.
+        loaded: the loaded results (for the tasks it skipped).
+        command: the command line that regenerates it.
+        search_intro: the paragraph opening "Where the search gains and loses".
+        search_plots: that section's PNG file names (in TABLES_DIR).
+
+    Returns:
+        The Markdown text.
+    """
     by_name = {t.name: t for t in tables}
     skipped = "".join(f"\n- {s}" for s in loaded.skipped_tasks)
     head = f"""# Results
@@ -79,7 +96,15 @@ problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test; the 
     for name in ("mgsm", "verdict", "test_at_n", "cost"):
         body.append(render_markdown(by_name[name]))
     body.append(f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n")
-    for name in ("translation", "human", "training", "runs"):
+    body.append(f"### Where the search gains and loses\n\n{search_intro}\n")
+    body += [render_markdown(by_name["search_coverage"]), render_markdown(by_name["reward_auroc"])]
+    body += [f"![{alt_text(name)}]({TABLES_DIR}/{name})\n" for name in search_plots]
+    body.append(render_markdown(by_name["accuracy_by_budget"], rows=False))
+    for name in ("reflection", "translation", "human", "training", "runs"):
         body.append(render_markdown(by_name[name]))
     return "\n".join(body)
 
+
+def alt_text(plot: str) -> str:
+    """A plot's alt text from its file name: "budget_qwen_mgsm_en.png" -> "budget qwen mgsm en"."""
+    return plot.removesuffix(".png").replace("_", " ")

@@ -92,7 +92,7 @@ def coverage(run: TaskRun) -> Coverage:
     docs = sorted(correct)
     sizes = [len(correct[d]) for d in docs]
     k_max = min(sizes)
-    hits = np.array([c.sum() for c in (correct[d] for d in docs)])
+    hits = np.array([correct[d].sum() for d in docs])  # correct rollouts per problem
     pass_1 = np.array([pass_at_k(n, c, 1) if n else 0.0 for n, c in zip(sizes, hits)])
     pass_k = np.array([pass_at_k(n, c, k_max) for n, c in zip(sizes, hits)]) if k_max else None
     chosen = np.array([same_answer(run.answers[d], run.targets[d]) for d in docs], dtype=float)
@@ -104,7 +104,8 @@ def coverage(run: TaskRun) -> Coverage:
                     pass_1=accuracy_of(pass_1), pass_k=accuracy_of(pass_k) if pass_k is not None else None,
                     chosen=accuracy_of(chosen), majority=accuracy_of(majority), weighted=accuracy_of(weighted),
                     oracle=accuracy_of(oracle), found_not_picked=int(np.sum((oracle == 1) & (chosen == 0))),
-                    never_found=int(np.sum((oracle == 0) & (chosen == 0))), picked_unfound=int(np.sum((oracle == 0) & (chosen == 1))))
+                    never_found=int(np.sum((oracle == 0) & (chosen == 0))),
+                    picked_unfound=int(np.sum((oracle == 0) & (chosen == 1))))
 
 
 @dataclass

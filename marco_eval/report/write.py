@@ -1,4 +1,4 @@
-"""`marco-eval report`: load everything, build every table and the plot in memory, and only
+"""`marco-eval report`: load everything, build every table and plot in memory, and only
 then write them all (atomically), so an error leaves the old outputs untouched."""
 
 from __future__ import annotations
@@ -11,36 +11,72 @@ from marco_eval.report.mgsm_tables import accuracy_table, cost_table, test_at_ta
 from marco_eval.report.plots import accuracy_figure, png_bytes
 from marco_eval.report.render import command_line, render_csv, render_markdown, render_readme
 from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded, ReportError
+from marco_eval.report.reflection import reflection_table
+from marco_eval.report.search_stats import BudgetPoint
+from marco_eval.report.search_plots import CALIBRATION_PLOT, budget_figure, budget_plot_name, calibration_figure
+from marco_eval.report.search_tables import (
+    budget_table, calibration_table, coverage_table, search_intro, separation_table, with_rollouts, with_traces)
 from marco_eval.report.tables import Table, human_table, runs_table, training_table, translation_table
 
 
-def build_tables(loaded: Loaded, baseline: str | None, filter_name: str) -> list[Table]:
+def build_tables(loaded: Loaded, baseline: str | None, filter_name: str, budget: Table) -> list[Table]:
+    """Every table of the report, in README order, with the filter named in their notes
+    (`budget`, the accuracy-by-budget table, is made with its curves by budget_table)."""
     systems = {r.system for r in loaded.tasks if r.task in MGSM_TASKS}
     if baseline is not None and baseline not in systems:
         raise ReportError(f"--baseline {baseline!r} is not a system with MGSM runs (systems: {', '.join(sorted(systems)) or 'none'})")
     tables = [accuracy_table(loaded, baseline), verdict_table(loaded), test_at_table(loaded), cost_table(loaded),
-              translation_table(loaded), human_table(loaded), training_table(loaded), runs_table(loaded)]
+              coverage_table(loaded), separation_table(loaded), calibration_table(loaded), budget,
+              reflection_table(loaded), translation_table(loaded), human_table(loaded), training_table(loaded),
+              runs_table(loaded)]
     for t in tables:
         t.note = t.note.replace("{filter}", filter_name)
     return tables
 
 
+def search_figures(loaded: Loaded, curves: dict[tuple[str, str], list[BudgetPoint]]) -> dict[str, bytes]:
+    """The PNGs of "Where the search gains and loses": reward calibration (when any run has
+    rollouts) and one accuracy-against-budget plot per model and task (curves: (system, task) ->
+    budget curve, from budget_table)."""
+    figures = {}
+    if runs := with_rollouts(loaded):
+        figures[CALIBRATION_PLOT] = png_bytes(calibration_figure(runs))
+    groups: dict[tuple[str, str], dict[str, list]] = {}
+    for run in with_traces(loaded):
+        groups.setdefault((run.manifest.model, run.task), {})[run.system] = curves[run.system, run.task]
+    for (model, task), mine in sorted(groups.items()):
+        figures[budget_plot_name(model, task)] = png_bytes(budget_figure(model, task, mine))
+    return figures
+
 
 def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None = None,
            filter_name: str = "flexible-extract", exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> list[Path]:
-    """Load, validate, build every table and the plot in memory, then write them all. Returns the paths."""
+    """Load and validate the runs, build every table and plot in memory, then write them all.
+
+    Args:
+        results_dir: the folder of runs.
+        out_dir: where README.md and report/ go (default results_dir).
+        baseline: the system the MGSM table compares every row with, if any.
+        filter_name: lm-eval's filter whose exact_match is scored.
+        exclude: sub-folders of results_dir to skip.
+
+    Returns:
+        The paths written.
+    """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir else results_dir
     loaded = load(results_dir, filter_name, tuple(exclude))
-    tables = build_tables(loaded, baseline, filter_name)
+    budget, curves = budget_table(loaded)
+    tables = build_tables(loaded, baseline, filter_name, budget)
     files: dict[Path, bytes] = {}
     for t in tables:
         files[out_dir / TABLES_DIR / f"{t.name}.md"] = render_markdown(t).encode()
         files[out_dir / TABLES_DIR / f"{t.name}.csv"] = render_csv(t).encode()
     files[out_dir / TABLES_DIR / PLOT] = png_bytes(accuracy_figure(loaded))
+    figures = search_figures(loaded, curves)
+    files.update({out_dir / TABLES_DIR / name: data for name, data in figures.items()})
     command = command_line(results_dir, baseline, filter_name, tuple(exclude))
-    files[out_dir / "README.md"] = render_readme(tables, loaded, command).encode()
+    files[out_dir / "README.md"] = render_readme(tables, loaded, command, search_intro(loaded), list(figures)).encode()
     for path, data in files.items():
         write_atomic(path, data)
     return list(files)
-

@@ -1,0 +1,188 @@
+"""Tables of "Where the search gains and loses" (issue #19), from each run's stored rollouts
+and anytime traces: find or pick (coverage against the run's own choice and two votes over
+the same rollouts), how well the reward separates right from wrong rollouts, reward
+calibration, and accuracy at each budget."""
+
+from __future__ import annotations
+
+from marco_eval.report.rollouts import lacking_search_data
+from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
+from marco_eval.report.search_stats import (
+    BudgetPoint, budget_curve, calibration, coverage, overtakes, separation)
+from marco_eval.report.tables import (
+    Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, pct, store_source)
+
+NO_ROLLOUTS = "(no run has per-rollout data yet: see the paragraph above)"
+
+
+def with_rollouts(loaded: Loaded) -> list[TaskRun]:
+    """MGSM runs whose store records all carry rollouts, in table order."""
+    return by_task_then_system(r for r in mgsm_runs(loaded).values() if r.rollouts is not None)
+
+
+def with_traces(loaded: Loaded) -> list[TaskRun]:
+    """MGSM runs whose store records all carry an anytime trace, in table order."""
+    return by_task_then_system(r for r in mgsm_runs(loaded).values() if r.traces is not None)
+
+
+def lacking_sentence(loaded: Loaded) -> str | None:
+    """One sentence naming every MGSM run without per-rollout data, grouped by why and by system."""
+    why: dict[str, dict[str, list[str]]] = {}
+    for run in sorted(mgsm_runs(loaded).values(), key=lambda r: (r.system, list(MGSM_TASKS).index(r.task))):
+        reason = lacking_search_data(run)
+        if reason:
+            why.setdefault(reason, {}).setdefault(run.system, []).append(f"{MGSM_TASKS[run.task]} {run.source}")
+    if not why:
+        return None
+    return ("Runs without per-rollout data, so not in this section: "
+            + "; ".join(f"{reason}: " + ", ".join(f"{system} ({', '.join(runs)})" for system, runs in systems.items())
+                        for reason, systems in why.items()) + ".")
+
+
+def coverage_table(loaded: Loaded) -> Table:
+    columns = ["Task", "System", "Pick rule", "n", "Rollouts / problem", "pass@1 % [95% CI]", "pass@k % [95% CI]",
+               "Pick % [95% CI]", "Majority vote % [95% CI]", "Reward-weighted vote % [95% CI]",
+               "Oracle % [95% CI]", "Found, not picked", "Never found", "Sources"]
+    csv_columns = ["task", "system", "final_answer", "problems", "rollouts_per_problem", "k",
+                   *(f"{name}{end}" for name in ("pass_at_1", "pass_at_k", "pick", "majority_vote",
+                                                 "weighted_vote", "oracle") for end in ("", "_lo", "_hi")),
+                   "found_not_picked", "never_found", "picked_unfound", "sources"]
+    md_rows, csv_rows, findings = [], [], []
+    for run in with_rollouts(loaded):
+        c = coverage(run)
+        rule = run.final_rule or "?"
+        source = store_source(run, loaded.root)
+        md_rows.append([MGSM_TASKS[run.task], run.system, rule, str(c.problems), f"{c.rollouts_per_problem:.1f}",
+                        acc_md(c.pass_1), f"{acc_md(c.pass_k)} (k={c.k_max})" if c.pass_k else "—",
+                        acc_md(c.chosen), acc_md(c.majority), acc_md(c.weighted), acc_md(c.oracle),
+                        str(c.found_not_picked), str(c.never_found), source])
+        csv_rows.append([run.task, run.system, rule, c.problems, num(c.rollouts_per_problem), c.k_max,
+                         *acc_csv(c.pass_1), *acc_csv(c.pass_k), *acc_csv(c.chosen), *acc_csv(c.majority),
+                         *acc_csv(c.weighted), *acc_csv(c.oracle), c.found_not_picked, c.never_found,
+                         c.picked_unfound, source])
+        findings.append(f"{MGSM_TASKS[run.task]}, {run.system}: some rollout had the right answer on "
+                        f"{pct(c.oracle.value)}% of the {c.problems} problems, its {rule} pick on "
+                        f"{pct(c.chosen.value)}%. Of the {c.found_not_picked + c.never_found} problems the pick got "
+                        f"wrong, {c.found_not_picked} failed at the pick (some rollout had the answer) and "
+                        f"{c.never_found} at the search (no rollout had it). Over the same rollouts a majority "
+                        f"vote would score {pct(c.majority.value)}%, a reward-weighted vote {pct(c.weighted.value)}%.")
+    note = ("From each run's request store (`rollouts`: every rollout or sample, in order). pass@k: the unbiased "
+            "estimator 1 − C(n−c, k)/C(n, k) per problem (n rollouts, c correct), averaged; k = the fewest "
+            "rollouts any problem has. Pick: the run's own answer (`answer` of the store record: the configured "
+            "final-answer rule, compared with the target like the rollouts; lm-eval's filter in the MGSM table "
+            "can differ on a few problems). Majority vote (no answer does not vote; ties: first seen) and "
+            "reward-weighted vote (the search's `vote` rule) are derived from the same rollouts of the same run: "
+            "no second search. Oracle: a problem counts when any rollout is correct. Found, not picked: problems "
+            "some rollout solved but the pick missed (a selection failure); never found: the pick missed and no "
+            "rollout solved it (a search failure). CIs: percentile bootstrap over problems.")
+    return Table("search_coverage", "Find or pick: rollouts against the run's own choice", note, columns, md_rows,
+                 csv_columns, csv_rows, findings, empty=NO_ROLLOUTS)
+
+
+def separation_table(loaded: Loaded) -> Table:
+    columns = ["Task", "System", "Rollouts", "Correct", "AUROC [95% CI]", "Mean reward, correct",
+               "Mean reward, wrong", "Sources"]
+    csv_columns = ["task", "system", "rollouts", "correct", "auroc", "auroc_lo", "auroc_hi",
+                   "mean_reward_correct", "mean_reward_wrong", "sources"]
+    md_rows, csv_rows = [], []
+    for run in with_rollouts(loaded):
+        s = separation(run)
+        if s.auroc is None:
+            shown = "— (no correct rollout)" if s.correct == 0 else "— (no wrong rollout)"
+        else:
+            shown = f"{s.auroc:.3f}" + (f" [{s.lo:.3f}, {s.hi:.3f}]" if s.lo is not None else " [too few problems]")
+        source = store_source(run, loaded.root)
+        md_rows.append([MGSM_TASKS[run.task], run.system, str(s.rollouts), str(s.correct), shown,
+                        f"{s.mean_reward_correct:.3f}" if s.mean_reward_correct is not None else "—",
+                        f"{s.mean_reward_wrong:.3f}" if s.mean_reward_wrong is not None else "—", source])
+        csv_rows.append([run.task, run.system, s.rollouts, s.correct, num(s.auroc), num(s.lo), num(s.hi),
+                         num(s.mean_reward_correct), num(s.mean_reward_wrong), source])
+    note = ("Does the confidence reward know a right rollout from a wrong one? AUROC: the chance that a random "
+            "correct rollout has a higher reward than a random wrong one of the same run (ties count 1/2; 0.5 = "
+            "no better than chance, 1 = perfect). CI: percentile bootstrap resampling problems with all their "
+            "rollouts (a problem's rollouts are not independent); resamples without both kinds are skipped. "
+            "Calibration by reward bin: `report/reward_calibration.png` (below, when any run has rollouts) and "
+            "`report/reward_calibration.md`.")
+    return Table("reward_auroc", "Does the reward separate right from wrong rollouts?", note, columns, md_rows,
+                 csv_columns, csv_rows, empty=NO_ROLLOUTS)
+
+
+def calibration_table(loaded: Loaded) -> Table:
+    columns = ["Task", "System", "Reward bin", "Rollouts", "Correct", "Fraction correct", "Sources"]
+    csv_columns = ["task", "system", "bin_lo", "bin_hi", "rollouts", "correct", "fraction_correct", "sources"]
+    md_rows, csv_rows = [], []
+    for run in with_rollouts(loaded):
+        source = store_source(run, loaded.root)
+        for lo, hi, count, right in calibration(run):
+            fraction = right / count if count else None
+            md_rows.append([MGSM_TASKS[run.task], run.system, f"[{lo:.1f}, {hi:.1f}{']' if hi == 1 else ')'}",
+                            str(count), str(right), f"{fraction:.3f}" if fraction is not None else "—", source])
+            csv_rows.append([run.task, run.system, num(lo), num(hi), count, right, num(fraction), source])
+    note = ("Every rollout of a run by its reward, in ten equal bins over [0, 1] (a reward of 1 in the last): how "
+            "many fell in each and what fraction of those were correct. A calibrated reward would put that "
+            "fraction near the bin's reward.")
+    return Table("reward_calibration", "Reward calibration (by bin)", note, columns, md_rows, csv_columns, csv_rows,
+                 empty=NO_ROLLOUTS)
+
+
+def budget_table(loaded: Loaded) -> tuple[Table, dict[tuple[str, str], list[BudgetPoint]]]:
+    """The accuracy-by-budget table and the curves it is made of ((system, task) -> points)."""
+    columns = ["Task", "System", "k", "Tokens / problem", "Accuracy % [95% CI]", "Sources"]
+    csv_columns = ["task", "system", "k", "tokens_per_problem", "acc", "ci_lo", "ci_hi", "sources"]
+    md_rows, csv_rows, curves = [], [], {}
+    for run in with_traces(loaded):
+        curves[run.system, run.task] = points = budget_curve(run)
+        source = store_source(run, loaded.root)
+        for p in points:
+            md_rows.append([MGSM_TASKS[run.task], run.system, str(p.k), f"{p.tokens:.1f}", acc_md(p.accuracy), source])
+            csv_rows.append([run.task, run.system, p.k, num(p.tokens), *acc_csv(p.accuracy), source])
+    note = ("From each run's anytime trace (`trace` in the request store): after k MCTS simulations (sampling runs: "
+            "over the first k samples), the answer the run's configured final-answer rule would give and the "
+            "tokens generated so far. Tokens / problem: their mean over problems; accuracy of those answers with "
+            "a percentile bootstrap CI over problems. A problem whose search ended before k keeps its last answer. "
+            "The curves of every run of a model on a task share one plot, `report/budget_<model>_<task>.png` "
+            "(above, when any run has a trace).")
+    table = Table("accuracy_by_budget", "Accuracy at each budget (anytime traces)", note, columns, md_rows,
+                  csv_columns, csv_rows, overtake_sentences(loaded, curves), empty=NO_ROLLOUTS)
+    return table, curves
+
+
+def overtake_sentences(loaded: Loaded, curves: dict[tuple[str, str], list[BudgetPoint]]) -> list[str]:
+    """For every MCTS run and every voting run of the same model and task (both with traces):
+    from which budget, if any, the search's curve stays above the vote's."""
+    runs = {(r.system, r.task): r for r in with_traces(loaded)}
+    sentences = []
+    for (system, task), search in runs.items():
+        if search.strategy != "mcts":
+            continue
+        for (other_system, other_task), other in runs.items():
+            if (other_task != task or other.strategy != "sampling" or other.final_rule != "vote"
+                    or other.manifest.model != search.manifest.model):
+                continue
+            budget = overtakes(curves[system, task], curves[other_system, other_task])
+            sentences.append(f"{MGSM_TASKS[task]}, {system} against the vote of {other_system}: "
+                             + (f"the search's curve is above from {budget:,.1f} tokens per problem on, up to the "
+                                f"largest budget both reach." if budget is not None else
+                                "the search's curve does not stay above the vote's at any budget both reach.")
+                             + " (Point estimates; the CIs are in the plot.)")
+    return sentences
+
+
+def search_intro(loaded: Loaded) -> str:
+    """The plain-words paragraph that opens the section: what it asks, and which runs can answer."""
+    having = [f"{r.system} {MGSM_TASKS[r.task]} ({r.source})" for r in with_rollouts(loaded)]
+    text = ("Where does the search gain, and where does it lose? A run that records its rollouts (every MCTS "
+            "rollout or sample with its answer, reward and length) and its anytime trace (after each simulation "
+            "or sample, the answer it would give then and the tokens spent) answers, without a second search: "
+            "did the right answer turn up among the rollouts at all (coverage: pass@k and the oracle), and did "
+            "the run pick it (its own pick against a majority vote and a reward-weighted vote over the same "
+            "rollouts)? A problem lost with the answer among the rollouts is a failure to pick; one where no "
+            "rollout had it, a failure to find. Does the confidence reward rank right rollouts above wrong ones "
+            "(AUROC, calibration)? And how does accuracy grow with the tokens spent, against voting on the same "
+            "budget?")
+    if having:
+        text += f" Runs with per-rollout data: {', '.join(having)}."
+    else:
+        text += " No run in these results has per-rollout data yet, so the tables below are empty."
+    lacking = lacking_sentence(loaded)
+    return text + (f" {lacking}" if lacking else "")
