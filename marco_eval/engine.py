@@ -15,6 +15,7 @@ It never imports lm-eval: the adapter translates lm-eval's requests into these c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -23,6 +24,7 @@ from marco_eval import store as request_store
 from marco_eval.answers import answer_reader
 from marco_eval.errors import InputError, first_line
 from marco_eval.models import ALIASES, ModelError, resolve
+from marco_eval.progress import ProgressThread, SearchProgress, Snapshot
 from marco_eval.search import RewardFn, Search, SearchResult, rollout_reward, run_searches
 
 OnDone = Callable[[int, SearchResult], None]
@@ -145,17 +147,29 @@ class Engine:
                       answer_fn=self.answer_fn, reward=self.reward)
 
     # ------------------------------------------------------------------ running
-    def run(self, searches: list[Search], on_done: OnDone | None = None) -> list[SearchResult]:
+    def run(self, searches: list[Search], on_done: OnDone | None = None, *,
+            progress: Callable[[Snapshot], None] | None = None, every: float = 1.0) -> list[SearchResult]:
         """Run searches to the end, `options.tree_batch` trees at a time, through the pool
         when there is one, else the driver (continuous batching when the backend streams).
 
         Args:
             searches: from `make_search`.
             on_done: called with (index, result) the moment each search finishes.
+            progress: called with a progress.Snapshot every `every` seconds while they run
+                (tokens/s, trees in flight, simulations, batch rows, ETA).
+            every: seconds between progress calls.
         Returns:
             The results in the order of `searches`.
         """
-        width = self.options.tree_batch
-        if isinstance(self.policy, SearchRunner):
-            return self.policy.run_searches(searches, width=width, on_done=on_done)
-        return run_searches(searches, self.policy, width=width, on_done=on_done)
+        width, policy = self.options.tree_batch, self.policy
+        tracker = SearchProgress(searches, policy)
+
+        def done(i: int, result: SearchResult) -> None:
+            tracker.mark_done(i, result.generated_tokens)
+            if on_done is not None:
+                on_done(i, result)
+
+        with ProgressThread(tracker, progress, every) if progress is not None else contextlib.nullcontext():
+            if isinstance(policy, SearchRunner):
+                return policy.run_searches(searches, width=width, on_done=done)
+            return run_searches(searches, policy, width=width, on_done=done)

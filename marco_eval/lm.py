@@ -25,6 +25,7 @@ from lm_eval.models.utils import handle_stop_sequences
 from tqdm import tqdm
 
 from marco_eval import config as run_config
+from marco_eval import progress
 from marco_eval import store as request_store
 from marco_eval.engine import Engine
 from marco_eval.errors import install_excepthook
@@ -160,7 +161,14 @@ class MarcoMCTSLM(TemplateLM):
             searches[j] = None
             bar.update(1)
 
-        self.engine.run(searches, on_done=on_done)
+        if disable_tqdm:
+            self.engine.run(searches, on_done=on_done)
+        elif sys.stderr.isatty():  # live figures in the bar itself, refreshed every second
+            self.engine.run(searches, on_done=on_done, every=1.0,
+                            progress=lambda snap: bar.set_postfix_str(snap.line(), refresh=True))
+        else:  # a log: one line a minute, not a redrawn bar
+            self.engine.run(searches, on_done=on_done, every=progress.LOG_EVERY_S,
+                            progress=lambda snap: print(f"marco_mcts: {snap.line()}", file=sys.stderr, flush=True))
         bar.close()
         return texts  # type: ignore[return-value]
 

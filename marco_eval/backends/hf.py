@@ -206,6 +206,8 @@ class TransformersPolicy(TokenizerCodec):
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.forwarded_tokens = 0  # every position the model processed, padding included
+        self.generated_tokens = 0  # every token sampled, counted as it is made (live progress reads it)
+        self.live_rows = 0  # rows in the running batch
         self.kv_reuse = kv_reuse  # off = naive recompute: every request re-reads its prefix
         self.kv = KVTree(max_bytes=kv_cache_mb * 2**20)
 
@@ -272,6 +274,7 @@ class TransformersPolicy(TokenizerCodec):
                     self.check_length(len(req.prefix))
                 shared: dict = {}  # siblings pulled together share one prefix cache (and prefill)
                 batch.add([Joining(key, req, self._prefix_cache_shared(req.prefix, shared)) for key, req in new])
+            self.live_rows = len(batch)
             if not len(batch):
                 break
             logits = batch.step()  # [rows, vocab]
@@ -279,6 +282,7 @@ class TransformersPolicy(TokenizerCodec):
             top5 = logp.topk(TOP_K, dim=-1).values.tolist()  # rows x 5, descending
             chosen = [self._sample(logits[b], logp[b], row.req, row.rng) for b, row in enumerate(batch.rows)]
             chosen_lp = logp[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
+            self.generated_tokens += len(chosen)
             finished = []
             for b, row in enumerate(batch.rows):
                 g, req = row.gen, row.req
