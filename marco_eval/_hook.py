@@ -9,7 +9,9 @@ module, which patches lm-eval right after the real module has run:
 - after `lm_eval.models` registers its built-in lazy placeholders, it registers one more,
   "marco_mcts" -> "marco_eval.lm:MarcoMCTSLM" (imported only when that model is chosen);
 - after `lm_eval.tasks.manager` loads, `TaskManager` scans our tasks/ directory in
-  addition to its own and any --include_path (set MARCO_EVAL_NO_TASKS=1 to opt out).
+  addition to its own and any --include_path (set MARCO_EVAL_NO_TASKS=1 to opt out), and
+  an unknown task name (lm-eval's "Tasks not found: X" and its 40-line traceback) prints
+  as one line with the closest known names.
 
 Built-in models and tasks are untouched. An lm-eval with entry-point discovery (the
 `lm_eval.models` group in our pyproject) finds the model without this hook.
@@ -29,21 +31,47 @@ def _register_model(module) -> None:
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
 
 
-def _add_tasks_dir(module) -> None:
-    if os.environ.get("MARCO_EVAL_NO_TASKS"):
-        return
-    from marco_eval.paths import TASKS_DIR
+_KNOWN_TASKS: list[str] = []  # the task names of the last TaskManager built (for "did you mean")
+MISSING_TASKS = "Tasks not found: "  # how lm-eval 0.4.13 says it (config/evaluate_config.py)
 
+
+def unknown_tasks_error(exc: BaseException):
+    """lm-eval's ValueError for unknown task names as our one-line UserError, or None."""
+    if not (isinstance(exc, ValueError) and str(exc).startswith(MISSING_TASKS)):
+        return None
+    import difflib
+
+    from marco_eval.errors import UserError
+
+    parts = []
+    for name in str(exc)[len(MISSING_TASKS):].split(", "):
+        close = difflib.get_close_matches(name, _KNOWN_TASKS, n=3, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    return UserError(f"unknown task {', '.join(parts)}; `lm_eval ls tasks` lists every task "
+                     "(ours: mgsm_en, mgsm_zh, colloquial_zh_en, wmt22_zh_en)")
+
+
+def _add_tasks_dir(module) -> None:
+    from marco_eval import errors
+
+    if unknown_tasks_error not in errors.TRANSLATORS:
+        errors.TRANSLATORS.append(unknown_tasks_error)
+        errors.install_excepthook()
     manager = module.TaskManager
     original = manager.__init__
     if getattr(original, "_marco_eval", False):
         return
+    from marco_eval.paths import TASKS_DIR
 
     def __init__(self, *args, include_path=None, **kwargs):
         paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
-        if str(TASKS_DIR) not in map(str, paths):
+        if not os.environ.get("MARCO_EVAL_NO_TASKS") and str(TASKS_DIR) not in map(str, paths):
             paths.insert(0, str(TASKS_DIR))  # user paths come later and so take precedence
-        original(self, *args, include_path=paths, **kwargs)
+        original(self, *args, include_path=paths or None, **kwargs)
+        try:
+            _KNOWN_TASKS[:] = list(self.all_tasks)
+        except Exception:  # noqa: BLE001 - suggestions only
+            pass
 
     __init__._marco_eval = True
     manager.__init__ = __init__

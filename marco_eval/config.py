@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from marco_eval.errors import UserError, first_line, require
+from marco_eval.models import ALIASES
 from marco_eval.paths import MODEL_CONFIGS_DIR
 from marco_eval.search.config import SearchConfig
 
@@ -35,7 +36,7 @@ class ModelOptions:
     pretrained: str = "qwen2.5-coder-0.5b"  # alias, local path or Hugging Face id
     backend: str = "hf"  # "hf" (transformers, CPU or GPU) or "vllm" (GPU; pip install 'marco-eval[vllm]')
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it, else float32
-    device: str = "cpu"
+    device: str = "auto"  # auto: the first CUDA GPU when there is one, else the CPU
     revision: str | None = None
     trust_remote_code: bool = False
     max_batch: int = 16  # rows per forward pass in the backend
@@ -43,6 +44,9 @@ class ModelOptions:
     kv_cache_mb: int = 2048  # cap on cached keys/values; least-recently-used entries are evicted
     tree_batch: int = 16  # problems searched at once; more than max_batch/children keeps the batch full
     max_gen_toks: int = 1024  # per-request token budget when the task gives none
+    # A cap on every request's budget, the task's included; unset: the model alias's own
+    # (smollm2-135m, which never stops on its own, 256 tokens), else none.
+    token_cap: int | None = field(default=None, metadata={"added_later": True})
     chat_template: str = "auto"  # auto: wrap raw prompts in the tokenizer's chat template
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # "" for none
     response_prefix: str = ""  # text forced at the start of the assistant turn, e.g. "<Thought>\n"
@@ -119,7 +123,8 @@ def check_keys(keys, where: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown key {key!r} in {where}; {hint}known keys: {', '.join(known_keys())}")
+            raise ConfigError(f"unknown key {key!r} in {where}; {hint}every key is in the README's "
+                              "`--model_args` section (search knobs and model options)")
 
 
 def resolve_config_path(name: str) -> Path:
@@ -128,8 +133,10 @@ def resolve_config_path(name: str) -> Path:
     for candidate in (path, MODEL_CONFIGS_DIR / name, MODEL_CONFIGS_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    available = ", ".join(sorted(p.stem for p in MODEL_CONFIGS_DIR.glob("*.yaml")))
-    raise ConfigError(f"config file {name!r} not found; give a YAML path or one of: {available}")
+    names = sorted(p.stem for p in MODEL_CONFIGS_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(Path(name).stem, names, n=2)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise ConfigError(f"config {name!r} not found; {hint}give a YAML path or one of: {', '.join(names)}")
 
 
 def load_yaml(path: Path) -> dict:
@@ -164,6 +171,8 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
             raise ConfigError(str(e)) from None
     search, options = out
     validate_options(options)
+    if options.token_cap is None and options.pretrained in ALIASES:
+        options.token_cap = ALIASES[options.pretrained].token_cap
     return search, options
 
 
@@ -176,6 +185,7 @@ def validate_options(o: ModelOptions) -> None:
     need(o.max_batch > 0, f"max_batch={o.max_batch}: must be a positive integer")
     need(o.tree_batch > 0, f"tree_batch={o.tree_batch}: must be a positive integer")
     need(o.max_gen_toks > 0, f"max_gen_toks={o.max_gen_toks}: must be a positive integer")
+    need(o.token_cap is None or o.token_cap > 0, f"token_cap={o.token_cap}: must be a positive integer (or unset)")
     need(o.kv_cache_mb >= 0, f"kv_cache_mb={o.kv_cache_mb}: must be >= 0 (0 keeps nothing between calls)")
     need(o.dtype in DTYPES, f"dtype={o.dtype!r}: use one of {', '.join(DTYPES)}")
     need(o.store != "", "store=: give a file path for the request store (e.g. store=results/run.jsonl)")

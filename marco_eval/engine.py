@@ -127,7 +127,8 @@ class Engine:
         Args:
             context: the task's prompt text.
             until: stop strings: the completion ends before the first of them.
-            max_gen_toks: the token budget (None: options.max_gen_toks); capped by the context.
+            max_gen_toks: the token budget (None: options.max_gen_toks); capped by the context
+                and by options.token_cap.
             templated: the prompt already holds a chat template (see prompt_text).
             label: how an error names this request ("mgsm_en doc 7").
         Returns:
@@ -142,7 +143,7 @@ class Engine:
             policy.check_length(len(prompt_ids) + 1)
         except ValueError as e:  # the prompt does not fit the model's context
             raise InputError(f"{label}: {e}") from None
-        budget = min(int(budget), policy.max_length - len(prompt_ids))
+        budget = min(int(budget), policy.max_length - len(prompt_ids), self.options.token_cap or budget)
         return Search(self.search_config, prompt_ids, policy, max_new_tokens=budget, until=tuple(until),
                       answer_fn=self.answer_fn, reward=self.reward)
 

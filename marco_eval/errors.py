@@ -27,12 +27,21 @@ class InputError(UserError, ValueError):
     """A request the model cannot serve: a prompt longer than its context, a bad token budget."""
 
 
+# Functions that recognise another library's error for bad input and return our one-line
+# UserError for it (or None): the hook registers one for lm-eval's unknown task names.
+TRANSLATORS: list = []
+
+
 def find_user_error(exc: BaseException | None) -> UserError | None:
-    """The UserError behind `exc`: itself, or one it was raised from (lm-eval may wrap)."""
+    """The UserError behind `exc`: itself, one it was raised from (lm-eval may wrap), or
+    what a registered translator makes of a library's own bad-input error."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
             return exc
+        for translate in TRANSLATORS:
+            if (mine := translate(exc)) is not None:
+                return mine
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

@@ -51,7 +51,9 @@ class MarcoMCTSLM(TemplateLM):
         super().__init__()
         if pretrained is not None:
             overrides["pretrained"] = pretrained
-        if overrides.get("device") in (None, ""):
+        if overrides.get("device") in (None, "", "cuda:0"):
+            # lm-eval passes device=cuda:0 when the user named none (its EvaluatorConfig
+            # default): let the machine decide (config.ModelOptions.device = auto).
             overrides.pop("device", None)
         # Validate everything before touching the model: a typo costs a second, not a load.
         search_config, options = run_config.build(config, **overrides)

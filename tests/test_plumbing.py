@@ -77,7 +77,7 @@ def test_bad_model_args(overrides, needle):
 
 
 def test_missing_malformed_and_unknown_key_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="not found; give a YAML path or one of: .*mcts_step"):
+    with pytest.raises(ConfigError, match="not found; .*give a YAML path or one of: .*mcts_step"):
         run_config.build("no_such_config")
     bad = tmp_path / "bad.yaml"
     bad.write_text("simulations: [1, 2\n")
@@ -230,3 +230,30 @@ def test_store_fingerprint_settings_are_those_of_existing_stores():
         "pretrained", "backend", "dtype", "device", "revision", "trust_remote_code", "max_batch", "kv_reuse",
         "kv_cache_mb", "tree_batch", "max_gen_toks", "chat_template", "system_prompt", "response_prefix",
         "answer", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len"])
+
+
+def test_the_plumbing_model_has_a_default_token_cap_that_settings_override():
+    from marco_eval import config
+
+    assert config.build(pretrained="smollm2-135m")[1].token_cap == 256
+    assert config.build(pretrained="smollm2-135m", token_cap="40")[1].token_cap == 40
+    assert config.build(pretrained="qwen2.5-coder-0.5b")[1].token_cap is None
+    with pytest.raises(ConfigError, match="token_cap=0: must be a positive integer"):
+        config.build(token_cap=0)
+
+
+def test_token_cap_bounds_the_task_budget():
+    from fakes import fake_lm
+
+    lm = fake_lm(token_cap=30)
+    assert lm.engine.make_search("Q?\n", max_gen_toks=1024).max_new_tokens == 30
+    assert fake_lm().engine.make_search("Q?\n", max_gen_toks=1024).max_new_tokens == 1024
+
+
+def test_lm_evals_default_device_lets_the_machine_decide():
+    """lm-eval passes device=cuda:0 when the user names none; on a CPU box that must not
+    warn: the option becomes auto, which the backend resolves to the CPU silently."""
+    from fakes import fake_lm
+
+    assert fake_lm(device="cuda:0").options.device == "auto"
+    assert fake_lm(device="cuda:1").options.device == "cuda:1"  # asked for by name: kept (and warned on a CPU)

@@ -17,6 +17,7 @@ from the batch (and the KV cache) so long rollouts don't drag short ones along.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Hashable, NamedTuple, Sequence
 
 import torch
@@ -177,14 +178,15 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 class TransformersPolicy(TokenizerCodec):
-    def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "cpu", max_batch: int = 16,
+    def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "auto", max_batch: int = 16,
                  revision: str | None = None, trust_remote_code: bool = False, kv_reuse: bool = True,
                  kv_cache_mb: int = 2048):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            # lm-eval's CLI passes --device cuda by default; like its hf model, fall back.
-            print(f"marco-eval: device={device} requested but CUDA is not available; using cpu")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            print(f"marco-eval: device={device} requested but CUDA is not available; using cpu", file=sys.stderr)
             device = "cpu"
         self.device = device
         self.dtype = pick_dtype(dtype, device)
