@@ -144,7 +144,8 @@ class Engine:
         except ValueError as e:  # the prompt does not fit the model's context
             raise InputError(f"{label}: {e}") from None
         budget = min(int(budget), policy.max_length - len(prompt_ids), self.options.token_cap or budget)
-        return Search(self.search_config, prompt_ids, policy, max_new_tokens=budget, until=tuple(until),
+        until = tuple(s for s in until if s)  # an empty stop string would stop at once (vLLM refuses it)
+        return Search(self.search_config, prompt_ids, policy, max_new_tokens=budget, until=until,
                       answer_fn=self.answer_fn, reward=self.reward)
 
     # ------------------------------------------------------------------ running

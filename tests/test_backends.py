@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import scripted_lm
-from marco_eval.backends.vllm import BackendUnavailable, finish_of, group_requests, to_generation
+from marco_eval.backends.vllm import BackendUnavailable, finish_of, to_generation
 from marco_eval.config import ConfigError, build
 from marco_eval.search import Search, SearchConfig, rollout_reward, run_searches, token_confidence
 from marco_eval.search.policy import Continue
@@ -158,15 +158,20 @@ def test_chosen_token_outside_top5_joins_the_denominator(fake_vllm):
 
 
 def test_output_conversion_and_finish_mapping(fake_vllm):
-    from vllm import CompletionOutput, Logprob
+    from vllm import CompletionOutput
+    from vllm.logprobs import Logprob
+
+    def output(token_ids, logprobs, finish_reason, stop_reason):
+        return CompletionOutput(index=0, text="", token_ids=token_ids, cumulative_logprob=None, logprobs=logprobs,
+                                finish_reason=finish_reason, stop_reason=stop_reason)
 
     six = {7: Logprob(-3.0, 9), 1: Logprob(-0.5, 1), 2: Logprob(-1.0, 2), 3: Logprob(-1.5, 3), 4: Logprob(-2.0, 4),
            5: Logprob(-2.5, 5)}
-    gen = to_generation(CompletionOutput(0, "", [7], None, [six], "stop", "\n\n"))
+    gen = to_generation(output([7], [six], "stop", "\n\n"))
     assert gen.logprobs == [-3.0] and gen.top_logprobs == [[-0.5, -1.0, -1.5, -2.0, -2.5]]
     assert (gen.finish, gen.stop) == ("stop", "\n\n")
     assert token_confidence(-3.0, gen.top_logprobs[0]) < token_confidence(-2.5, gen.top_logprobs[0])
-    out = CompletionOutput(0, "", [], None, [], "stop", None)
+    out = output([], [], "stop", None)
     assert finish_of(out) == ("eos", None)
     out.stop_reason = 151645  # a generation-config EOS id
     assert finish_of(out) == ("eos", None)
@@ -176,7 +181,7 @@ def test_output_conversion_and_finish_mapping(fake_vllm):
     with pytest.raises(RuntimeError, match="abort"):
         finish_of(out)
     with pytest.raises(RuntimeError, match="log-probabilities"):
-        to_generation(CompletionOutput(0, "", [7], None, None, "length", None))
+        to_generation(output([7], None, "length", None))
 
 
 def test_score_matches_transformers_backend(fake_vllm, hf_policy):
@@ -192,7 +197,7 @@ def test_score_matches_transformers_backend(fake_vllm, hf_policy):
 
 
 # ---------------------------------------------------------------- request building
-def test_requests_are_token_ids_grouped_with_n_and_full_sampling_params(fake_vllm):
+def test_requests_are_token_ids_one_prompt_each_with_full_sampling_params(fake_vllm):
     policy = vllm_policy("FLAT", tensor_parallel_size=1, gpu_memory_utilization=0.5, max_model_len=100)
     args = policy.llm.engine_args
     assert args["enable_prefix_caching"] is True and args["logprobs_mode"] == "raw_logprobs"
@@ -200,26 +205,46 @@ def test_requests_are_token_ids_grouped_with_n_and_full_sampling_params(fake_vll
     a, b = ids(PROMPTS[0]), ids(PROMPTS[1])
     requests = [
         Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=11),
-        Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=99),  # same prefix + sampling: joins (n=2)
-        Continue(b, 500, (), 0.0, 0.95, seed=5),  # greedy: alone, top_p 1, max_tokens cut to the context
-        Continue(b, 500, (), 0.0, 0.95, seed=6),  # greedy again: vLLM refuses n>1 for greedy
-        Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=12),  # not adjacent to its twins: own prompt
+        Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=99),  # a sibling: its own prompt and seed
+        Continue(b, 500, (), 0.0, 0.95, seed=5),  # greedy: top_p 1, max_tokens cut to the context
     ]
-    assert group_requests(requests) == [[0, 1], [2], [3], [4]]
     gens = policy.generate(requests)
     assert len(policy.llm.calls) == 1
     prompts, params = policy.llm.calls[0]
-    assert [p["prompt_token_ids"] for p in prompts] == [list(a), list(b), list(b), list(a)]
+    assert [p["prompt_token_ids"] for p in prompts] == [list(a), list(a), list(b)]
     assert all(type(t) is int for p in prompts for t in p["prompt_token_ids"])
     assert [(sp.n, sp.seed, sp.temperature, sp.top_p) for sp in params] == \
-        [(2, 11, 0.7, 0.95), (1, 5, 0.0, 1.0), (1, 6, 0.0, 1.0), (1, 12, 0.7, 0.95)]
-    assert [sp.max_tokens for sp in params] == [30, 100 - len(b), 100 - len(b), 30]
+        [(1, 11, 0.7, 0.95), (1, 99, 0.7, 0.95), (1, 5, 0.0, 1.0)]
+    assert [sp.max_tokens for sp in params] == [30, 30, 100 - len(b)]
     assert all(sp.logprobs == 5 and sp.include_stop_str_in_output for sp in params)
-    assert params[0].stop == ["\n\n", "</Output>"] and params[1].stop == []
-    # the group's second sample is vLLM's seed + 1 sample, returned at the second request's place
-    alone = policy.generate([Continue(a, 30, ("\n\n", "</Output>"), 0.7, 0.95, seed=12)])[0]
-    assert gens[1].token_ids == alone.token_ids and gens[4].token_ids == alone.token_ids
+    assert params[0].stop == ["\n\n", "</Output>"] and params[2].stop == []
     assert gens[0].token_ids != gens[1].token_ids
+
+
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_a_sample_depends_on_its_own_seed_only(backend, fake_vllm, monkeypatch):
+    """Continue.seed's contract on both backends: the same request gives the same sample
+    alone and among siblings (same prefix, other seeds) and strangers. The flat model
+    makes every seed's sample differ, so a seed taken from a neighbour would show."""
+    if backend == "vllm":
+        policy = vllm_policy("FLAT")
+    else:
+        import transformers
+
+        from marco_eval.backends.hf import TransformersPolicy
+
+        monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                            lambda *a, **k: scripted_lm.torch_model(scripted_lm.FLAT))
+        monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: scripted_lm.CharTokenizer())
+        policy = TransformersPolicy("scripted", dtype="float32", max_batch=4)
+    a, b = ids(PROMPTS[0]), ids(PROMPTS[1])
+    mine = Continue(a, 25, ("</Output>",), 1.0, 0.95, seed=12)
+    alone = policy.generate([mine])[0]
+    crowd = [Continue(a, 25, ("</Output>",), 1.0, 0.95, seed=s) for s in (3, 4)] + [mine] + \
+        [Continue(b, 25, (), 1.0, 0.95, seed=12)]
+    in_crowd = policy.generate(crowd)[2]
+    assert in_crowd.token_ids == alone.token_ids
+    assert len({tuple(g.token_ids) for g in policy.generate(crowd)[:3]}) == 3
 
 
 def test_one_engine_call_per_search_step_across_trees(fake_vllm):
@@ -231,8 +256,8 @@ def test_one_engine_call_per_search_step_across_trees(fake_vllm):
     # every live tree advances one step per round and each round is one LLM.generate
     assert len(calls) == policy.generate_calls == max(r.policy_calls for r in results)
     first_prompts, first_params = calls[0]
-    assert [p["prompt_token_ids"] for p in first_prompts] == [list(policy.encode(p)) for p in PROMPTS]
-    assert [sp.n for sp in first_params] == [3, 3, 3]  # each root's 3 children: one prompt, n=3
+    assert [p["prompt_token_ids"] for p in first_prompts] == [list(policy.encode(p)) for p in PROMPTS for _ in range(3)]
+    assert len(first_prompts) == 9 and {sp.n for sp in first_params} == {1}  # each root's 3 children: 3 prompts
     assert sum(r.policy_calls for r in results) > len(calls)  # calls were shared between trees
 
 

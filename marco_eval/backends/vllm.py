@@ -8,9 +8,10 @@ generated token the token, its raw log-probability and the raw top-5 out. What v
 - One engine call per search step: the lock-step driver (search/driver.py) puts every
   live tree's frontier requests into one `generate`, and this backend sends them all in
   one `LLM.generate`. Prompts go in as token ids (`TokensPrompt`), never as text.
-- Identical consecutive sampled requests (a node's K children) become one prompt with
-  `n=K`. vLLM seeds the K samples s, s+1, ..., s+K-1 from the group's first seed s.
-  Greedy requests are sent one by one (vLLM allows n>1 only when sampling).
+- One prompt per request, each with its own seed (n=1). A node's K children are K
+  prompts with the same prefix: prefix caching computes it once. Sending them as one
+  prompt with n=K would seed them s, s+1, ... from the first request's seed, so a sample
+  would depend on its neighbours, against the `Continue.seed` contract.
 
 Log-probabilities: `logprobs=5` returns, per generated token, {token id: Logprob} with the
 top 5 and the sampled token, so six entries when sampling picked a token outside the top
@@ -72,23 +73,6 @@ def finish_of(out) -> tuple[str, str | None]:
     raise RuntimeError(f"vLLM request ended with finish_reason={out.finish_reason!r}")
 
 
-def same_sampling(a: Continue, b: Continue) -> bool:
-    """Requests that may share one prompt with n>1: same prefix and sampling, not greedy."""
-    return a.temperature > 0 and (a.prefix, a.max_new_tokens, a.stop, a.temperature, a.top_p) == \
-        (b.prefix, b.max_new_tokens, b.stop, b.temperature, b.top_p)
-
-
-def group_requests(requests: Sequence[Continue]) -> list[list[int]]:
-    """Indices of runs of consecutive requests that become one prompt (n = run length)."""
-    groups: list[list[int]] = []
-    for i, req in enumerate(requests):
-        if groups and same_sampling(requests[groups[-1][0]], req):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
 class VLLMPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", revision: str | None = None,
                  trust_remote_code: bool = False, tensor_parallel_size: int = 1,
@@ -108,36 +92,32 @@ class VLLMPolicy(TokenizerCodec):
         self.generate_calls = 0  # LLM.generate calls made for the search (one per search step)
 
     # ------------------------------------------------------------------ generation
-    def sampling_params(self, req: Continue, n: int):
+    def sampling_params(self, req: Continue):
         greedy = req.temperature == 0
         return self._vllm.SamplingParams(
-            n=n, temperature=req.temperature, top_p=1.0 if greedy else req.top_p, seed=req.seed,
+            n=1, temperature=req.temperature, top_p=1.0 if greedy else req.top_p, seed=req.seed,
             max_tokens=min(req.max_new_tokens, self.max_length - len(req.prefix)),
             stop=list(req.stop), include_stop_str_in_output=True, logprobs=TOP_K)
 
     def build_requests(self, requests: Sequence[Continue]):
-        """(groups, prompts, params) for one LLM.generate over all requests of a call."""
+        """(prompts, params) for one LLM.generate over all requests of a call."""
         for req in requests:
             self.check_length(len(req.prefix))
-        groups = group_requests(requests)
-        prompts = [self._vllm.TokensPrompt(prompt_token_ids=list(requests[g[0]].prefix)) for g in groups]
-        params = [self.sampling_params(requests[g[0]], len(g)) for g in groups]
-        return groups, prompts, params
+        prompts = [self._vllm.TokensPrompt(prompt_token_ids=list(req.prefix)) for req in requests]
+        return prompts, [self.sampling_params(req) for req in requests]
 
     def generate(self, requests: Sequence[Continue]) -> list[Generation]:
         if not requests:
             return []
-        groups, prompts, params = self.build_requests(requests)
+        prompts, params = self.build_requests(requests)
         self.generate_calls += 1
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        out: list[Generation | None] = [None] * len(requests)
-        for group, result in zip(groups, outputs, strict=True):
-            samples = sorted(result.outputs, key=lambda o: o.index)
-            if len(samples) != len(group):
-                raise RuntimeError(f"vLLM returned {len(samples)} samples for a prompt that asked for {len(group)}")
-            for i, sample in zip(group, samples):
-                out[i] = to_generation(sample)
-        return out  # type: ignore[return-value]
+        out = []
+        for result in outputs:
+            if len(result.outputs) != 1:
+                raise RuntimeError(f"vLLM returned {len(result.outputs)} samples for a prompt that asked for one")
+            out.append(to_generation(result.outputs[0]))
+        return out
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
     def score(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:

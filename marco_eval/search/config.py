@@ -56,6 +56,7 @@ STRATEGIES = ("mcts", "sampling")
 ACTIONS = ("step", "mini_step")
 FINAL_ANSWERS = tuple(RULES)
 REFLECTIONS = ("off", "thought_end")
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0  # vLLM's sampling range, applied to every backend
 
 
 @dataclass
@@ -98,6 +99,13 @@ class SearchConfig:
         require(isinstance(self.reflection_max, int) and self.reflection_max >= 0,
              f"reflection_max={self.reflection_max!r}: must be an integer >= 0")
         require(self.temperature >= 0, f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        # vLLM refuses temperatures above 2 and silently raises those below 0.01 to 0.01;
+        # both backends take exactly the same range, so a config means the same on either.
+        require(self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+                f"temperature={self.temperature}: use 0 (greedy) or a value in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]")
+        for name in ("thought_end", "answer_end"):  # stop strings: an empty one would end every step at once
+            require(isinstance(getattr(self, name), str) and getattr(self, name),
+                    f"{name}={getattr(self, name)!r}: must be a non-empty string")
         require(0 < self.top_p <= 1, f"top_p={self.top_p}: must be in (0, 1]")
         require(self.exploration >= 0, f"exploration={self.exploration}: must be >= 0")
         require(isinstance(self.step_delimiters, (list, tuple)) and len(self.step_delimiters) > 0

@@ -1,12 +1,14 @@
 """A fake `vllm` for CPU tests: the subset of vLLM's API that marco-eval uses, with vLLM's
-semantics, running a scripted model (tests/scripted_lm.py) instead of a GPU engine.
+semantics (as of vLLM 0.32), running a scripted model (tests/scripted_lm.py) instead of a GPU engine.
 
 Tests put tests/fake_vllm on sys.path; `LLM(model="module:attr")` runs the ScriptedLM at
 that import path. Like vLLM: prompts are TokensPrompt dicts (text prompts are refused here,
 to prove none are sent); greedy needs n=1; n samples are seeded seed, seed+1, ...;
 `logprobs=k` gives per token {id: Logprob} with the top k plus the sampled token; log-probs
 are raw (before temperature); the token that completes a stop string, or EOS, is kept in
-token_ids; finish_reason "stop" with stop_reason = the stop string (None for EOS), or "length".
+token_ids; finish_reason "stop" with stop_reason = the stop string (the EOS id for EOS), or
+"length"; temperature above 2 or an empty stop string is refused, one below 0.01 raised to
+0.01; CompletionOutput is built by keyword and Logprob lives in vllm.logprobs.
 """
 
 from __future__ import annotations
@@ -17,24 +19,22 @@ import random
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from vllm.logprobs import Logprob  # like vLLM: the class lives in vllm.logprobs, not exported here
+
+__all__ = ["LLM", "SamplingParams", "TokensPrompt", "CompletionOutput", "RequestOutput"]
+
 ENGINE_ARGS = {"revision", "trust_remote_code", "dtype", "tensor_parallel_size", "gpu_memory_utilization",
                "enable_prefix_caching", "logprobs_mode", "max_model_len", "seed"}
 
 
-@dataclass
-class Logprob:
-    logprob: float
-    rank: int | None = None
-    decoded_token: str | None = None
-
-
-@dataclass
+@dataclass(kw_only=True)  # 0.32 added fields in the middle (routed_experts): build it by keyword
 class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
     cumulative_logprob: float | None
     logprobs: list[dict[int, Logprob]] | None
+    routed_experts: object | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
 
@@ -58,6 +58,12 @@ class SamplingParams:
                  min_tokens=0):
         if temperature < 1e-5 and n > 1:
             raise ValueError(f"n must be 1 when using greedy sampling, got {n}.")
+        if temperature > 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {temperature}.")
+        if 0 < temperature < 0.01:
+            temperature = 0.01  # vLLM raises tiny temperatures silently
+        if stop and any(s == "" for s in stop):
+            raise ValueError("stop cannot contain an empty string.")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
         if not 0 < top_p <= 1:
@@ -146,11 +152,13 @@ class LLM:
             if len(ids) < sp.min_tokens:
                 continue
             if token in self.model.eos_ids and not sp.ignore_eos:
-                finish = "stop"
+                finish, reason = "stop", token  # vLLM names a generation-config EOS id; None for the tokenizer's
                 break
             text = decode(ids)
             hit = next((s for s in sp.stop if text.find(s, max(0, len(before) - len(s) + 1)) != -1), None)
             if hit is not None:
                 finish, reason = "stop", hit
                 break
-        return CompletionOutput(index, decode(ids), ids, None, lps if sp.logprobs is not None else None, finish, reason)
+        return CompletionOutput(index=index, text=decode(ids), token_ids=ids, cumulative_logprob=None,
+                                logprobs=lps if sp.logprobs is not None else None, finish_reason=finish,
+                                stop_reason=reason)
