@@ -58,6 +58,9 @@ class ModelOptions:
     data_parallel_size: int = 1  # engines, one persistent worker process each; problems split by whole trees
     gpu_memory_utilization: float = 0.9  # share of each GPU vLLM may take for weights + KV cache
     max_model_len: int | None = None  # context (and KV cache) cap for vLLM; default: the model's
+    # More arguments for vLLM's engine (LLM(...)), e.g. {enforce_eager: true, max_num_seqs: 16};
+    # in model_args one key each: vllm_args.enforce_eager=true. Checked against vLLM's EngineArgs.
+    vllm_args: dict = field(default_factory=dict, metadata={"added_later": True})
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -66,6 +69,13 @@ OUTPUT_ONLY = ("tree_dir", "store")
 
 # lm-eval's CLI passes these to every model; we accept and map or ignore them.
 LM_EVAL_PASSTHROUGH = {"batch_size", "max_batch_size"}
+VLLM_ARGS_PREFIX = "vllm_args."  # model_args key vllm_args.NAME=VALUE -> vllm_args[NAME]
+# Engine arguments marco-eval sets itself: from their own options, or fixed because the
+# search depends on them (token-id prompts, shared prefixes, raw log-probs).
+VLLM_OWN_ARGS = {"model": "pretrained", "revision": "revision", "trust_remote_code": "trust_remote_code",
+                 "dtype": "dtype", "tensor_parallel_size": "tensor_parallel_size",
+                 "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
+                 "enable_prefix_caching": None, "logprobs_mode": None}
 
 
 def known_keys() -> list[str]:
@@ -109,7 +119,23 @@ def _coerce(key: str, value, typ) -> object:
             return [str(v) for v in value]
         if isinstance(value, str):
             return [value]
+    elif typ is dict or origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
     raise ConfigError(f"{key}={value!r}: expected {getattr(typ, '__name__', typ)}")
+
+
+def _parse_scalar(value):
+    """A model_args value as YAML reads it: true -> True, 16 -> 16, 0.5 -> 0.5, else text."""
+    if not isinstance(value, str):
+        return value
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if isinstance(parsed, (bool, int, float, str)) or parsed is None else value
 
 
 def _field_types(cls) -> dict[str, object]:
@@ -120,6 +146,8 @@ def _field_types(cls) -> dict[str, object]:
 def check_keys(keys, where: str) -> None:
     known = set(known_keys()) | LM_EVAL_PASSTHROUGH | {"config"}
     for key in keys:
+        if key.startswith(VLLM_ARGS_PREFIX) and len(key) > len(VLLM_ARGS_PREFIX):
+            continue  # one vLLM engine argument; vLLM's own names are checked when the engine is built
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -160,7 +188,12 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
     values: dict = {}
     if config:
         values.update(load_yaml(resolve_config_path(config)))
-    values.update({k: v for k, v in overrides.items() if k not in LM_EVAL_PASSTHROUGH and k != "config"})
+    values.update({k: v for k, v in overrides.items() if k not in LM_EVAL_PASSTHROUGH and k != "config"
+                   and not k.startswith(VLLM_ARGS_PREFIX)})
+    engine_args = {k[len(VLLM_ARGS_PREFIX):]: _parse_scalar(v) for k, v in overrides.items()
+                   if k.startswith(VLLM_ARGS_PREFIX)}
+    if engine_args:
+        values["vllm_args"] = {**(values.get("vllm_args") or {}), **engine_args}
     out = []
     for cls in (SearchConfig, ModelOptions):
         types = _field_types(cls)
@@ -193,7 +226,7 @@ def validate_options(o: ModelOptions) -> None:
     need(o.answer in ("number", "output", "none"), f"answer={o.answer!r}: use number, output or none")
 
 
-VLLM_ONLY = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len")
+VLLM_ONLY = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "vllm_args")
 
 
 def validate_scale_out(o: ModelOptions) -> None:
@@ -209,6 +242,11 @@ def validate_scale_out(o: ModelOptions) -> None:
         raise ConfigError(f"gpu_memory_utilization={o.gpu_memory_utilization}: must be in (0, 1], e.g. 0.9")
     if o.max_model_len is not None and o.max_model_len < 2:
         raise ConfigError(f"max_model_len={o.max_model_len}: must be a positive number of tokens (or unset)")
+    for name in o.vllm_args:
+        if name in VLLM_OWN_ARGS:
+            own = VLLM_OWN_ARGS[name]
+            raise ConfigError(f"vllm_args.{name}: " + (f"set it with its own option, {own}=..." if own else
+                              "marco-eval sets it itself (the search depends on it); leave it out"))
 
 
 def as_dict(search: SearchConfig, options: ModelOptions) -> dict:
@@ -224,6 +262,7 @@ def answer_settings(search: SearchConfig, options: ModelOptions) -> dict:
     away from its default still makes a new fingerprint."""
     values = as_dict(search, options)
     for f in (*fields(SearchConfig), *fields(ModelOptions)):
-        if f.metadata.get("added_later") and values[f.name] == f.default:
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if f.metadata.get("added_later") and values[f.name] == default:
             del values[f.name]
     return {k: v for k, v in values.items() if k not in OUTPUT_ONLY}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -474,3 +475,15 @@ def test_synth_with_data_parallel_workers_runs_through_the_pool(tmp_path, capsys
     finally:
         sys.modules.pop("vllm", None)
         mp.undo()
+
+
+def test_vllm_engine_arguments_pass_through_and_are_checked_before_loading():
+    _, o = build(None, backend="vllm", **{"vllm_args.enforce_eager": "true", "vllm_args.max_num_seqs": "8",
+                                          "vllm_args.swap_space": "0.5", "vllm_args.kv_cache_dtype": "auto"})
+    assert o.vllm_args == {"enforce_eager": True, "max_num_seqs": 8, "swap_space": 0.5, "kv_cache_dtype": "auto"}
+    for bad, msg in [({"vllm_args.enforce_eager": "true"}, "applies to backend=vllm"),
+                     ({"backend": "vllm", "vllm_args.dtype": "half"}, "vllm_args.dtype: set it with its own option, dtype="),
+                     ({"backend": "vllm", "vllm_args.enable_prefix_caching": "false"}, "marco-eval sets it itself"),
+                     ({"backend": "vllm", "vllm_args.": "x"}, "unknown key 'vllm_args.'")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            build(None, **bad)
