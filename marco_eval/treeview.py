@@ -4,18 +4,18 @@ when known, the answer and whether it is right, the chosen path, the tree, and a
     question (the prompt, 3 lines):
       │ Solve the math word problem below. …
       │
-      │ Question: Janet's ducks lay 16 eggs per day. …
-    gold: '18' from results/make_eval/…/samples_mgsm_en_….jsonl
-    answer: '18' (correct)
+      │ Question: A baker makes 20 rolls and sells 12. …
+    gold: '8' from results/make_eval/…/samples_mgsm_en_….jsonl
+    answer: '8' (correct)
     request 0  strategy=mcts action=step simulations=8 children=2  generated_tokens=412
     chosen path: [0] → [1] → [3]
-      [1]  "First, 16 - 3 - 4 = 9 eggs are left.⏎⏎"
-      [3] T  "<Output>18</Output>"
+      [1]  "First, 20 - 12 = 8 rolls are left.⏎⏎"
+      [3] T  "<Output>8</Output>"
 
     [0]* N=8 Q=0.912  root
-    ├─[1]* N=5 Q=0.930  "First, 16 - 3 - 4 = 9 eggs are left.⏎⏎"
-    │ └─[3]* N=2 Q=0.941 T  "<Output>18</Output>"
-    └─[2]  N=3 Q=0.884  "Janet eats 3 …"
+    ├─[1]* N=5 Q=0.930  "First, 20 - 12 = 8 rolls are left.⏎⏎"
+    │ └─[3]* N=2 Q=0.941 T  "<Output>8</Output>"
+    └─[2]  N=3 Q=0.884  "The baker sells 12 …"
     legend: …
 
 The gold answer is not in a tree file. It comes from `--gold`, else from lm-eval samples
