@@ -4,7 +4,7 @@ Everything that evaluates with the search goes through here: the lm-eval adapter
 (`marco_mcts`, lm.py), `marco-eval synth` and `marco-eval bench`. The engine
 
 - builds the policy on first use: a backend (backends/), or, for backend=vllm with
-  data_parallel_size > 1, a pool of engine processes that runs whole searches itself;
+  data_parallel_size > 1, engine replicas on Ray that run whole searches themselves;
 - formats prompts: the model's chat template, the system prompt, the response prefix;
 - builds `Search` objects: prompt ids, token budget, stop strings, answer reader, reward;
 - runs a batch of searches through the one right driver, calling back per finished one;
@@ -32,8 +32,8 @@ OnDone = Callable[[int, SearchResult], None]
 
 @runtime_checkable
 class SearchRunner(Protocol):
-    """A policy that runs whole searches itself (the data-parallel pool: trees split over
-    engine processes) instead of answering the driver's requests."""
+    """A policy that runs whole searches itself (the data-parallel replicas: trees split
+    over engines) instead of answering the driver's requests."""
 
     def run_searches(self, searches: list[Search], width: int, on_done: OnDone | None = None) -> list[SearchResult]:
         """Run every search to the end.
@@ -73,7 +73,7 @@ class Engine:
     # ------------------------------------------------------------------ the model
     @property
     def policy(self):
-        """The loaded backend (a LoadedModel and Policy), or the data-parallel pool."""
+        """The loaded backend (a LoadedModel and Policy), or the data-parallel replicas."""
         if self._policy is None:
             o = self.options
             try:
@@ -88,12 +88,12 @@ class Engine:
         o = self.options
         if o.backend == "vllm" and o.data_parallel_size > 1:
             from marco_eval.backends.codec import load_tokenizer
-            from marco_eval.backends.pool import WorkerPool
-            from marco_eval.backends.vllm import import_vllm
+            from marco_eval.backends.replicas import RayReplicas
+            from marco_eval.backends.vllm import import_vllm, on_cpu
 
-            import_vllm()  # fail in one line here rather than in every worker
+            vllm = import_vllm()  # fail in one line here rather than in every replica
             o = dataclasses.replace(o, pretrained=resolve(o.pretrained))  # pull an alias once, here
-            return WorkerPool(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code))
+            return RayReplicas(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code), on_cpu=on_cpu(vllm))
         from marco_eval.backends import build_policy
 
         return build_policy(o)
@@ -151,8 +151,8 @@ class Engine:
     # ------------------------------------------------------------------ running
     def run(self, searches: list[Search], on_done: OnDone | None = None, *,
             progress: Callable[[Snapshot], None] | None = None, every: float = 1.0) -> list[SearchResult]:
-        """Run searches to the end, `options.tree_batch` trees at a time, through the pool
-        when there is one, else the driver (continuous batching when the backend streams).
+        """Run searches to the end, `options.tree_batch` trees at a time, through the replicas
+        when there are some, else the driver (continuous batching when the backend streams).
 
         Args:
             searches: from `make_search`.

@@ -81,7 +81,7 @@ class SearchProgress:
 
     def mark_done(self, index: int, generated_tokens: int) -> None:
         """Search `index` finished having generated this many tokens (its result's count:
-        a search run by the data-parallel pool counts in the worker, not here)."""
+        a search run by a data-parallel replica counts there, not here)."""
         search, self.searches[index] = self.searches[index], None
         self.done += 1
         self.done_tokens += generated_tokens

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -295,66 +296,84 @@ class _Request:
         self.args = args
 
 
-# ---------------------------------------------------------------- data parallel workers
-@pytest.fixture(scope="module")
-def worker_pool():
-    from marco_eval.backends.pool import WorkerPool
+# ---------------------------------------------------------------- data parallel: vLLM replicas on Ray
+TESTS = Path(__file__).resolve().parent
 
-    mp = pytest.MonkeyPatch()
-    mp.syspath_prepend(str(FAKE_VLLM))  # spawned workers start with the parent's sys.path
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local two-CPU Ray whose workers import the fake vLLM and the scripted model."""
+    ray = pytest.importorskip("ray")
+    path = os.pathsep.join([str(FAKE_VLLM), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def replicas(ray_cluster, fake_vllm):
+    from marco_eval.backends.replicas import RayReplicas
+
     _, options = build(None, backend="vllm", pretrained="scripted_lm:FLAT", data_parallel_size=2)
-    pool = WorkerPool(options, scripted_lm.CharTokenizer())
+    pool = RayReplicas(options, scripted_lm.CharTokenizer(), on_cpu=True)
     yield pool
     pool.close()
-    mp.undo()
 
 
-def test_data_parallel_workers_split_whole_trees_and_match_one_process(worker_pool, fake_vllm):
+def _searches(codec, n=5):
     cfg = SearchConfig(simulations=2, children=2, temperature=1.0)
-    prompts = [f"Q{i}: {'x' * i}?\n" for i in range(5)]
-    searches = [Search(cfg, worker_pool.encode(p), worker_pool, max_new_tokens=60, until=("</Output>",))
-                for p in prompts]
+    return [Search(cfg, codec.encode(f"Q{i}: {'x' * i}?\n"), codec, max_new_tokens=60, until=("</Output>",))
+            for i in range(n)]
+
+
+def test_replicas_split_whole_trees_and_match_one_engine(replicas):
+    searches = _searches(replicas)
     done = []
-    results = worker_pool.run_searches(searches, width=2, on_done=lambda i, r: done.append(i))
+    results = replicas.run_searches(searches, width=2, on_done=lambda i, r: done.append(i))
     assert sorted(done) == list(range(5))
     single = vllm_policy("FLAT")
-    alone = run_searches([Search(cfg, single.encode(p), single, max_new_tokens=60, until=("</Output>",))
-                          for p in prompts], single, width=2)
+    alone = run_searches(_searches(single), single, width=2)
     for search, got, want in zip(searches, results, alone, strict=True):
         assert got.text == want.text and [r.reward for r in got.tree.rollouts] == [r.reward for r in want.tree.rollouts]
         assert search.tree is got.tree  # the parent's Search holds the tree for export
     pairs = [(list(ids("Q: x\n")), list(ids(w))) for w in ("Step 1", "Step 2", "St", "x")]
-    assert worker_pool.score_many(pairs) == single.score_many(pairs)
+    assert replicas.score_many(pairs) == single.score_many(pairs)
 
 
-def test_data_parallel_workers_are_persistent_one_engine_each(worker_pool):
-    before = worker_pool.info()
+def test_replicas_are_persistent_one_engine_each_on_their_own_core(replicas):
+    before = replicas.info()
     assert len({w["pid"] for w in before}) == 2
-    assert [w["cuda_visible_devices"] for w in before] == ["0", "1"]  # one GPU each (nominal on CPU)
-    searches = [Search(SearchConfig(simulations=1), worker_pool.encode(f"Q{i}\n"), worker_pool, max_new_tokens=20)
-                for i in range(2)]
-    worker_pool.run_searches(searches, width=1)
-    after = worker_pool.info()
-    assert [(w["pid"], w["policy"]) for w in after] == [(w["pid"], w["policy"]) for w in before]
+    assert [w["omp_bind"] for w in before] == ["0", "1"]  # vLLM's CPU threads bound apart
+    replicas.run_searches(_searches(replicas, 2), width=1)
+    after = replicas.info()
+    assert [w["pid"] for w in after] == [w["pid"] for w in before]
     assert all(a["generate_calls"] > b["generate_calls"] for a, b in zip(after, before))
 
 
-def test_gpu_groups():
-    from marco_eval.backends.pool import gpu_groups
+def test_a_killed_replicas_problems_go_to_the_others(replicas, ray_cluster):
+    ray_cluster.kill(replicas.replicas[1])
+    results = replicas.run_searches(_searches(replicas), width=2)
+    single = vllm_policy("FLAT")
+    assert [r.text for r in results] == [r.text for r in run_searches(_searches(single), single, width=2)]
+    assert replicas.alive == [0]
 
-    assert gpu_groups(2, 2, visible="4,5,6,7") == ["4,5", "6,7"]
-    assert gpu_groups(3, 1, available=4) == ["0", "1", "2"]
-    with pytest.raises(ConfigError, match="needs 4 GPUs but 3 are visible"):
-        gpu_groups(2, 2, visible="0,1,2")
+
+def test_cpu_replicas_need_a_core_each():
+    from marco_eval.backends.replicas import omp_binds
+
+    assert omp_binds(2, 1, 2) == ["0", "1"] and omp_binds(2, 2, 4) == ["0-1", "2-3"]
+    with pytest.raises(ConfigError, match="data_parallel_size=3 on vLLM's CPU build needs 3 CPU cores") as err:
+        omp_binds(3, 1, 2)
+    assert "\n" not in str(err.value)
 
 
-def test_a_failing_worker_is_a_one_line_error(monkeypatch):
-    from marco_eval.backends.pool import WorkerPool
+def test_a_replica_that_cannot_start_is_a_one_line_error(ray_cluster, fake_vllm):
+    from marco_eval.backends.replicas import RayReplicas
 
-    monkeypatch.syspath_prepend(str(FAKE_VLLM))
     _, options = build(None, backend="vllm", pretrained="scripted_lm:NO_SUCH_MODEL", data_parallel_size=2)
-    with pytest.raises(RuntimeError, match="data-parallel worker 0 failed: AttributeError") as err:
-        WorkerPool(options, scripted_lm.CharTokenizer())
+    with pytest.raises(RuntimeError, match="a vLLM replica failed while starting: ") as err:
+        RayReplicas(options, scripted_lm.CharTokenizer(), on_cpu=True)
     assert "\n" not in str(err.value)
 
 
@@ -439,15 +458,15 @@ def test_vllm_is_an_optional_extra_never_imported_by_default():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert not any(dep.lower().startswith("vllm") for dep in project["dependencies"])
     assert any(dep.startswith("vllm") for dep in project["optional-dependencies"]["vllm"])
-    code = ("import sys, marco_eval.lm, marco_eval.bench, marco_eval.backends.pool, marco_eval.backends.vllm; "
+    code = ("import sys, marco_eval.lm, marco_eval.bench, marco_eval.backends.replicas, marco_eval.backends.vllm; "
             "print('vllm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
-def test_synth_with_data_parallel_workers_runs_through_the_pool(tmp_path, capsys, monkeypatch):
+def test_synth_with_data_parallel_replicas_runs_through_them(tmp_path, capsys, monkeypatch, ray_cluster):
     """`marco-eval synth --set backend=vllm --set data_parallel_size=2`: the engine hands whole
-    trees to the two fake-vLLM workers (before the engine, synth drove the pool as a Policy
+    trees to the two fake-vLLM replicas (before the engine, synth drove the pool as a Policy
     and failed), and rows equal those of one process."""
     from marco_eval.cli import main
     from marco_eval.jsonl import read_json_rows
@@ -455,8 +474,9 @@ def test_synth_with_data_parallel_workers_runs_through_the_pool(tmp_path, capsys
     from marco_eval.backends import codec
 
     monkeypatch.setattr(codec, "load_tokenizer", lambda *a: scripted_lm.CharTokenizer())  # the parent's half
+    monkeypatch.setenv("FAKE_VLLM_CPU", "1")  # the CPU build: replicas on the cluster's two cores
     mp = pytest.MonkeyPatch()
-    mp.syspath_prepend(str(FAKE_VLLM))  # spawned workers start with the parent's sys.path
+    mp.syspath_prepend(str(FAKE_VLLM))
     try:
         problem_file = tmp_path / "problems.jsonl"
         problem_file.write_text("".join(json.dumps({"question": f"What is {a} + {7 - a}?", "answer": "7"}) + "\n"

@@ -184,3 +184,29 @@ def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):
     assert check.returncode == 0 and "2 sound" in check.stdout, check.stdout + check.stderr
     doc = json.loads(files[0].read_text())
     assert doc["config"]["strategy"] == "mcts" and doc["rollouts"]
+
+
+def test_two_replicas_on_ray_give_the_answers_of_one_engine(vl):
+    """data_parallel_size=2 on vLLM's CPU build: two engines on a local two-core Ray, one core
+    each (VLLM_CPU_OMP_THREADS_BIND 0 and 1); greedy searches give the texts one engine gives."""
+    import ray
+
+    from marco_eval.backends.codec import load_tokenizer
+    from marco_eval.backends.replicas import RayReplicas
+    from marco_eval.config import build
+    from marco_eval.search import Search, SearchConfig, run_searches
+
+    _, options = build(None, pretrained=vl.name, backend="vllm", dtype="float32", data_parallel_size=2,
+                       kv_cache_mb=256, max_model_len=2048, **{"vllm_args.enforce_eager": "true"})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        pool = RayReplicas(options, load_tokenizer(vl.name), on_cpu=True)
+        assert sorted(i["omp_bind"] for i in pool.info()) == ["0", "1"]
+        cfg = SearchConfig(strategy="sampling", samples=1, temperature=0.0)
+        questions = [f"Question: what is {a} + {a + 1}?\n" for a in range(4)]
+        got = pool.run_searches([Search(cfg, pool.encode(q), pool, max_new_tokens=24) for q in questions], width=2)
+        want = run_searches([Search(cfg, vl.encode(q), vl, max_new_tokens=24) for q in questions], vl, width=2)
+        assert [r.text for r in got] == [r.text for r in want]
+        pool.close()
+    finally:
+        ray.shutdown()

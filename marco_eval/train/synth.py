@@ -152,7 +152,7 @@ def synthesize(problems: list[Problem], engine, out: str | Path, *, keep: int = 
     Args:
         problems: questions with known answers.
         engine: the evaluation engine (engine.Engine): prompts, searches and the driver
-            (or the data-parallel pool) exactly as `marco_mcts` evaluates.
+            (or the data-parallel replicas) exactly as `marco_mcts` evaluates.
         out: the rows file (JSONL, appended); OUT.progress.jsonl beside it.
         keep: correct paths kept per problem, highest reward first.
         max_gen_toks: the token budget of each search.
