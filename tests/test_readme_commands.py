@@ -88,7 +88,7 @@ NOT_TESTS = {"test_at_n": "the report's Test@N table"}
 RESULTS_WRITTEN_BY_TOOLS = {
     "results/make_eval": "make eval",
     "results/runs": "raw runs (git-ignored), scripts/seed_table.sh and the docs' examples",
-    "results/gpu": "scripts/gpu_check.sh, on a GPU machine",
+    "results/vllm": "scripts/vllm_check.sh, with vLLM installed",
     "results/human": "marco-eval judge summarize --out-dir results/human",
 }
 
@@ -339,7 +339,9 @@ class Checker:
         if head == "export":
             return self.env(cmd)
         self.env(cmd, REPO / head if head.startswith("scripts/") else None)
-        name = head.removeprefix(".venv/bin/")
+        # .venv-vllm (make vllm-env) holds the same tools over vLLM's CPU build; its commands
+        # parse the same way, but a fresh clone has it only after make vllm-env.
+        name = head.removeprefix(".venv/bin/").removeprefix(".venv-vllm/bin/")
         if head.startswith(".venv/bin/") and not (REPO / head).exists():
             raise Problem(f"{head} does not exist after make eval")
         if name == "marco-eval":
