@@ -236,3 +236,19 @@ def test_reflection_fixed_and_broken_counts(tmp_path):
             and "and it broke 1 of the 3 greedy CoT got right: net +12.50 points (McNemar p = 1.000)." in readme)
     assert "- MGSM-En, other / cot_reflection: no base_cot run of model other on this task to compare with." in readme
     assert math.isfinite(float(row["fixed_share_lo"]))
+
+
+def test_reflection_says_on_how_many_problems_the_phrase_went_in(tmp_path):
+    root = tmp_path / "results"
+    greedy = [1, 1, 0, 0]
+    reflect = [1, 0, 1, 0]
+    fired = [0, 1, 1, 0]  # the phrase went in on problems 1 and 2 only
+    write_run(root, "greedy", "toy / base_cot", {"mgsm_en": greedy}, config="base_cot", model=MODEL)
+    records = [{"rollouts": [{"answer": "1", "reward": 0.5, "tokens": 9, "finish": "</Output>", "reflections": f}],
+                "trace": [{"answer": "1", "tokens": 9}]} for f in fired]
+    write_run(root, "refl", "toy / cot_reflection", {"mgsm_en": reflect}, config="cot_reflection", model=MODEL,
+              candidates={"mgsm_en": [["1"]] * 4}, records={"mgsm_en": records})
+    report.report(root, tmp_path / "out")
+    (row,) = csv_rows(tmp_path / "out" / "report" / "reflection.csv")
+    assert (row["reflected"], row["fixed"], row["broken"]) == ("2", "1", "1")
+    assert "The phrase went in on 2 of the 4 problems" in (tmp_path / "out" / "README.md").read_text()

@@ -16,6 +16,7 @@ from marco_eval.report.schema import (
     DEFAULT_EXCLUDE, JUDGE_SUMMARY, MGSM_TASKS, STORE, STORE_FIELDS, TOKENS, TRAINING_SUMMARY, TRANSLATION_TASKS,
     JudgeRow, Loaded, Manifest, ReportError, RunFile, TaskRun)
 from marco_eval.report.summaries import load_judge_summary, load_training_summary
+from marco_eval.search.final_answer import WALKS_THE_TREE
 
 
 def find_results_files(root: Path, exclude: tuple[str, ...]) -> list[Path]:
@@ -151,6 +152,8 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
     marco_config = config.get("marco_eval_config") if isinstance(config, dict) else None
     strategy = marco_config.get("strategy") if isinstance(marco_config, dict) else None
     final_rule = marco_config.get("final_answer") if isinstance(marco_config, dict) else None
+    if strategy == "sampling" and final_rule in WALKS_THE_TREE:
+        final_rule = "best_reward"  # what the search applies to a flat set of samples (final_answer.rule_for)
     runs = []
     for task in sorted(doc["results"]):
         if task not in MGSM_TASKS and task not in TRANSLATION_TASKS:

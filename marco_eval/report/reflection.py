@@ -38,6 +38,7 @@ class FixedBroken:
     broken: int  # greedy right, reflection wrong
     fixed_share: Accuracy | None  # fixed / greedy_wrong with a bootstrap CI over those problems
     pair: Paired  # reflection minus greedy: Δ, its CI, McNemar's p (wins = fixed, losses = broken)
+    fired: int | None = None  # problems where the phrase was inserted (None: the store does not say)
 
 
 def fixed_and_broken(reflection: TaskRun, greedy: TaskRun, root: Path) -> FixedBroken:
@@ -54,17 +55,21 @@ def fixed_and_broken(reflection: TaskRun, greedy: TaskRun, root: Path) -> FixedB
     mine = np.array([reflection.scores[d] for d in shared])
     base = np.array([greedy.scores[d] for d in shared])
     fixed_of_wrong = mine[base == 0]
+    fired = None
+    if reflection.rollouts is not None:  # the model must close its thought for the phrase to go in
+        fired = sum(any(r.reflections for r in reflection.rollouts.get(d, [])) for d in shared)
     return FixedBroken(greedy_wrong=int(np.sum(base == 0)), fixed=int(np.sum((base == 0) & (mine == 1))),
                        greedy_right=int(np.sum(base == 1)), broken=int(np.sum((base == 1) & (mine == 0))),
                        fixed_share=accuracy_of(fixed_of_wrong) if len(fixed_of_wrong) else None,
-                       pair=paired(reflection, greedy, root))
+                       pair=paired(reflection, greedy, root), fired=fired)
 
 
 def reflection_table(loaded: Loaded) -> Table:
-    columns = ["Task", "Reflection", "Greedy CoT", "n paired", "Greedy wrong", "Fixed (% of greedy wrong [95% CI])",
+    columns = ["Task", "Reflection", "Greedy CoT", "n paired", "Reflected", "Greedy wrong",
+               "Fixed (% of greedy wrong [95% CI])",
                "Greedy right", "Broken (% of greedy right)", "Δ accuracy [95% CI]", "p (McNemar)", "Marco-o1 paper",
                "Sources"]
-    csv_columns = ["task", "reflection", "greedy", "n_paired", "greedy_wrong", "fixed", "fixed_share",
+    csv_columns = ["task", "reflection", "greedy", "n_paired", "reflected", "greedy_wrong", "fixed", "fixed_share",
                    "fixed_share_lo", "fixed_share_hi", "greedy_right", "broken", "broken_share", "delta", "delta_lo",
                    "delta_hi", "p_mcnemar", "paper_claim", "sources"]
     md_rows, csv_rows, findings = [], [], []
@@ -78,12 +83,14 @@ def reflection_table(loaded: Loaded) -> Table:
         share = f.fixed_share
         broken_share = f.broken / f.greedy_right if f.greedy_right else None
         d = f.pair
-        md_rows.append([MGSM_TASKS[run.task], run.system, greedy.system, str(d.n), str(f.greedy_wrong),
+        reflected = "—" if f.fired is None else str(f.fired)
+        md_rows.append([MGSM_TASKS[run.task], run.system, greedy.system, str(d.n), reflected, str(f.greedy_wrong),
                         f"{f.fixed} ({acc_md(share)})" if share else "0 (—)", str(f.greedy_right),
                         f"{f.broken} ({pct(broken_share)})" if broken_share is not None else "0 (—)",
                         f"{signed(d.delta)} [{signed(d.lo)}, {signed(d.hi)}]", p_text(d.p), PAPER_CLAIM,
                         f"{run.source}, {greedy.source}"])
-        csv_rows.append([run.task, run.system, greedy.system, d.n, f.greedy_wrong, f.fixed,
+        csv_rows.append([run.task, run.system, greedy.system, d.n, "" if f.fired is None else f.fired,
+                         f.greedy_wrong, f.fixed,
                          *([num(share.value), num(share.lo), num(share.hi)] if share else ["", "", ""]),
                          f.greedy_right, f.broken, num(broken_share), num(d.delta), num(d.lo), num(d.hi),
                          num(d.p, 9), PAPER_CLAIM, f"{run.source} {greedy.source}"])
@@ -92,13 +99,17 @@ def reflection_table(loaded: Loaded) -> Table:
                             f"wrong, reflection fixed {f.fixed} ({pct(share.value)}%, 95% CI [{pct(share.lo)}, "
                             f"{pct(share.hi)}]; the paper: about half), and it broke {f.broken} of the "
                             f"{f.greedy_right} greedy CoT got right: net {signed(d.delta)} points "
-                            f"(McNemar p = {p_text(d.p)}).")
+                            f"(McNemar p = {p_text(d.p)})."
+                            + ("" if f.fired is None else f" The phrase went in on {f.fired} of the {d.n} problems: "
+                               "on the others the model never closed its thought, so it wrote what greedy CoT wrote."))
     note = (f"Every run whose config name contains \"reflection\" against greedy CoT (`{GREEDY_CONFIG}`) of the same "
             "model and task, on the problems both scored, per problem (lm-eval `exact_match`, filter `{filter}`). "
             "Fixed: greedy CoT wrong, reflection right; broken: greedy CoT right, reflection wrong. The fixed "
             "share's CI is a percentile bootstrap over the problems greedy CoT got wrong; Δ and p as in the MGSM "
             "table (McNemar on fixed vs broken). The Marco-o1 paper reports that reflection fixed about half of "
             "the problems the model first got wrong (its \"hard problems\"); here \"hard\" means greedy CoT got it "
-            "wrong.")
+            "wrong. Reflected: problems where the reflection phrase was inserted at all (from the store's "
+            "per-rollout `reflections`; — when the store predates it): the phrase goes in only where the model "
+            "writes the end-of-thought tag.")
     return Table("reflection", "Does reflection fix what greedy CoT got wrong?", note, columns, md_rows, csv_columns,
                  csv_rows, findings, empty="(no run with \"reflection\" in its config name yet)")

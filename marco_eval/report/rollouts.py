@@ -52,8 +52,8 @@ def attach_search_data(run: TaskRun, records: dict[int, dict]) -> None:
     run.store_records = len(docs)
     run.answers = {d: records[d].get("answer") for d in docs}
     if all("rollouts" in records[d] for d in docs):
-        run.rollouts = {d: [Rollout(**{k: r[k] for k in ROLLOUT_FIELDS}) for r in records[d]["rollouts"]]
-                        for d in docs}
+        run.rollouts = {d: [Rollout(**{k: r[k] for k in ROLLOUT_FIELDS}, reflections=int(r.get("reflections", 0)))
+                            for r in records[d]["rollouts"]] for d in docs}
     if all("trace" in records[d] for d in docs):
         run.traces = {d: [TracePoint(**{k: t[k] for k in TRACE_FIELDS}) for t in records[d]["trace"]]
                       for d in docs}

@@ -72,6 +72,7 @@ class Rollout:
     reward: float  # Marco-o1's confidence reward, in [0, 1]
     tokens: int  # length of the rollout's whole completion
     finish: str  # how it ended: "</Output>", "eos", "length", "budget", ...
+    reflections: int = 0  # reflection phrases inserted on its way (stores before this field: 0)
 
 
 @dataclass(frozen=True)
