@@ -115,7 +115,8 @@ class SearchProgress:
 
 
 class ProgressThread:
-    """Calls `sink(snapshot)` every `interval` seconds until stopped (a context manager)."""
+    """Calls `sink(snapshot)` every `interval` seconds until stopped (a context manager),
+    and once more on the way out, so the last figures shown are the final ones."""
 
     def __init__(self, progress: SearchProgress, sink: Callable[[Snapshot], None], interval: float):
         self.progress, self.sink, self.interval = progress, sink, interval
@@ -137,3 +138,5 @@ class ProgressThread:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if exc[0] is None:
+            self.sink(self.progress.snapshot())

@@ -69,3 +69,4 @@ def test_engine_run_reports_progress_while_searching():
     searches = [lm.engine.make_search(f"Q{i}\n", until=["</Output>"]) for i in range(3)]
     lm.engine.run(searches, progress=seen.append, every=0.0005)
     assert seen and all(isinstance(s, Snapshot) and s.total == 3 for s in seen)
+    assert (seen[-1].finished, seen[-1].in_flight, seen[-1].simulations) == (3, 0, 6)  # the last call: final
