@@ -187,6 +187,21 @@ def extract_answer(text: str, mode: str = "flexible") -> str | None:
     return answer
 
 
+def number_stand_in(text: str) -> str:
+    """A short text that ``extract_answer`` reads exactly as it reads ``text``, in both modes.
+
+    A request store keeps it in place of a completion that may not be committed (a model
+    restating an MGSM question quotes test data), so a run resumed from that store scores
+    every finished problem exactly as before. Strict mode found something: flexible finds
+    the same (it tries strict first), and a marked Output block carries it. Only flexible
+    found one: the bare number, which strict (no marker) reads as nothing. Neither: "".
+    """
+    strict = extract_answer(text, "strict")
+    if strict is not None:
+        return f"<Output>{strict}</Output>"
+    return extract_answer(text, "flexible") or ""
+
+
 def answers_match(pred: str | None, gold: str | int | float) -> bool:
     """True when ``pred`` and ``gold`` are the same number ("2,125" == "2125")."""
     if pred is None or gold is None:

@@ -4,6 +4,7 @@
     marco-eval models list          aliases and whether they are provisioned
     marco-eval run ARGS...          exactly `lm_eval ARGS...`, with marco_mcts and tasks/ known
     marco-eval tree show FILE       render an exported search tree in the terminal
+    marco-eval store redact SRC DST a request store without its completions (numbers kept): committable
     marco-eval bench [--quick]      KV reuse and batching: engine vs naive vs plain sampling
                     [--backend vllm]  the search on vLLM vs plain vLLM sampling (GPU)
     marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
@@ -71,6 +72,13 @@ def cmd_tree_check(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_store_redact(args) -> int:
+    from marco_eval.store import redact
+
+    print(f"{redact(args.src, args.dst)} records copied to {args.dst} with their completions replaced by stand-ins")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="marco-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = tree.add_parser("check", help="verify tree invariants (rewards recompute, visit counts, action lengths)")
     check.add_argument("paths", nargs="+", help="tree JSON files or directories of them")
     check.set_defaults(func=cmd_tree_check)
+    store = sub.add_parser("store", help="request stores (store=PATH)").add_subparsers(dest="store_command",
+                                                                                        required=True)
+    red = store.add_parser("redact", help="copy a store with each completion replaced by a stand-in that scores "
+                                          "the same (MGSM): a long run's progress can be committed and resumed")
+    red.add_argument("src", help="the store")
+    red.add_argument("dst", help="the copy (not the store itself)")
+    red.set_defaults(func=cmd_store_redact)
     b = sub.add_parser("bench", help="measure the engine against naive recompute and plain sampling")
     b.add_argument("--quick", action="store_true", help="smollm2-135m, 2 problems: under a minute")
     b.add_argument("--model", help="model alias/path (default qwen2.5-coder-0.5b)")

@@ -19,6 +19,8 @@ request whose key is present and searches only the rest. Record fields:
                       simulation, reflections} (search.RolloutSummary); absent in older stores
     trace             the anytime trace: after simulation (sampling: sample) k, {answer, tokens}
                       = what the configured rule would answer and the tokens spent so far
+    redacted          true in a copy made by `marco-eval store redact`: text is then a stand-in
+                      that reads as the same answer (MGSM), not the model's completion
 
 The fingerprint covers the model (resolved path or hub id, revision, commit, loaded dtype,
 the weights' config.json) and all search and model options except those that only say
@@ -66,6 +68,54 @@ def fingerprint(identity: dict, settings: dict) -> str:
 
 def request_key(fingerprint: str, context: str, gen_kwargs: dict) -> str:
     return _sha256_json([fingerprint, context, gen_kwargs])
+
+
+# Tasks whose score depends only on the numbers read out of a completion, so a stand-in
+# text scores the same (answers.number_stand_in); a translation's score needs the text.
+REDACTABLE_TASKS = ("mgsm_",)
+
+
+def redact(src: str | Path, dst: str | Path) -> int:
+    """Copy a request store with every completion replaced by its number stand-in.
+
+    A store is the one file that lets a long run go on in a later session on another
+    machine, but its completions may quote the benchmark's questions, which must not be
+    committed. The stand-in (answers.number_stand_in) reads as the same strict and
+    flexible answer, so a run resumed from the copy scores every finished problem as
+    before; everything else in each record is kept, plus "redacted": true. A store in use
+    can be copied: a torn last line (a write under way) is left out.
+
+    Args:
+        src: the store (JSONL).
+        dst: where the copy goes (written atomically; src may not be dst).
+    Returns:
+        How many records were copied.
+    """
+    from marco_eval.answers import number_stand_in
+    from marco_eval.jsonl import write_jsonl_atomic
+
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise StoreError(f"store redact: {dst} is the store itself; give another path for the copy")
+    if not src.is_file():
+        raise StoreError(f"store redact: {src} does not exist; give a request store (store=PATH of a run)")
+    lines = src.read_bytes().split(b"\n")
+    lines.pop()  # b"" after the last newline, or a line still being written
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise StoreError(f"store {src} line {number} is not a request record; fix or remove it") from None
+        task = str(record.get("task"))
+        if not task.startswith(REDACTABLE_TASKS):
+            raise StoreError(f"store {src} line {number}: task {task!r} is scored on the whole text, which a "
+                             f"stand-in cannot keep; only {', '.join(t + '*' for t in REDACTABLE_TASKS)} can be redacted")
+        records.append({**record, "text": number_stand_in(record["text"]), "redacted": True})
+    write_jsonl_atomic(dst, records)
+    return len(records)
 
 
 def search_record(result) -> dict:

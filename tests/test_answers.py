@@ -235,3 +235,15 @@ def test_flexible_filter_falls_back_to_last_number():
 def test_filters_accept_iterables_and_empty_responses():
     resps = iter([("",), ()])
     assert flexible_filter(resps, DOCS) == [["[invalid]"], []]
+
+
+@pytest.mark.parametrize("text", [
+    "<Output>18</Output>", "so 5 - 2 = 3\n<Output>\nJanet makes $18.\n</Output> then 4", "no number at all",
+    "The answer is **-3.5**", "\\boxed{\\frac{3}{4}} and later 9", "答案是 ３６", "<Output></Output> 12 and 13",
+    "1,250 eggs, the final answer: 2,125", "", "<Output>about twenty</Output>", "-7 degrees"])
+def test_the_stand_in_reads_as_the_same_answer_in_both_modes(text):
+    from marco_eval.answers import number_stand_in
+
+    stand_in = number_stand_in(text)
+    assert all(extract_answer(stand_in, m) == extract_answer(text, m) for m in ("strict", "flexible"))
+    assert len(stand_in) <= 40  # a number and its marker, nothing of the text

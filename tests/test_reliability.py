@@ -326,3 +326,41 @@ def test_sigkill_part_way_then_rerun_recomputes_only_unfinished(smollm_path, tmp
 
     assert outputs("resumed") == outputs("whole")
     assert _tree_files(tmp_path / "resumed" / "trees") == _tree_files(tmp_path / "whole" / "trees")
+
+
+# ---------------------------------------------------------------- redacted stores: commit a long run's progress
+def test_a_redacted_store_resumes_with_the_same_scores(tmp_path):
+    """`marco-eval store redact`: completions (which may quote the question) become stand-ins
+    that the MGSM filters read as the same answers, so the resumed run scores the same."""
+    from marco_eval.answers import extract_answer
+    from marco_eval.cli import main
+
+    texts = iter(["Think.\n\nSo 3 + 4 = 7.\n\n<Output>7</Output>", "Counting 12 eggs, I get 15 then 16",
+                  "Janet has some ducks.", "The answer is 1,250.", "<Output>\\boxed{3/4}</Output>"])
+    fixed = {i: next(texts) for i in range(5)}
+    lm = fake_lm(lambda prefix, seed: fixed[int(prefix.split()[1].rstrip(":"))], simulations=1,
+                 store=str(tmp_path / "s.jsonl"))
+    reqs = [Req(i, task_name="mgsm_en") for i in range(5)]
+    original = lm.generate_until(reqs, True)
+    lm.store.close()
+    assert main(["store", "redact", str(tmp_path / "s.jsonl"), str(tmp_path / "r.jsonl")]) == 0
+    copy = read_store(tmp_path / "r.jsonl")
+    assert all(r["redacted"] for r in copy) and "Janet" not in (tmp_path / "r.jsonl").read_text()
+    again = fake_lm(lambda prefix, seed: "never asked", simulations=1, store=str(tmp_path / "r.jsonl"))
+    resumed = again.generate_until(reqs, True)
+    for mode in ("strict", "flexible"):
+        assert [extract_answer(t, mode) for t in resumed] == [extract_answer(t, mode) for t in original]
+    assert [extract_answer(t, "strict") for t in resumed] == ["7", None, None, "1250", "0.75"]
+
+
+def test_redact_refuses_text_scored_tasks_and_overwriting_the_store(tmp_path, capsys):
+    from marco_eval.cli import main
+
+    lm = fake_lm(varied, simulations=1, store=str(tmp_path / "s.jsonl"))
+    lm.generate_until([Req(0, task_name="colloquial_zh_en")], True)
+    lm.store.close()
+    assert main(["store", "redact", str(tmp_path / "s.jsonl"), str(tmp_path / "r.jsonl")]) == 2
+    assert "task 'colloquial_zh_en' is scored on the whole text" in capsys.readouterr().err
+    assert not (tmp_path / "r.jsonl").exists()
+    assert main(["store", "redact", str(tmp_path / "s.jsonl"), str(tmp_path / "s.jsonl")]) == 2
+    assert "is the store itself" in capsys.readouterr().err
