@@ -309,7 +309,7 @@ def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_p
     assert json.loads((out / "training_summary.json").read_text())["command"] == "marco-eval train toy.yaml"
 
     lm = MarcoMCTSLM(pretrained=str(out), config="base_cot", max_gen_toks=6)
-    assert "<|im_start|>" in lm.prompt_text("What is 2 + 2?")  # the saved chat template is used
+    assert "<|im_start|>" in lm.engine.prompt_text("What is 2 + 2?")  # the saved chat template is used
     req = SimpleNamespace(args=("Sam has 3 apples and buys 4 more. How many apples?", {"until": ["</Output>"]}))
     text = lm.generate_until([req], disable_tqdm=True)[0]
     assert isinstance(text, str) and 0 < lm.stats[0]["generated_tokens"] <= 6
