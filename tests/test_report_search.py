@@ -251,4 +251,7 @@ def test_reflection_says_on_how_many_problems_the_phrase_went_in(tmp_path):
     report.report(root, tmp_path / "out")
     (row,) = csv_rows(tmp_path / "out" / "report" / "reflection.csv")
     assert (row["reflected"], row["fixed"], row["broken"]) == ("2", "1", "1")
+    # problem 1 (reflected) broke, problem 2 (reflected) fixed; nothing changed elsewhere
+    assert (row["fixed_reflected"], row["broken_reflected"], row["fixed_elsewhere"], row["broken_elsewhere"]) == \
+        ("1", "1", "0", "0")
     assert "The phrase went in on 2 of the 4 problems" in (tmp_path / "out" / "README.md").read_text()

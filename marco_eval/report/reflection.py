@@ -39,6 +39,13 @@ class FixedBroken:
     fixed_share: Accuracy | None  # fixed / greedy_wrong with a bootstrap CI over those problems
     pair: Paired  # reflection minus greedy: Δ, its CI, McNemar's p (wins = fixed, losses = broken)
     fired: int | None = None  # problems where the phrase was inserted (None: the store does not say)
+    # Split by whether the phrase went in (None without per-rollout data). Where it did not,
+    # the reflection run's text is greedy CoT's own, so any change there is not reflection's:
+    # it measures how far greedy decoding moves with the batch it ran in.
+    fixed_reflected: int | None = None
+    broken_reflected: int | None = None
+    fixed_elsewhere: int | None = None
+    broken_elsewhere: int | None = None
 
 
 def fixed_and_broken(reflection: TaskRun, greedy: TaskRun, root: Path) -> FixedBroken:
@@ -55,21 +62,26 @@ def fixed_and_broken(reflection: TaskRun, greedy: TaskRun, root: Path) -> FixedB
     mine = np.array([reflection.scores[d] for d in shared])
     base = np.array([greedy.scores[d] for d in shared])
     fixed_of_wrong = mine[base == 0]
-    fired = None
+    split = {}
     if reflection.rollouts is not None:  # the model must close its thought for the phrase to go in
-        fired = sum(any(r.reflections for r in reflection.rollouts.get(d, [])) for d in shared)
+        went_in = np.array([any(r.reflections for r in reflection.rollouts.get(d, [])) for d in shared])
+        for name, where in (("reflected", went_in), ("elsewhere", ~went_in)):
+            split[f"fixed_{name}"] = int(np.sum(where & (base == 0) & (mine == 1)))
+            split[f"broken_{name}"] = int(np.sum(where & (base == 1) & (mine == 0)))
+        split["fired"] = int(went_in.sum())
     return FixedBroken(greedy_wrong=int(np.sum(base == 0)), fixed=int(np.sum((base == 0) & (mine == 1))),
                        greedy_right=int(np.sum(base == 1)), broken=int(np.sum((base == 1) & (mine == 0))),
                        fixed_share=accuracy_of(fixed_of_wrong) if len(fixed_of_wrong) else None,
-                       pair=paired(reflection, greedy, root), fired=fired)
+                       pair=paired(reflection, greedy, root), **split)
 
 
 def reflection_table(loaded: Loaded) -> Table:
     columns = ["Task", "Reflection", "Greedy CoT", "n paired", "Reflected", "Greedy wrong",
                "Fixed (% of greedy wrong [95% CI])",
-               "Greedy right", "Broken (% of greedy right)", "Δ accuracy [95% CI]", "p (McNemar)", "Marco-o1 paper",
-               "Sources"]
-    csv_columns = ["task", "reflection", "greedy", "n_paired", "reflected", "greedy_wrong", "fixed", "fixed_share",
+               "Greedy right", "Broken (% of greedy right)", "Fixed / broken where reflected",
+               "Fixed / broken elsewhere", "Δ accuracy [95% CI]", "p (McNemar)", "Marco-o1 paper", "Sources"]
+    csv_columns = ["task", "reflection", "greedy", "n_paired", "reflected", "fixed_reflected", "broken_reflected",
+                   "fixed_elsewhere", "broken_elsewhere", "greedy_wrong", "fixed", "fixed_share",
                    "fixed_share_lo", "fixed_share_hi", "greedy_right", "broken", "broken_share", "delta", "delta_lo",
                    "delta_hi", "p_mcnemar", "paper_claim", "sources"]
     md_rows, csv_rows, findings = [], [], []
@@ -84,12 +96,15 @@ def reflection_table(loaded: Loaded) -> Table:
         broken_share = f.broken / f.greedy_right if f.greedy_right else None
         d = f.pair
         reflected = "—" if f.fired is None else str(f.fired)
+        where = "—" if f.fired is None else f"{f.fixed_reflected} / {f.broken_reflected}"
+        elsewhere = "—" if f.fired is None else f"{f.fixed_elsewhere} / {f.broken_elsewhere}"
         md_rows.append([MGSM_TASKS[run.task], run.system, greedy.system, str(d.n), reflected, str(f.greedy_wrong),
                         f"{f.fixed} ({acc_md(share)})" if share else "0 (—)", str(f.greedy_right),
-                        f"{f.broken} ({pct(broken_share)})" if broken_share is not None else "0 (—)",
+                        f"{f.broken} ({pct(broken_share)})" if broken_share is not None else "0 (—)", where, elsewhere,
                         f"{signed(d.delta)} [{signed(d.lo)}, {signed(d.hi)}]", p_text(d.p), PAPER_CLAIM,
                         f"{run.source}, {greedy.source}"])
-        csv_rows.append([run.task, run.system, greedy.system, d.n, "" if f.fired is None else f.fired,
+        split = [f.fired, f.fixed_reflected, f.broken_reflected, f.fixed_elsewhere, f.broken_elsewhere]
+        csv_rows.append([run.task, run.system, greedy.system, d.n, *["" if v is None else v for v in split],
                          f.greedy_wrong, f.fixed,
                          *([num(share.value), num(share.lo), num(share.hi)] if share else ["", "", ""]),
                          f.greedy_right, f.broken, num(broken_share), num(d.delta), num(d.lo), num(d.hi),
@@ -100,8 +115,13 @@ def reflection_table(loaded: Loaded) -> Table:
                             f"{pct(share.hi)}]; the paper: about half), and it broke {f.broken} of the "
                             f"{f.greedy_right} greedy CoT got right: net {signed(d.delta)} points "
                             f"(McNemar p = {p_text(d.p)})."
-                            + ("" if f.fired is None else f" The phrase went in on {f.fired} of the {d.n} problems: "
-                               "on the others the model never closed its thought, so it wrote what greedy CoT wrote."))
+                            + ("" if f.fired is None else
+                               f" The phrase went in on {f.fired} of the {d.n} problems (elsewhere the model never "
+                               f"closed its thought); there it fixed {f.fixed_reflected} and broke "
+                               f"{f.broken_reflected}. On the other {d.n - f.fired} the run decoded greedily like "
+                               f"greedy CoT, yet {f.fixed_elsewhere} answers turned right and {f.broken_elsewhere} "
+                               "wrong: not reflection's doing, but how far greedy decoding moves with the batch it "
+                               "ran in (batch size, padding, bf16 rounding); read the totals against that."))
     note = (f"Every run whose config name contains \"reflection\" against greedy CoT (`{GREEDY_CONFIG}`) of the same "
             "model and task, on the problems both scored, per problem (lm-eval `exact_match`, filter `{filter}`). "
             "Fixed: greedy CoT wrong, reflection right; broken: greedy CoT right, reflection wrong. The fixed "
@@ -110,6 +130,8 @@ def reflection_table(loaded: Loaded) -> Table:
             "the problems the model first got wrong (its \"hard problems\"); here \"hard\" means greedy CoT got it "
             "wrong. Reflected: problems where the reflection phrase was inserted at all (from the store's "
             "per-rollout `reflections`; — when the store predates it): the phrase goes in only where the model "
-            "writes the end-of-thought tag.")
+            "writes the end-of-thought tag. Fixed / broken where reflected: the same counts over those problems "
+            "only; elsewhere: over the rest, where the reflection run decoded exactly as greedy CoT does, so "
+            "those changes are the noise of rerunning greedy decoding in another batch, not reflection.")
     return Table("reflection", "Does reflection fix what greedy CoT got wrong?", note, columns, md_rows, csv_columns,
                  csv_rows, findings, empty="(no run with \"reflection\" in its config name yet)")
