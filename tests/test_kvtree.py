@@ -2,7 +2,7 @@
 
 import torch
 
-from marco_eval.backends.kvtree import KVTree
+from marco_eval.backends.kvtree import BatchKV, KVTree
 
 
 def seg(start, end, layers=2):
@@ -45,3 +45,34 @@ def test_same_key_is_stored_once():
     e1 = t.insert((5, 6), None, seg(0, 1))
     e2 = t.insert((5, 6), None, seg(0, 1))
     assert e1 is e2 and len(t) == 1
+
+
+def row_seq(kv: BatchKV, row: int, layer: int = 0) -> list[float]:
+    """A row's cached keys, left to right, read through the batch window and its mask."""
+    keys = kv.keys[layer][row, 0, kv.start:kv.end, 0]
+    return keys[kv.window_mask()[row].bool()].tolist()
+
+
+def test_batch_kv_writes_in_place_moves_rows_and_relayouts_only_when_out_of_room():
+    kv = BatchKV(n_layers=2, kv_heads=1, head_dim=1, dtype=torch.float32, device="cpu", max_rows=3,
+                 right_room=3, left_room=1)
+    a = [seg(0, 4), seg(4, 6)]  # a row given as its path's segments: positions 0..5
+    kv.join([a, [seg(0, 2)]])
+    assert kv.relayouts == 1 and kv.rows == 2 and kv.window_mask().shape == (2, 6)
+    assert row_seq(kv, 0) == [0, 1, 2, 3, 4, 5] and row_seq(kv, 1) == [0, 1]
+    for step in range(5):  # a step writes one column per row, no copy; every 3rd runs out of room
+        mask = kv.open_column()
+        new = torch.tensor([[[[10.0 + step]]], [[[20.0 + step]]]])  # [rows, heads, 1, dim]
+        for layer in range(2):
+            keys, _ = kv.write(layer, new, -new)
+            assert keys.shape[2] == mask.shape[1]
+        kv.close_column()
+    assert kv.relayouts == 2  # columns 7, 8, 9 fit; the 4th step needed fresh room
+    assert row_seq(kv, 0) == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14]
+    assert row_seq(kv, 1, layer=1) == [0, 1, 20, 21, 22, 23, 24]
+    assert [k.tolist() for k, _ in kv.row_tail(1, 2)][0] == [[[[23.0], [24.0]]]]
+    kv.join([[seg(0, 1)]])
+    order = kv.drop([0])  # the last row moves into the hole; the window shrinks to the longest left
+    assert order == [2, 1] and kv.lengths == [1, 7] and kv.window_mask().shape == (2, 7)
+    assert row_seq(kv, 0) == [0] and row_seq(kv, 1) == [0, 1, 20, 21, 22, 23, 24]
+    assert kv.relayouts == 2

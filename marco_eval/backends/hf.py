@@ -9,21 +9,22 @@ KV reuse (kvtree.py): every node's cache is kept (as a delta on its parent's) so
 expanding a node or rolling out from a child forwards only tokens never seen before;
 siblings share their parent's cache; a request's prefix is prefilled at most once.
 
-Batching: the requests of one `generate` call (up to `max_batch` rows) are decoded in
-lock-step from their caches, left-padded to a common length; rows that finish are dropped
-from the batch (and the KV cache) so long rollouts don't drag short ones along.
+Batching: up to `max_batch` rows decode in lock-step, left-padded to a common length, their
+keys/values written in place into buffers allocated per batch (kvtree.BatchKV), not
+concatenated per step; rows that finish leave at once and queued requests take their places.
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
+import time
 from typing import Hashable, NamedTuple, Sequence
 
 import torch
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.backends.kvtree import KV, Entry, KVTree
+from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
 from marco_eval.search.policy import Continue, Generation
 
 TOP_K = 5
@@ -32,7 +33,7 @@ TOP_K = 5
 class PrefixCache(NamedTuple):
     """A request's prefix, ready to decode from: keys/values of prefix[:-1]."""
     entry: Entry | None  # its KVTree entry (None: reuse off); pinned while a row extends it
-    kv: KV  # per layer (keys, values), each [1, kv_heads, len(prefix) - 1, head_dim]
+    segments: list[KV]  # root first; concatenated along positions: per layer [1, kv_heads, len(prefix) - 1, head_dim]
 
 
 class Joining(NamedTuple):
@@ -40,6 +41,27 @@ class Joining(NamedTuple):
     key: Hashable  # the caller's key, handed back with the result
     req: Continue
     cache: PrefixCache
+
+
+class Stopwatch:
+    """Wall time per part of the decode loop, for `marco-eval bench`: `lap(part)` charges the
+    time since the previous lap to `part`. Off (the default) a lap is one attribute test."""
+
+    def __init__(self, on: bool = False, sync=None):
+        self.on, self.sync = on, sync  # sync: e.g. torch.cuda.synchronize, so GPU work lands in its part
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def restart(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        if self.on:
+            if self.sync is not None:
+                self.sync()
+            now = time.perf_counter()
+            self.seconds[part] = self.seconds.get(part, 0.0) + now - self._last
+            self._last = now
 
 
 class _Row:
@@ -54,21 +76,26 @@ class _Row:
 
 
 class _Batch:
-    """The rows decoding together: one KV cache [rows, heads, T, dim], left-padded, a
-    matching attention mask, and per row the token to feed next and its position."""
+    """The rows decoding together: their keys/values in a BatchKV (left-padded rows, written
+    in place), and per row the token to feed next and its position."""
 
     def __init__(self, policy):
-        from transformers import DynamicCache
+        from transformers.cache_utils import Cache
 
         self.policy = policy
         self.rows: list[_Row] = []
-        self.cache = DynamicCache()
-        self.mask = None  # [rows, T]
+        layers, heads, dim = policy.kv_shape()
+        self.kv = BatchKV(layers, heads, dim, policy.dtype, policy.device, policy.max_batch)
+        self.cache = Cache(layers=[batch_layer_class()(self.kv, i) for i in range(layers)])
         self.to_feed: list[int] = []
         self.pos: list[int] = []
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.kv.window_mask()  # [rows, longest row]
 
     def pinned(self) -> set[int]:
         return {id(r.entry) for r in self.rows if r.entry is not None}
@@ -77,66 +104,23 @@ class _Batch:
         """New rows join with their prefix cache (KV of prefix[:-1]); they feed prefix[-1]."""
         if not items:
             return
-        dev = self.policy.device
-        lengths = [j.cache.kv[0][0].shape[2] for j in items]
-        T_old = self.mask.shape[1] if self.mask is not None else 0
-        T = max([T_old, *lengths])  # the batch's new width: its longest row, old or new
-        new_layers = []
-        for li in range(len(items[0].cache.kv)):
-            k0 = items[0].cache.kv[li][0]  # [1, kv_heads, n, head_dim]
-            keys = torch.zeros((len(items), k0.shape[1], T, k0.shape[3]), dtype=k0.dtype, device=dev)  # [new, kv_heads, T, head_dim]
-            values = torch.zeros_like(keys)
-            for b, j in enumerate(items):
-                layer_k, layer_v = j.cache.kv[li]
-                n = layer_k.shape[2]
-                if n:  # left padding: the row's positions sit at the right end
-                    keys[b, :, T - n:] = layer_k[0]
-                    values[b, :, T - n:] = layer_v[0]
-            new_layers.append((keys, values))
-        new_mask = torch.zeros((len(items), T), dtype=torch.long, device=dev)  # [new, T]
-        for b, n in enumerate(lengths):
-            new_mask[b, T - n:] = 1
-        if self.rows:
-            pad = T - T_old  # the old rows get this many columns of left padding
-            for layer, (k, v) in zip(self.cache.layers, new_layers):
-                old_k, old_v = layer.keys, layer.values  # [rows, kv_heads, T_old, head_dim]
-                if pad:
-                    z = torch.zeros((old_k.shape[0], old_k.shape[1], pad, old_k.shape[3]), dtype=old_k.dtype, device=dev)
-                    old_k, old_v = torch.cat([z, old_k], dim=2), torch.cat([z, old_v], dim=2)  # [rows, kv_heads, T, head_dim]
-                layer.keys, layer.values = torch.cat([old_k, k], dim=0), torch.cat([old_v, v], dim=0)  # [rows + new, ...]
-            old_mask = self.mask  # [rows, T_old]
-            if pad:
-                old_mask = torch.cat([torch.zeros((old_mask.shape[0], pad), dtype=torch.long, device=dev), old_mask], 1)
-            self.mask = torch.cat([old_mask, new_mask], dim=0)  # [rows + new, T]
-        else:
-            from transformers import DynamicCache
-
-            self.cache = DynamicCache(ddp_cache_data=new_layers)
-            self.mask = new_mask
+        self.kv.join([j.cache.segments for j in items])
         for j in items:
             self.rows.append(_Row(j.key, j.req, j.cache.entry, self.policy.max_length))
             self.to_feed.append(j.req.prefix[-1])
             self.pos.append(len(j.req.prefix) - 1)
 
-    def trim_padding(self) -> None:
-        """Drop the left columns no live row uses. The batch outlives its rows (continuous
-        batching) and grows a column per step, so without this the cache and every step's
-        attention would span the whole run (tens of thousands of positions, gigabytes),
-        not the longest live row. Positions are passed explicitly, so nothing else moves."""
-        first = int(self.mask.any(dim=0).long().argmax())  # the first column a live row attends to
-        if first == 0:
-            return
-        self.mask = self.mask[:, first:]  # [rows, T - first]
-        for layer in self.cache.layers:  # [rows, kv_heads, T, head_dim] -> [rows, kv_heads, T - first, head_dim]
-            layer.keys, layer.values = layer.keys[:, :, first:].contiguous(), layer.values[:, :, first:].contiguous()
-
     def step(self) -> torch.Tensor:
         """Forward one token per row; returns next-token logits [rows, vocab]."""
-        dev = self.policy.device
-        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=dev)], dim=1)  # [rows, T + 1]
+        dev, watch = self.policy.device, self.policy.stopwatch
+        mask = self.kv.open_column()  # [rows, T + 1]
         ids = torch.tensor(self.to_feed, device=dev).unsqueeze(-1)  # [rows, 1]
         pos = torch.tensor(self.pos, device=dev).unsqueeze(-1)  # [rows, 1]: true positions, padding ignored
-        return self.policy._forward(ids, self.mask, pos, self.cache)[:, -1]  # [rows, vocab]
+        watch.lap("cache")
+        logits = self.policy._forward(ids, mask, pos, self.cache)[:, -1]  # [rows, vocab]
+        self.kv.close_column()
+        watch.lap("decode")
+        return logits
 
     def feed(self, chosen: list[int], drop: list[int]) -> None:
         """Next step feeds each row's new token; finished rows leave the batch and cache."""
@@ -144,19 +128,10 @@ class _Batch:
         self.pos = [p + 1 for p in self.pos]
         if not drop:
             return
-        keep = [b for b in range(len(self.rows)) if b not in set(drop)]
-        if keep:
-            sel = torch.tensor(keep, device=self.policy.device)
-            self.cache.batch_select_indices(sel)
-            self.mask = self.mask[sel]
-            self.trim_padding()
-        else:
-            from transformers import DynamicCache
-
-            self.cache, self.mask = DynamicCache(), None
-        self.rows = [self.rows[b] for b in keep]
-        self.to_feed = [self.to_feed[b] for b in keep]
-        self.pos = [self.pos[b] for b in keep]
+        order = self.kv.drop(drop)  # the last rows move into the places of those leaving
+        self.rows = [self.rows[b] for b in order]
+        self.to_feed = [self.to_feed[b] for b in order]
+        self.pos = [self.pos[b] for b in order]
 
 
 def cpu_supports_bf16() -> bool:
@@ -212,6 +187,7 @@ class TransformersPolicy(TokenizerCodec):
         self.live_rows = 0  # rows in the running batch
         self.kv_reuse = kv_reuse  # off = naive recompute: every request re-reads its prefix
         self.kv = KVTree(max_bytes=kv_cache_mb * 2**20)
+        self.stopwatch = Stopwatch(sync=torch.cuda.synchronize if device.startswith("cuda") else None)
 
     # ------------------------------------------------------------------ model calls
     def _forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep=1):
@@ -239,43 +215,57 @@ class TransformersPolicy(TokenizerCodec):
         rest forwarded now (one row, no padding) and cached in its turn."""
         from transformers import DynamicCache
 
+        watch = self.stopwatch
         base = self.kv.lookup(prefix) if self.kv_reuse else None
-        kv = self.kv.materialize(base)  # per layer [1, kv_heads, done, head_dim], or None
         done = base.length if base is not None else 0
         new = prefix[done: len(prefix) - 1]
         if not new:
-            return PrefixCache(base, kv if kv is not None else self._empty_kv())
+            watch.lap("cache")
+            return PrefixCache(base, self.kv.path_segments(base))
+        kv = self.kv.materialize(base)  # per layer [1, kv_heads, done, head_dim], or None
         cache = DynamicCache(ddp_cache_data=kv) if kv is not None else DynamicCache()
         ids = torch.tensor([new], device=self.device)  # [1, new]
         pos = torch.arange(done, done + len(new), device=self.device).unsqueeze(0)  # [1, new]
+        watch.lap("cache")
         self._forward(ids, torch.ones((1, done + len(new)), dtype=torch.long, device=self.device), pos, cache)
+        watch.lap("prefill")
         kv = [(layer.keys, layer.values) for layer in cache.layers]  # per layer [1, kv_heads, len(prefix) - 1, head_dim]
         if not self.kv_reuse:
-            return PrefixCache(None, kv)
+            return PrefixCache(None, [kv])
         segment = [(k[:, :, done:].clone(), v[:, :, done:].clone()) for k, v in kv]  # only what the base lacks
-        return PrefixCache(self.kv.insert(prefix, base, segment), kv)
+        entry = self.kv.insert(prefix, base, segment)
+        watch.lap("cache")
+        return PrefixCache(entry, self.kv.path_segments(entry))
 
-    def _empty_kv(self) -> KV:
+    def kv_shape(self) -> tuple[int, int, int]:
+        """(layers, kv_heads, head_dim) of the model's cache."""
         cfg = self.model.config.get_text_config()
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        empty = torch.zeros((1, heads, 0, dim), dtype=self.dtype, device=self.device)  # [1, kv_heads, 0, head_dim]
-        return [(empty, empty) for _ in range(cfg.num_hidden_layers)]
+        return cfg.num_hidden_layers, heads, dim
 
     @torch.inference_mode()
     def generate_stream(self, pull, push) -> None:
         """Continuous batching: keep up to `max_batch` rows decoding; whenever rows finish,
         `pull(n)` is asked for up to n more (key, Continue) pairs, which join the running
         batch at the next step; each result goes to `push(key, Generation)` as soon as its
-        row finishes. Ends when no row is live and `pull` returns nothing."""
+        row finishes. Ends when no row is live and `pull` returns nothing.
+
+        With `stopwatch.on`, the loop's wall time is split into prefill and decode (model
+        forwards), cache (KV tree and batch cache handling), sample (choosing tokens, stop
+        strings) and search (the caller's pull and push: the searches' own bookkeeping)."""
         batch = _Batch(self)
+        watch = self.stopwatch
+        watch.restart()
         while True:
             if len(batch) < self.max_batch:
                 new = pull(self.max_batch - len(batch))
+                watch.lap("search")
                 for key, req in new:
                     self.check_length(len(req.prefix))
                 shared: dict = {}  # siblings pulled together share one prefix cache (and prefill)
                 batch.add([Joining(key, req, self._prefix_cache_shared(req.prefix, shared)) for key, req in new])
+                watch.lap("cache")
             self.live_rows = len(batch)
             if not len(batch):
                 break
@@ -299,12 +289,17 @@ class TransformersPolicy(TokenizerCodec):
                 elif len(g.token_ids) < row.max_new:
                     continue
                 finished.append(b)
-                self._keep_finished(req, g, row.entry, batch.cache, b)
+            watch.lap("sample")
+            for b in finished:
+                self._keep_finished(batch.rows[b], batch.kv, b)
+            watch.lap("cache")
             for b in finished:
                 push(batch.rows[b].key, batch.rows[b].gen)
+            watch.lap("search")
             batch.feed(chosen, drop=finished)
             if self.kv_reuse and finished:
                 self.kv.evict_to_cap(pinned=batch.pinned())
+            watch.lap("cache")
 
     def _prefix_cache_shared(self, prefix: tuple[int, ...], shared: dict) -> PrefixCache:
         if self.kv_reuse and prefix in shared:
@@ -312,15 +307,15 @@ class TransformersPolicy(TokenizerCodec):
         shared[prefix] = self._prefix_cache(prefix)
         return shared[prefix]
 
-    def _keep_finished(self, req: Continue, gen: Generation, parent, cache, row: int) -> None:
+    def _keep_finished(self, row: _Row, kv: BatchKV, index: int) -> None:
         """Cache prefix + generated (its KV for all but the last token is in the batch now)
         so that expanding or rolling out from it later forwards only new tokens."""
+        req, gen = row.req, row.gen
         if not (self.kv_reuse and req.keep_cache) or gen.finish == "eos":
             return
         n = len(gen.token_ids)  # the row's last n positions: prefix[-1] and generated[:-1]
-        segment = [(layer.keys[row: row + 1, :, -n:].clone(), layer.values[row: row + 1, :, -n:].clone())
-                   for layer in cache.layers]  # per layer [1, kv_heads, n, head_dim]
-        self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), parent, segment)
+        segment = [(k.clone(), v.clone()) for k, v in kv.row_tail(index, n)]  # per layer [1, kv_heads, n, head_dim]
+        self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), row.entry, segment)
 
     @staticmethod
     def _sample(logits: torch.Tensor, logp: torch.Tensor, req: Continue, rng: torch.Generator) -> int:
