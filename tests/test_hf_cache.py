@@ -137,3 +137,28 @@ if __name__ == "__main__":  # regenerate the fixture (only with the implementati
         fixture[f"{name}_generations"], fixture[f"{name}_search"] = runs[0], made[f"{name}_search"]
     GOLDEN.write_text(json.dumps(fixture, separators=(",", ":")) + "\n")
     print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)")
+
+
+def test_packed_linears_are_bit_identical_and_leave_tied_weights_alone():
+    import copy
+
+    import torch
+
+    from marco_eval.backends.hf import PackedLinear, pack_linears
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(50, 16), "up": torch.nn.Linear(16, 64),
+                                 "down": torch.nn.Linear(64, 16, bias=False),
+                                 "head": torch.nn.Linear(16, 50, bias=False)}).to(torch.bfloat16)
+    model["head"].weight = model["embed"].weight  # tied, as in smollm2
+    plain = copy.deepcopy(model)
+    if pack_linears(model) == 0:
+        pytest.skip("this torch build has no oneDNN bf16 linear")
+    assert isinstance(model["up"], PackedLinear) and isinstance(model["down"], PackedLinear)
+    assert isinstance(model["head"], torch.nn.Linear)  # packing a tied weight would hold it twice
+    for rows in (1, 8, 300):  # decode and prefill sizes
+        x = torch.randn(2, rows, 16, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            got = model["head"](model["down"](torch.relu(model["up"](x))))
+            want = plain["head"](plain["down"](torch.relu(plain["up"](x))))
+        assert torch.equal(got, want)
