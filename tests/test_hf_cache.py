@@ -125,19 +125,16 @@ def test_outputs_equal_the_recorded_outputs_of_the_concatenating_cache(monkeypat
         assert_same(got[f"{name}_search"], want[f"{name}_search"], f"{name}_search")
 
 
-if __name__ == "__main__":  # regenerate the fixture (only with the implementation it pins)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    mp = pytest.MonkeyPatch()
-    made = produce(mp)
-    mp.undo()
-    fixture = {}
-    for name in ("model", "flat"):
-        runs = [made[f"{name}_{v}"] for v in VARIANTS]
-        assert all(r == runs[0] for r in runs), "variants disagree: nothing to pin"
-        fixture[f"{name}_generations"], fixture[f"{name}_search"] = runs[0], made[f"{name}_search"]
-    GOLDEN.write_text(json.dumps(fixture, separators=(",", ":")) + "\n")
-    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)")
 
+def test_prompts_that_start_alike_prefill_their_common_part_once_with_the_same_outputs(monkeypatch):
+    """share_prompts (off by default: on a real model it changes bf16 rounding) on the scripted
+    model, where arithmetic is exact: the same generations, fewer positions forwarded."""
+    want = json.loads(GOLDEN.read_text())
+    for name, lm in (("model", scripted_lm.MODEL), ("flat", scripted_lm.FLAT)):
+        plain, shared = (make_policy(monkeypatch, lm, max_batch=4, share_prompts=on) for on in (False, True))
+        for policy in (plain, shared):
+            assert_same(json.loads(json.dumps(generation_cases(policy))), want[f"{name}_generations"], name)
+        assert shared.forwarded_tokens < plain.forwarded_tokens - len(SHOTS)
 
 def test_packed_linears_are_bit_identical_and_leave_tied_weights_alone():
     import copy
@@ -162,3 +159,17 @@ def test_packed_linears_are_bit_identical_and_leave_tied_weights_alone():
             got = model["head"](model["down"](torch.relu(model["up"](x))))
             want = plain["head"](plain["down"](torch.relu(plain["up"](x))))
         assert torch.equal(got, want)
+
+
+if __name__ == "__main__":  # regenerate the fixture (only with the implementation it pins)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    mp = pytest.MonkeyPatch()
+    made = produce(mp)
+    mp.undo()
+    fixture = {}
+    for name in ("model", "flat"):
+        runs = [made[f"{name}_{v}"] for v in VARIANTS]
+        assert all(r == runs[0] for r in runs), "variants disagree: nothing to pin"
+        fixture[f"{name}_generations"], fixture[f"{name}_search"] = runs[0], made[f"{name}_search"]
+    GOLDEN.write_text(json.dumps(fixture, separators=(",", ":")) + "\n")
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)")

@@ -243,7 +243,7 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 class TransformersPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "auto", max_batch: int = 16,
                  revision: str | None = None, trust_remote_code: bool = False, kv_reuse: bool = True,
-                 kv_cache_mb: int = 2048):
+                 kv_cache_mb: int = 2048, share_prompts: bool = False):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if device == "auto":
@@ -277,6 +277,11 @@ class TransformersPolicy(TokenizerCodec):
         self.live_rows = 0  # rows in the running batch
         self.kv_reuse = kv_reuse  # off = naive recompute: every request re-reads its prefix
         self.kv = KVTree(max_bytes=kv_cache_mb * 2**20)
+        # Prompts that start alike (few-shot exemplars) share the cache of their common part,
+        # prefilled once (KVTree.share). Off by default: those positions' keys/values then come
+        # from another prompt's prefill, equal in exact arithmetic but not bit for bit in bf16,
+        # so outputs can differ from an unshared run (measured: 1 in 3 greedy smollm2 outputs).
+        self.share_prompts = share_prompts
         self.stopwatch = Stopwatch(sync=torch.cuda.synchronize if device.startswith("cuda") else None)
 
     # ------------------------------------------------------------------ model calls
@@ -307,6 +312,8 @@ class TransformersPolicy(TokenizerCodec):
 
         watch = self.stopwatch
         base = self.kv.lookup(prefix) if self.kv_reuse else None
+        if self.share_prompts and self.kv_reuse and len(prefix) - 1 > (base.length if base is not None else 0):
+            base = self.kv.share(prefix, base) or base  # e.g. few-shot exemplars another prompt prefilled
         done = base.length if base is not None else 0
         new = prefix[done: len(prefix) - 1]
         if not new:

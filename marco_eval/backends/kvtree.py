@@ -66,6 +66,41 @@ class KVTree:
         self.misses += 1
         return None
 
+    def share(self, seq: tuple[int, ...], base: Entry | None, min_shared: int = 32) -> Entry | None:
+        """`seq` leaves the cache at `base` (its longest cached prefix, None: none), but a
+        sibling entry may share more tokens with it: two prompts with the same few-shot
+        exemplars or instructions. Split the sibling sharing the most (at least `min_shared`
+        positions beyond base) where the two part, so the shared positions are cached, and
+        prefilled, once; returns the entry of the shared part, else None."""
+        done = len(base.key) if base is not None else 0
+        best, best_n = None, done + min_shared
+        for entry in self.entries.values():
+            if entry.parent is base and entry.key[:best_n] == seq[:best_n]:
+                n = common_prefix(entry.key, seq)
+                if n > best_n or best is None:
+                    best, best_n = entry, n
+        if best is None:
+            return None
+        self._touch(best)
+        return self._split(best, best_n)
+
+    def _split(self, entry: Entry, n: int) -> Entry:
+        """Cut `entry` into a new entry for key[:n] (positions [start, n - 1)) and the rest,
+        which becomes its child. Both halves are copied out so that neither holds the other's
+        memory."""
+        cut = n - 1 - entry.start
+        head = [(k[:, :, :cut].clone(), v[:, :, :cut].clone()) for k, v in entry.segment]
+        tail = [(k[:, :, cut:].clone(), v[:, :, cut:].clone()) for k, v in entry.segment]
+        if entry.parent is not None:
+            entry.parent.children -= 1  # the head takes the entry's place under its parent
+        self.nbytes -= entry.nbytes
+        middle = self.insert(entry.key[:n], entry.parent, head)
+        entry.parent, entry.segment, entry.start = middle, tail, n - 1
+        entry.nbytes = sum(k.nbytes + v.nbytes for k, v in tail)
+        self.nbytes += entry.nbytes
+        middle.children += 1
+        return middle
+
     def insert(self, key: tuple[int, ...], parent: Entry | None, segment: KV) -> Entry:
         """Cache `key`; `segment` holds positions [parent.length, len(key) - 1)."""
         if key in self.entries:
@@ -132,6 +167,18 @@ class KVTree:
     def _touch(self, entry: Entry) -> None:
         self._clock += 1
         entry.last_used = self._clock
+
+
+def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Length of the longest common prefix (slice comparisons run in C: a binary search)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 class BatchKV:
