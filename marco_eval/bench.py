@@ -13,6 +13,12 @@ and prints one JSON object per workload/action. forwarded_tokens counts every to
 position the model processed (prefill and decode, padding included);
 forwarded_per_generated = (forwarded_tokens - prompt_tokens) / generated_tokens, so 1.0
 means that after the one-time prompt prefill every token was forwarded exactly once.
+time_split_pct splits the engine's and the naive run's wall time into the backend's parts
+(prefill and decode forwards, cache handling, token sampling, search bookkeeping; see
+`time_split`), so a regression shows where it lands. cpu_speedup_vs_naive and
+cpu_throughput_vs_sampling are the same ratios over the process's CPU time, which time slices
+lost to other processes on a shared machine do not distort. shared_prompts reports the engine
+once more with the backend's share_prompts on (off by default; it changes bf16 rounding).
 
 `--backend vllm` (a GPU machine with the [vllm] extra) runs the same search on the vLLM
 backend and compares it with plain vLLM sampling of the same number of tokens from the
@@ -50,6 +56,7 @@ class BenchSpec:
     backend: str = "hf"  # or "vllm"
     tensor_parallel_size: int = 1  # vllm: GPUs per engine
     gpu_memory_utilization: float = 0.9  # vllm
+    shared_prompts: bool = True  # hf: also run the engine with share_prompts on (reported apart)
 
 
 QUICK = dict(model="smollm2-135m", workloads=("zero_shot",), problems=2, simulations=1, max_new_tokens=24,
@@ -84,18 +91,38 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
 
     engine.search_config = dataclasses.replace(engine.search_config, action=action)
     policy = engine.policy
-    if isinstance(policy, TransformersPolicy):  # its own cache and counter start afresh
+    timed = isinstance(policy, TransformersPolicy)
+    if timed:  # its own cache, counter and stopwatch start afresh
         policy.forwarded_tokens = 0
         policy.kv.clear()
+        policy.stopwatch.on, policy.stopwatch.seconds = True, {}
     calls_before = getattr(policy, "generate_calls", 0)
     searches = [engine.make_search(p, until=("</Output>",), max_gen_toks=spec.max_new_tokens) for p in prompts]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     results = engine.run(searches)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    split = None
+    if timed:
+        policy.stopwatch.on = False
+        split = time_split(policy.stopwatch.seconds, seconds)
     generated = sum(r.generated_tokens for r in results)
     return {"generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None), "seconds": seconds,
-            "engine_calls": getattr(policy, "generate_calls", 0) - calls_before,
-            "search_steps": max(r.policy_calls for r in results)}
+            "cpu_seconds": cpu_seconds, "engine_calls": getattr(policy, "generate_calls", 0) - calls_before,
+            "search_steps": max(r.policy_calls for r in results), "split": split,
+            "outputs": [[x.token_ids for x in r.tree.rollouts] for r in results]}
+
+
+TIME_PARTS = ("prefill", "decode", "cache", "sample", "search")
+
+
+def time_split(parts: dict[str, float], total: float) -> dict[str, float]:
+    """Percent of a run's wall time per part of the backend's loop (Stopwatch): prefill and
+    decode are model forwards, cache the KV tree and batch cache, sample token choice and
+    stop strings, search the searches' bookkeeping between results and requests; other is
+    what no part caught (the driver outside the loop, starting the searches)."""
+    split = {p: round(100 * parts.get(p, 0.0) / total, 1) for p in TIME_PARTS}
+    split["other"] = round(100 - sum(split.values()), 1)
+    return split
 
 
 def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: float) -> dict:
@@ -108,23 +135,25 @@ def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: floa
 
     model = policy.model
     per_row = max(8, min(512, -(-tokens // batch)))
-    made, seconds, i = 0, 0.0, 0
+    made, seconds, cpu_seconds, i = 0, 0.0, 0.0, 0
     while made < tokens and seconds < seconds_cap:
         rows = [prompts_ids[(i + j) % len(prompts_ids)] for j in range(batch)]
         i += batch
         width = max(len(r) for r in rows)
         ids = torch.tensor([[policy.pad_id] * (width - len(r)) + list(r) for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        timed = []
+        timed, cpu = [], []
         for n in (1, per_row):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             with torch.inference_mode():
                 out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7,
                                      top_p=0.95, max_new_tokens=n, min_new_tokens=n, pad_token_id=policy.pad_id)
             timed.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - cpu_start)
         seconds += max(timed[1] - timed[0], 1e-9)
+        cpu_seconds += max(cpu[1] - cpu[0], 1e-9)
         made += (out.shape[1] - width - 1) * batch
-    return {"generated": made, "seconds": seconds}
+    return {"generated": made, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def run_vllm_sampling(policy, prompts_ids, tokens: int, seed: int) -> dict:
@@ -180,6 +209,29 @@ def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
     return out
 
 
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def shared_prompts_run(eng, texts, spec: BenchSpec, action: str, engine: dict, prompt_tokens: int,
+                       sampling_tps: float, sampling_cpu_tps: float) -> dict:
+    """The engine again with share_prompts on (off by default: prompts that start alike share
+    their common part's cache, which changes bf16 rounding): what it would buy, and whether
+    this run's outputs came out the same."""
+    policy = eng.policy
+    policy.share_prompts = True
+    try:
+        shared = run_search(eng, texts, spec, action)
+    finally:
+        policy.share_prompts = False
+    tps, cpu_tps = shared["generated"] / shared["seconds"], shared["generated"] / shared["cpu_seconds"]
+    return {"tokens_per_s": round(tps, 2), "throughput_vs_sampling": round(tps / sampling_tps, 3),
+            "cpu_throughput_vs_sampling": round(cpu_tps / sampling_cpu_tps, 3),
+            "forwarded_tokens": shared["forwarded"], "generated_tokens": shared["generated"],
+            "seconds": round(shared["seconds"], 2), "time_split_pct": shared["split"],
+            "same_outputs": shared["outputs"] == engine["outputs"]}
+
+
 def bench(spec: BenchSpec, log=print) -> list[dict]:
     if spec.backend == "vllm":
         return bench_vllm(spec, log)
@@ -191,16 +243,22 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
         prompts = [policy.encode(eng.prompt_text(t)) for t in texts]
         prompt_tokens = sum(len(p) for p in prompts)
         for action in spec.actions:
+            rss = {}
             policy.kv_reuse = True
             engine = run_search(eng, texts, spec, action)
+            rss["engine"] = peak_rss_mb()
             policy.kv_reuse = False
             naive = run_search(eng, texts, spec, action)
+            rss["naive"] = peak_rss_mb()
             policy.kv_reuse = True
             sampling = run_sampling(policy, prompts, spec.max_batch, engine["generated"],
                                     seconds_cap=max(30.0, engine["seconds"]))
+            rss["sampling"] = peak_rss_mb()
             tps = engine["generated"] / engine["seconds"]
             naive_tps = naive["generated"] / naive["seconds"]
             sampling_tps = sampling["generated"] / sampling["seconds"]
+            cpu_tps = {k: r["generated"] / r["cpu_seconds"] for k, r in
+                       (("engine", engine), ("naive", naive), ("sampling", sampling))}
             row = {
                 "workload": workload, "action": action, "model": spec.model, "dtype": str(policy.dtype).replace("torch.", ""),
                 "problems": spec.problems, "simulations": spec.simulations, "children": spec.children,
@@ -212,10 +270,21 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
                 "tokens_per_s": round(tps, 2), "naive_tokens_per_s": round(naive_tps, 2),
                 "sampling_tokens_per_s": round(sampling_tps, 2),
                 "speedup_vs_naive": round(tps / naive_tps, 3), "throughput_vs_sampling": round(tps / sampling_tps, 3),
+                # the same ratios over this process's CPU time: on a shared machine the wall
+                # clock also counts time slices lost to other processes, unevenly between phases
+                "cpu_speedup_vs_naive": round(cpu_tps["engine"] / cpu_tps["naive"], 3),
+                "cpu_throughput_vs_sampling": round(cpu_tps["engine"] / cpu_tps["sampling"], 3),
                 "seconds": {"engine": round(engine["seconds"], 2), "naive": round(naive["seconds"], 2),
                             "sampling": round(sampling["seconds"], 2)},
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "cpu_seconds": {k: round(r["cpu_seconds"], 2) for k, r in
+                                (("engine", engine), ("naive", naive), ("sampling", sampling))},
+                "time_split_pct": {"engine": engine["split"], "naive": naive["split"]},
+                "peak_rss_mb_after": rss,
+                "peak_rss_mb": peak_rss_mb(),
             }
+            if spec.shared_prompts:
+                row["shared_prompts"] = shared_prompts_run(eng, texts, spec, action, engine, prompt_tokens,
+                                                           sampling_tps, cpu_tps["sampling"])
             log(json.dumps(row))
             out.append(row)
     return out
