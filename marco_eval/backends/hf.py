@@ -142,39 +142,35 @@ class PackedLinear(torch.nn.Module):
     """nn.Linear with its weight reordered once into oneDNN's blocked layout. A bf16
     F.linear on the CPU reorders the weight on every call; at decode batch sizes that is a
     third of the matmul time (one thread, 4864x896 at 8 rows: 0.63 -> 0.41 ms; the 151936-row
-    lm_head 36 -> 24 ms), about the same at prefill sizes, with bit-identical results. One
-    row at a time F.linear takes another kernel, which for some layers (qwen2.5's down_proj)
-    rounds differently: those keep their weight for one-row calls (`single_row`)."""
+    lm_head 36 -> 24 ms), about the same at prefill sizes, with bit-identical results."""
 
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 8)  # opaque layout
         self.bias = linear.bias
-        self.single_row: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
-        if self.single_row is not None and x.numel() == self.in_features:
-            return torch.nn.functional.linear(x, self.single_row, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
 @torch.inference_mode()
 def pack_linears(model: torch.nn.Module) -> int:
     """Swap the model's bf16 nn.Linear layers for PackedLinear where the results are
-    bit-identical on this CPU, probed with random rows and the real weights: a layer that
-    differs at 2-64 rows stays as it is. F.linear's one-row kernel depends on the shape and
-    agrees with oneDNN's on most rows either way (qwen2.5's down_proj: 0 to 9 rows in 32
-    differ, layer by layer), so one differing row in any layer of a shape makes every layer
-    of that shape keep its weight for one-row calls. A weight shared with another module
-    (tied embeddings) stays, since packing it would hold it twice. Returns how many were packed."""
+    bit-identical on this CPU, probed with random rows and the real weights. F.linear's
+    one-row kernel depends on the shape and agrees with oneDNN's on most rows either way
+    (qwen2.5's down_proj: 0 to 9 rows in 32 differ, layer by layer), so one differing row in
+    any layer of a shape leaves every layer of that shape unpacked (keeping both forms would
+    cost its weights twice in memory). A weight shared with another module (tied embeddings)
+    stays too. Returns how many were packed."""
     shared = {id(p) for name, m in model.named_modules() if not isinstance(m, torch.nn.Linear)
               for p in m.parameters(recurse=False)}
-    gen, swaps, one_row_differs, maps = torch.Generator().manual_seed(0), [], set(), _file_maps()
+    gen, swaps, differs, maps = torch.Generator().manual_seed(0), [], set(), _file_maps()
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if not isinstance(child, torch.nn.Linear) or child.weight.dtype != torch.bfloat16 \
-                    or child.weight.device.type != "cpu" or id(child.weight) in shared:
+                    or child.weight.device.type != "cpu" or id(child.weight) in shared \
+                    or tuple(child.weight.shape) in differs:
                 continue
             try:
                 swap = PackedLinear(child)
@@ -185,15 +181,14 @@ def pack_linears(model: torch.nn.Module) -> int:
                 x = torch.randn(1, rows, child.in_features, generator=gen).to(torch.bfloat16)  # [1, rows, in]
                 return torch.equal(swap(x), torch.nn.functional.linear(x, child.weight, child.bias))
 
-            if all(same(rows) for rows in (2, 3, 8, 64)):
+            if all(same(rows) for rows in (1, 1, 1, 1, 1, 1, 1, 1, 2, 3, 8, 64)):
                 swaps.append((module, child_name, child, swap))
-                if not all(same(1) for _ in range(8)):
-                    one_row_differs.add(tuple(child.weight.shape))
-                _drop_mapped_pages(child.weight, maps)  # a weight kept for one-row calls pages back in when used
+            else:
+                differs.add(tuple(child.weight.shape))
+            _drop_mapped_pages(child.weight, maps)  # read from the file again if it stays in use
+    swaps = [s for s in swaps if tuple(s[2].weight.shape) not in differs]
     for module, child_name, child, swap in swaps:
         setattr(module, child_name, swap)
-        if tuple(child.weight.shape) in one_row_differs:
-            swap.single_row = child.weight
     return len(swaps)
 
 
