@@ -19,6 +19,10 @@ time_split_pct splits the engine's and the naive run's wall time into the backen
 cpu_throughput_vs_sampling are the same ratios over the process's CPU time, which time slices
 lost to other processes on a shared machine do not distort. shared_prompts reports the engine
 once more with the backend's share_prompts on (off by default; it changes bf16 rounding).
+The sampling figure is decode only; sampling_prefill_once_tokens_per_s adds one prefill of
+each prompt, which the engine's time includes, so throughput_vs_sampling_prefill_once
+compares equal work. rows_busy_pct: the share of the batch's rows that decoded, over every
+decode step (rows stand idle while a tree waits on a slower sibling and nothing is queued).
 
 `--backend vllm` (a GPU machine with the [vllm] extra) runs the same search on the vLLM
 backend and compares it with plain vLLM sampling of the same number of tokens from the
@@ -93,7 +97,7 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
     policy = engine.policy
     timed = isinstance(policy, TransformersPolicy)
     if timed:  # its own cache, counter and stopwatch start afresh
-        policy.forwarded_tokens = 0
+        policy.forwarded_tokens = policy.decode_steps = policy.row_steps = 0
         policy.kv.clear()
         policy.stopwatch.on, policy.stopwatch.seconds = True, {}
     calls_before = getattr(policy, "generate_calls", 0)
@@ -106,7 +110,9 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
         policy.stopwatch.on = False
         split = time_split(policy.stopwatch.seconds, seconds)
     generated = sum(r.generated_tokens for r in results)
-    return {"generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None), "seconds": seconds,
+    busy = round(100 * policy.row_steps / (policy.decode_steps * policy.max_batch), 1) \
+        if timed and policy.decode_steps else None
+    return {"rows_busy_pct": busy, "generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None), "seconds": seconds,
             "cpu_seconds": cpu_seconds, "engine_calls": getattr(policy, "generate_calls", 0) - calls_before,
             "search_steps": max(r.policy_calls for r in results), "split": split,
             "outputs": [[x.token_ids for x in r.tree.rollouts] for r in results]}
@@ -130,12 +136,14 @@ def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: floa
 
     Decode throughput only: each call's prompt prefill is timed separately (a
     max_new_tokens=1 call on the same rows) and subtracted, because the engine prefills
-    each prompt once while sampling would prefill every row again."""
+    each prompt once while sampling would prefill every row again. `prefill_once_seconds`
+    is the prefill of the calls that first cover every prompt: what sampling would add to
+    prefill each prompt once, as the engine must (the engine's time includes it)."""
     import torch
 
     model = policy.model
     per_row = max(8, min(512, -(-tokens // batch)))
-    made, seconds, cpu_seconds, i = 0, 0.0, 0.0, 0
+    made, seconds, cpu_seconds, prefill_once, i = 0, 0.0, 0.0, 0.0, 0
     while made < tokens and seconds < seconds_cap:
         rows = [prompts_ids[(i + j) % len(prompts_ids)] for j in range(batch)]
         i += batch
@@ -151,9 +159,11 @@ def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: floa
             timed.append(time.perf_counter() - start)
             cpu.append(time.process_time() - cpu_start)
         seconds += max(timed[1] - timed[0], 1e-9)
+        if i - batch < len(prompts_ids):  # this call prefilled a prompt for the first time
+            prefill_once += timed[0]
         cpu_seconds += max(cpu[1] - cpu[0], 1e-9)
         made += (out.shape[1] - width - 1) * batch
-    return {"generated": made, "seconds": seconds, "cpu_seconds": cpu_seconds}
+    return {"generated": made, "seconds": seconds, "cpu_seconds": cpu_seconds, "prefill_once_seconds": prefill_once}
 
 
 def run_vllm_sampling(policy, prompts_ids, tokens: int, seed: int) -> dict:
@@ -257,6 +267,8 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
             tps = engine["generated"] / engine["seconds"]
             naive_tps = naive["generated"] / naive["seconds"]
             sampling_tps = sampling["generated"] / sampling["seconds"]
+            # sampling that, like the engine, prefills each prompt once (the line above: none)
+            sampling_once_tps = sampling["generated"] / (sampling["seconds"] + sampling["prefill_once_seconds"])
             cpu_tps = {k: r["generated"] / r["cpu_seconds"] for k, r in
                        (("engine", engine), ("naive", naive), ("sampling", sampling))}
             row = {
@@ -270,6 +282,9 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
                 "tokens_per_s": round(tps, 2), "naive_tokens_per_s": round(naive_tps, 2),
                 "sampling_tokens_per_s": round(sampling_tps, 2),
                 "speedup_vs_naive": round(tps / naive_tps, 3), "throughput_vs_sampling": round(tps / sampling_tps, 3),
+                "sampling_prefill_once_tokens_per_s": round(sampling_once_tps, 2),
+                "throughput_vs_sampling_prefill_once": round(tps / sampling_once_tps, 3),
+                "rows_busy_pct": {"engine": engine["rows_busy_pct"], "naive": naive["rows_busy_pct"]},
                 # the same ratios over this process's CPU time: on a shared machine the wall
                 # clock also counts time slices lost to other processes, unevenly between phases
                 "cpu_speedup_vs_naive": round(cpu_tps["engine"] / cpu_tps["naive"], 3),

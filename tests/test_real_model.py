@@ -157,3 +157,7 @@ def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm
         assert key in row
     # counts, not timings: with reuse every token after the prompt is forwarded about once
     assert row["forwarded_per_generated"] <= 1.10 < row["naive_forwarded_per_generated"]
+    # equal work: sampling charged one prefill per prompt is slower than decode-only sampling
+    assert 0 < row["sampling_prefill_once_tokens_per_s"] < row["sampling_tokens_per_s"]
+    # one tree, two rows: the second row decodes only while the tree has two requests out
+    assert 0 < row["rows_busy_pct"]["engine"] <= 100 and 0 < row["rows_busy_pct"]["naive"] <= 100

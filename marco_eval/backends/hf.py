@@ -270,6 +270,8 @@ class TransformersPolicy(TokenizerCodec):
         self.forwarded_tokens = 0  # every position the model processed, padding included
         self.generated_tokens = 0  # every token sampled, counted as it is made (live progress reads it)
         self.live_rows = 0  # rows in the running batch
+        self.decode_steps = 0  # batched decode forwards, and the rows they carried: their ratio
+        self.row_steps = 0  # over max_batch is how busy the batch was (rows idle while trees wait)
         self.kv_reuse = kv_reuse  # off = naive recompute: every request re-reads its prefix
         self.kv = KVTree(max_bytes=kv_cache_mb * 2**20)
         # Prompts that start alike (few-shot exemplars) share the cache of their common part,
@@ -362,6 +364,8 @@ class TransformersPolicy(TokenizerCodec):
             if not len(batch):
                 break
             logits = batch.step()  # [rows, vocab]
+            self.decode_steps += 1
+            self.row_steps += len(batch)
             logp = torch.log_softmax(logits.float(), dim=-1)  # [rows, vocab], raw: no temperature
             top5 = logp.topk(TOP_K, dim=-1).values.tolist()  # rows x 5, descending
             chosen = [self._sample(logits[b], logp[b], row.req, row.rng) for b, row in enumerate(batch.rows)]
