@@ -193,6 +193,11 @@ class MarcoMCTSLM(TemplateLM):
         done = sum(t is not None for t in texts)
         print(f"marco_mcts: store {self.store.path}: {done} of {len(requests)} requests already finished, "
               f"searching {len(requests) - done}", file=sys.stderr, flush=True)
+        if other := self.store.other_fingerprints(self.fingerprint()):
+            print(f"marco_mcts: store {self.store.path}: {other} record(s) in it were made under another "
+                  "fingerprint and are not reused: the model (its path or config.json, which a re-pull with another "
+                  "transformers version rewrites), the loaded dtype or an answer-changing setting differs",
+                  file=sys.stderr, flush=True)
         return keys
 
     # ------------------------------------------------------------------ scoring

@@ -169,6 +169,10 @@ class RequestStore:
     def __len__(self) -> int:
         return len(self.records)
 
+    def other_fingerprints(self, fingerprint: str) -> int:
+        """How many records were made under a fingerprint other than this one (never reused)."""
+        return sum(r.get("fingerprint") != fingerprint for r in self.records.values())
+
     def add(self, record: dict) -> None:
         """Append one record as one write + fsync: after this returns, a kill keeps it."""
         line = json.dumps(record, ensure_ascii=False) + "\n"

@@ -101,6 +101,26 @@ def test_killed_run_resumes_computing_only_unfinished_requests(tmp_path, capfd):
     assert records[:2] == list(finished.values())
 
 
+def test_a_store_made_under_another_fingerprint_is_named_not_silently_ignored(tmp_path, capfd):
+    """Resuming after something that changes the fingerprint (here a setting; in practice often
+    a model re-pulled with another transformers version, whose config.json then differs)
+    must say why nothing was reused rather than only '0 of N finished'."""
+    store = tmp_path / "s.jsonl"
+    first = fake_lm(varied, simulations=2, tree_batch=2, store=str(store))
+    first.generate_until(REQS[:2], True)
+    first.store.close()
+    capfd.readouterr()
+    again = fake_lm(varied, simulations=3, tree_batch=2, store=str(store))
+    again.generate_until(REQS[:2], True)
+    err = capfd.readouterr().err
+    assert "0 of 2 requests already finished, searching 2" in err
+    assert "2 record(s) in it were made under another fingerprint and are not reused" in err
+    capfd.readouterr()
+    same = fake_lm(varied, simulations=2, tree_batch=2, store=str(store.with_name("t.jsonl")))
+    same.generate_until(REQS[:2], True)
+    assert "another fingerprint" not in capfd.readouterr().err  # a store of one fingerprint says nothing more
+
+
 def test_a_different_seed_or_config_never_reuses_an_answer(tmp_path):
     store = str(tmp_path / "s.jsonl")
     first = fake_lm(varied, simulations=2, seed=1, store=store)
