@@ -28,6 +28,9 @@ from marco_eval.judge.export import export
 CHROMIUM = os.environ.get("MARCO_EVAL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 MARKUP = " <b>[sic]</b>"  # raw markup in a candidate must show as text, never as an element
 LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # for the page's own text, when present
+# Generous waits: these tests check what the page does, not how fast. Beside two one-thread eval runs on a
+# 2-core machine, Chromium's start and the server's imports took longer than Playwright's 30 s default.
+PATIENCE_MS = 180_000
 
 
 def sheet_chars(texts) -> list[str]:
@@ -39,8 +42,15 @@ def launch(pw, tmp_path: Path, covered: list[str]):
     """Chromium that has a font for exactly `covered` (and Latin text when DejaVu is installed)."""
     font = make_font(tmp_path / "fontgen" / "glyphs.ttf", "".join(covered))
     conf = fontconfig_with(tmp_path / "fontconfig", [font, *[f for f in [LATIN_FONT] if f.exists()]])
-    return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
+    return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=PATIENCE_MS,
                               env={**os.environ, "FONTCONFIG_FILE": str(conf)})
+
+
+def new_page(browser):
+    """A page in its own context (separate localStorage), waiting as long as a loaded machine needs."""
+    page = new_page(browser)
+    page.set_default_timeout(PATIENCE_MS)
+    return page
 
 
 def _need_browser():
@@ -63,7 +73,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "marco_eval.cli", "judge", "serve", str(sheet),
                                       "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + PATIENCE_MS / 1000
         lines = []
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -125,8 +135,8 @@ def test_round_trip_in_chromium(tmp_path):
         browser = launch(pw, tmp_path, sheet_chars(s for zh, en, *_ in SENTENCES for s in (zh, en)))
         try:
             errors = []
-            alice = browser.new_context().new_page()  # separate contexts: separate localStorage
-            bob = browser.new_context().new_page()
+            alice = new_page(browser)  # separate contexts: separate localStorage
+            bob = new_page(browser)
             for page in (alice, bob):
                 page.on("pageerror", lambda e: errors.append(str(e)))
 
@@ -210,7 +220,7 @@ def test_page_warns_when_the_browser_has_no_font_for_the_source(tmp_path):
     with sync_playwright() as pw:
         browser = launch(pw, tmp_path, covered)
         try:
-            page = browser.new_context().new_page()
+            page = new_page(browser)
             page.goto(server.url + "?rater=alice")
             page.wait_for_selector("body[data-ready='alice']")
             assert page.get_attribute("body", "data-missing-glyphs") == str(len(missing))
