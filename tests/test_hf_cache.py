@@ -141,7 +141,7 @@ def test_packed_linears_are_bit_identical_and_leave_tied_weights_alone():
 
     import torch
 
-    from marco_eval.backends.hf import PackedLinear, pack_linears
+    from marco_eval.backends.weights import PackedLinear, pack_linears
 
     torch.manual_seed(0)
     model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(50, 16), "up": torch.nn.Linear(16, 64),
