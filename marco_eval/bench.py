@@ -17,8 +17,10 @@ time_split_pct splits the engine's and the naive run's wall time into the backen
 (prefill and decode forwards, cache handling, token sampling, search bookkeeping; see
 `time_split`), so a regression shows where it lands. cpu_speedup_vs_naive and
 cpu_throughput_vs_sampling are the same ratios over the process's CPU time, which time slices
-lost to other processes on a shared machine do not distort. shared_prompts reports the engine
-once more with the backend's share_prompts on (off by default; it changes bf16 rounding).
+lost to other processes on a shared machine do not distort. share_prompts_off reports the engine
+once more with the backend's prompt sharing off (on by default: prompts that start alike
+prefill their common whole chunks once), with whether the outputs came out the same (they
+must: sharing is exact).
 The sampling figure is decode only; sampling_prefill_once_tokens_per_s adds one prefill of
 each prompt, which the engine's time includes, so throughput_vs_sampling_prefill_once
 compares equal work. rows_busy_pct: the share of the batch's rows that decoded, over every
@@ -60,7 +62,7 @@ class BenchSpec:
     backend: str = "hf"  # or "vllm"
     tensor_parallel_size: int = 1  # vllm: GPUs per engine
     gpu_memory_utilization: float = 0.9  # vllm
-    shared_prompts: bool = True  # hf: also run the engine with share_prompts on (reported apart)
+    unshared_prompts: bool = True  # hf: also run the engine with share_prompts off (reported apart)
 
 
 QUICK = dict(model="smollm2-135m", workloads=("zero_shot",), problems=2, simulations=1, max_new_tokens=24,
@@ -223,23 +225,23 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def shared_prompts_run(eng, texts, spec: BenchSpec, action: str, engine: dict, prompt_tokens: int,
-                       sampling_tps: float, sampling_cpu_tps: float) -> dict:
-    """The engine again with share_prompts on (off by default: prompts that start alike share
-    their common part's cache, which changes bf16 rounding): what it would buy, and whether
-    this run's outputs came out the same."""
+def unshared_prompts_run(eng, texts, spec: BenchSpec, action: str, engine: dict,
+                        sampling_tps: float, sampling_cpu_tps: float) -> dict:
+    """The engine again with share_prompts off (on by default: prompts that start alike take
+    their common whole chunks from one prefill): what sharing buys, and whether this run's
+    outputs came out the same, as they must (sharing is exact, tests/test_real_model.py)."""
     policy = eng.policy
-    policy.share_prompts = True
+    policy.share_prompts = False
     try:
-        shared = run_search(eng, texts, spec, action)
+        unshared = run_search(eng, texts, spec, action)
     finally:
-        policy.share_prompts = False
-    tps, cpu_tps = shared["generated"] / shared["seconds"], shared["generated"] / shared["cpu_seconds"]
+        policy.share_prompts = True
+    tps, cpu_tps = unshared["generated"] / unshared["seconds"], unshared["generated"] / unshared["cpu_seconds"]
     return {"tokens_per_s": round(tps, 2), "throughput_vs_sampling": round(tps / sampling_tps, 3),
             "cpu_throughput_vs_sampling": round(cpu_tps / sampling_cpu_tps, 3),
-            "forwarded_tokens": shared["forwarded"], "generated_tokens": shared["generated"],
-            "seconds": round(shared["seconds"], 2), "time_split_pct": shared["split"],
-            "same_outputs": shared["outputs"] == engine["outputs"]}
+            "forwarded_tokens": unshared["forwarded"], "generated_tokens": unshared["generated"],
+            "seconds": round(unshared["seconds"], 2), "time_split_pct": unshared["split"],
+            "same_outputs": unshared["outputs"] == engine["outputs"]}
 
 
 def bench(spec: BenchSpec, log=print) -> list[dict]:
@@ -297,9 +299,9 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
                 "peak_rss_mb_after": rss,
                 "peak_rss_mb": peak_rss_mb(),
             }
-            if spec.shared_prompts:
-                row["shared_prompts"] = shared_prompts_run(eng, texts, spec, action, engine, prompt_tokens,
-                                                           sampling_tps, cpu_tps["sampling"])
+            if spec.unshared_prompts:
+                row["share_prompts_off"] = unshared_prompts_run(eng, texts, spec, action, engine,
+                                                                sampling_tps, cpu_tps["sampling"])
             log(json.dumps(row))
             out.append(row)
     return out

@@ -78,20 +78,24 @@ def test_batch_kv_writes_in_place_moves_rows_and_relayouts_only_when_out_of_room
     assert kv.relayouts == 2
 
 
-def test_a_prompt_sharing_a_prefix_with_a_cached_one_splits_it_and_reuses_the_shared_part():
+def test_a_prompt_sharing_a_prefix_with_a_cached_one_splits_it_and_reuses_the_shared_whole_blocks():
     t = KVTree(max_bytes=10**9)
-    a = t.insert((1, 2, 3, 4, 5, 6, 7), None, seg(0, 6))  # prompt A: positions 0..5
-    kid = t.insert((1, 2, 3, 4, 5, 6, 7, 8, 9), a, seg(6, 8))
-    b = (1, 2, 3, 4, 9, 9, 9)  # prompt B shares 4 tokens with A
-    assert t.lookup(b) is None and t.share(b, None, min_shared=5) is None  # too little in common
-    shared = t.share(b, None, min_shared=3)
-    assert shared.key == (1, 2, 3, 4) and shared.parent is None and a.parent is shared and kid.parent is a
+    a = t.insert((1, 2, 3, 4, 5, 6, 7), None, seg(0, 6), prefilled=True)  # prompt A: positions 0..5
+    kid = t.insert((1, 2, 3, 4, 5, 6, 7, 8, 9), a, seg(6, 8))  # decoded: not prefilled
+    b = (1, 2, 3, 4, 5, 6, 9, 9)  # prompt B shares 6 tokens, so positions 0..4, with A
+    assert t.lookup(b) is None and t.share(b, None, block=6) is None  # not one whole block in common
+    assert t.share(b, a, block=2) is None  # a base whose length is not on a block edge
+    shared = t.share(b, None, block=2)  # positions 0..3: two whole blocks, not position 4
+    assert shared.key == (1, 2, 3, 4, 5) and shared.parent is None and a.parent is shared and kid.parent is a
+    assert shared.prefilled and a.prefilled and not kid.prefilled
     assert t.lookup(b) is shared  # now B's longest cached prefix
-    assert t.materialize(shared)[0][0].flatten().tolist() == [0, 1, 2]
+    assert t.materialize(shared)[0][0].flatten().tolist() == [0, 1, 2, 3]
     assert t.materialize(a)[0][0].flatten().tolist() == [0, 1, 2, 3, 4, 5]  # A reads the same as before
     assert t.materialize(kid)[1][1].flatten().tolist() == [0, -1, -2, -3, -4, -5, -6, -7]
     assert t.nbytes == sum(e.nbytes for e in t.entries.values()) == sum(k.nbytes + v.nbytes for k, v in seg(0, 8))  # 8 positions, each once
     assert (shared.children, a.children) == (1, 1)
+    c = (1, 2, 3, 4, 5, 6, 7, 8, 9, 1)  # shares everything of `kid`, but kid's positions were decoded
+    assert t.share(c, a, block=2) is None
     t.max_bytes = 0
     t.evict_to_cap()  # children first: the shared head goes last, nothing orphaned
     assert len(t) == 0 and t.nbytes == 0

@@ -143,6 +143,36 @@ def test_evicted_cache_recomputes_the_same_answer(smollm_path):
     assert after_eviction.token_ids == fresh.token_ids
 
 
+def test_prompts_sharing_whole_chunks_give_bit_identical_outputs_in_bf16(smollm_path):
+    """share_prompts is exact on a real bf16 model: prompts whose first chunks another prompt
+    prefilled get the same tokens and log-probs, bit for bit, as with nothing cached and as with
+    sharing off, and their shared chunks are not forwarded again. (Before chunk-aligned
+    prefill, sharing changed 1 in 3 greedy smollm2 outputs.) Each side runs the same batch:
+    in bf16 the batch's make-up moves the rounding of its rows, sharing or not."""
+    from marco_eval.backends.hf import TransformersPolicy
+
+    shots = "".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}.\n\n" for a, b in
+                    [(3, 4), (12, 7), (25, 30), (8, 9), (41, 2), (6, 60), (14, 15), (70, 11), (5, 5), (9, 33)])
+    make = lambda share: TransformersPolicy(smollm_path, dtype="bfloat16", max_batch=4, prefill_chunk=32,  # noqa: E731
+                                            share_prompts=share)
+    shared, unshared = make(True), make(False)
+    first, *later = [tuple(shared.encode(shots + q)) for q in
+                     ["Q: What is 17 plus 26?\nA:", "Q: What is 7 plus 8?\nA:", "Q: What is 90 plus 4?\nA:"]]
+    assert min(len(p) for p in later) > 4 * 32
+    reqs = [Continue(p, 16, temperature=0.0) for p in later] + [Continue(later[0], 16, temperature=1.0, seed=5)]
+
+    def outputs(policy):
+        return [(g.token_ids, g.logprobs, g.top_logprobs) for g in policy.generate(reqs)]
+
+    shared.generate([Continue(first, 4, temperature=0.0)])
+    before = shared.forwarded_tokens
+    after_first = outputs(shared)  # finds the first prompt's chunks cached
+    forwarded = shared.forwarded_tokens - before
+    shared.kv.clear()
+    assert after_first == outputs(shared) == outputs(unshared)
+    assert forwarded < unshared.forwarded_tokens - 2 * 4 * 32  # both later prompts skipped >= 4 chunks
+
+
 def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm_data):
     from marco_eval.bench import BenchSpec, bench
 
@@ -161,3 +191,4 @@ def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm
     assert 0 < row["sampling_prefill_once_tokens_per_s"] < row["sampling_tokens_per_s"]
     # one tree, two rows: the second row decodes only while the tree has two requests out
     assert 0 < row["rows_busy_pct"]["engine"] <= 100 and 0 < row["rows_busy_pct"]["naive"] <= 100
+    assert row["share_prompts_off"]["same_outputs"] is True

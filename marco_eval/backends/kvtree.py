@@ -37,6 +37,10 @@ class Entry:
     last_used: int = 0
     children: int = 0
     nbytes: int = field(default=0)
+    # Every position from 0 made by the canonical chunked prefill (hf.py, `prefill_chunks`),
+    # none by a decode step: such positions are bit-identical wherever the same tokens
+    # start a sequence, so another prompt may share them (`share`).
+    prefilled: bool = False
 
     @property
     def length(self) -> int:  # cached positions = len(key) - 1
@@ -66,23 +70,30 @@ class KVTree:
         self.misses += 1
         return None
 
-    def share(self, seq: tuple[int, ...], base: Entry | None, min_shared: int = 32) -> Entry | None:
+    def share(self, seq: tuple[int, ...], base: Entry | None, block: int) -> Entry | None:
         """`seq` leaves the cache at `base` (its longest cached prefix, None: none), but a
         sibling entry may share more tokens with it: two prompts with the same few-shot
-        exemplars or instructions. Split the sibling sharing the most (at least `min_shared`
-        positions beyond base) where the two part, so the shared positions are cached, and
-        prefilled, once; returns the entry of the shared part, else None."""
-        done = len(base.key) if base is not None else 0
-        best, best_n = None, done + min_shared
+        exemplars or instructions. Split the prefilled sibling sharing the most whole blocks
+        beyond `base` (positions up to a multiple of `block`) there, so those positions are
+        cached, and prefilled, once; returns the entry of the shared part, else None.
+
+        Only block-aligned positions of prefilled entries are shared: the prefill forwards
+        block-aligned chunks, so those keys/values are exactly what `seq`'s own prefill
+        would compute (same tokens, same chunks), and sharing changes no output, in bf16 too."""
+        done = base.length if base is not None else 0
+        if done % block or (base is not None and not base.prefilled):
+            return None
+        best, best_m = None, done
         for entry in self.entries.values():
-            if entry.parent is base and entry.key[:best_n] == seq[:best_n]:
-                n = common_prefix(entry.key, seq)
-                if n > best_n or best is None:
-                    best, best_n = entry, n
+            if entry.parent is base and entry.prefilled and entry.key[:done + block] == seq[:done + block]:
+                # positions [0, m) of key[:m + 1], a prefix of both sequences
+                m = min(common_prefix(entry.key, seq) - 1, entry.length) // block * block
+                if m > best_m:
+                    best, best_m = entry, m
         if best is None:
             return None
         self._touch(best)
-        return self._split(best, best_n)
+        return best if best_m == best.length else self._split(best, best_m + 1)
 
     def _split(self, entry: Entry, n: int) -> Entry:
         """Cut `entry` into a new entry for key[:n] (positions [start, n - 1)) and the rest,
@@ -94,20 +105,22 @@ class KVTree:
         if entry.parent is not None:
             entry.parent.children -= 1  # the head takes the entry's place under its parent
         self.nbytes -= entry.nbytes
-        middle = self.insert(entry.key[:n], entry.parent, head)
+        middle = self.insert(entry.key[:n], entry.parent, head, prefilled=entry.prefilled)
         entry.parent, entry.segment, entry.start = middle, tail, n - 1
         entry.nbytes = sum(k.nbytes + v.nbytes for k, v in tail)
         self.nbytes += entry.nbytes
         middle.children += 1
         return middle
 
-    def insert(self, key: tuple[int, ...], parent: Entry | None, segment: KV) -> Entry:
-        """Cache `key`; `segment` holds positions [parent.length, len(key) - 1)."""
+    def insert(self, key: tuple[int, ...], parent: Entry | None, segment: KV, prefilled: bool = False) -> Entry:
+        """Cache `key`; `segment` holds positions [parent.length, len(key) - 1); `prefilled`:
+        the parent is prefilled and so is the segment (Entry.prefilled)."""
         if key in self.entries:
             self._touch(self.entries[key])
             return self.entries[key]
         start = parent.length if parent is not None else 0
-        entry = Entry(key, parent, segment, start, nbytes=sum(k.nbytes + v.nbytes for k, v in segment))
+        entry = Entry(key, parent, segment, start, nbytes=sum(k.nbytes + v.nbytes for k, v in segment),
+                      prefilled=prefilled)
         if parent is not None:
             parent.children += 1
         self.entries[key] = entry
