@@ -96,6 +96,16 @@ def test_auroc_ci_resamples_problems_not_rollouts():
     assert auroc_with_ci(rewards, labels) == (1.0, 1.0, 1.0)
 
 
+@pytest.mark.parametrize("lo, hi, verdict", [(0.55, 0.7, "better than chance"), (0.45, 0.7, "not distinguishable"),
+                                             (0.3, 0.45, "worse than chance"), (None, None, "too few problems")])
+def test_auroc_in_words_says_whether_its_ci_tells_it_from_chance(lo, hi, verdict):
+    from marco_eval.report.search_stats import Separation
+    from marco_eval.report.search_tables import separation_sentence
+
+    assert verdict in separation_sentence(Separation(10, 3, 0.6, lo, hi, 0.9, 0.8))
+    assert separation_sentence(Separation(10, 0, None, None, None, None, 0.8)) is None  # no correct rollout
+
+
 def test_overtakes_reads_the_budget_where_the_search_stays_above():
     def curve(points):
         return [BudgetPoint(k, x, Accuracy(y, y, y, 4)) for k, (x, y) in enumerate(points, 1)]
@@ -136,6 +146,9 @@ def test_reward_separation_and_calibration_on_a_known_store(searched):
     assert float(row["auroc_lo"]) <= float(row["auroc"]) <= float(row["auroc_hi"]) <= 1
     assert float(row["mean_reward_correct"]) == pytest.approx(3.15 / 4)
     assert float(row["mean_reward_wrong"]) == pytest.approx(3.0 / 9)
+    readme = (searched / "README.md").read_text()
+    assert "MGSM-En, toy / mcts_step: a correct rollout outranked a wrong one by reward in 93.1% of pairs " \
+           f"(ties count half; AUROC 0.931, 95% CI [{float(row['auroc_lo']):.3f}, {float(row['auroc_hi']):.3f}])" in readme
     bins = {float(r["bin_lo"]): (int(r["rollouts"]), int(r["correct"]))
             for r in csv_rows(searched / "report" / "reward_calibration.csv")}
     assert len(bins) == 10 and sum(n for n, _ in bins.values()) == 13

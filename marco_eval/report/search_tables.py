@@ -8,7 +8,7 @@ from __future__ import annotations
 from marco_eval.report.rollouts import lacking_search_data
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import (
-    BudgetPoint, budget_curve, calibration, coverage, overtakes, separation)
+    BudgetPoint, Separation, budget_curve, calibration, coverage, overtakes, separation)
 from marco_eval.report.tables import (
     Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, pct, store_source)
 
@@ -84,9 +84,11 @@ def separation_table(loaded: Loaded) -> Table:
                "Mean reward, wrong", "Sources"]
     csv_columns = ["task", "system", "rollouts", "correct", "auroc", "auroc_lo", "auroc_hi",
                    "mean_reward_correct", "mean_reward_wrong", "sources"]
-    md_rows, csv_rows = [], []
+    md_rows, csv_rows, findings = [], [], []
     for run in with_rollouts(loaded):
         s = separation(run)
+        if (sentence := separation_sentence(s)) is not None:
+            findings.append(f"{MGSM_TASKS[run.task]}, {run.system}: {sentence}")
         if s.auroc is None:
             shown = "— (no correct rollout)" if s.correct == 0 else "— (no wrong rollout)"
         else:
@@ -104,7 +106,22 @@ def separation_table(loaded: Loaded) -> Table:
             "Calibration by reward bin: `report/reward_calibration.png` (below, when any run has rollouts) and "
             "`report/reward_calibration.md`.")
     return Table("reward_auroc", "Does the reward separate right from wrong rollouts?", note, columns, md_rows,
-                 csv_columns, csv_rows, empty=NO_ROLLOUTS)
+                 csv_columns, csv_rows, findings, empty=NO_ROLLOUTS)
+
+
+def separation_sentence(s: Separation) -> str | None:
+    """The AUROC in words: how often a right rollout outranks a wrong one, and whether the CI
+    tells that from chance. None without both kinds of rollout."""
+    if s.auroc is None:
+        return None
+    text = (f"a correct rollout outranked a wrong one by reward in {100 * s.auroc:.1f}% of pairs (ties count "
+            f"half; AUROC {s.auroc:.3f}")
+    if s.lo is None:
+        return text + "; too few problems for a CI)."
+    verdict = ("better than chance: the CI lies above 0.5" if s.lo > 0.5 else
+               "worse than chance: wrong rollouts score higher, the CI lies below 0.5" if s.hi < 0.5 else
+               "not distinguishable from chance: the CI spans 0.5")
+    return text + f", 95% CI [{s.lo:.3f}, {s.hi:.3f}]): {verdict}."
 
 
 def calibration_table(loaded: Loaded) -> Table:
