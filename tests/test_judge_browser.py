@@ -48,7 +48,7 @@ def launch(pw, tmp_path: Path, covered: list[str]):
 
 def new_page(browser):
     """A page in its own context (separate localStorage), waiting as long as a loaded machine needs."""
-    page = new_page(browser)
+    page = browser.new_page()
     page.set_default_timeout(PATIENCE_MS)
     return page
 
