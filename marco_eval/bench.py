@@ -10,9 +10,12 @@ runs the same search three ways on the same model:
             number of tokens: the throughput ceiling of the hardware for this model
 
 and prints one JSON object per workload/action. forwarded_tokens counts every token
-position the model processed (prefill and decode, padding included);
-forwarded_per_generated = (forwarded_tokens - prompt_tokens) / generated_tokens, so 1.0
-means that after the one-time prompt prefill every token was forwarded exactly once.
+position the model processed (prefill and decode, padding included), and
+shared_prefill_tokens the prompt positions the backend took from another prompt's prefill
+instead of forwarding them (prompt sharing, below); forwarded_per_generated =
+(forwarded_tokens + shared_prefill_tokens - prompt_tokens) / generated_tokens, so 1.0 means
+that after each prompt's one-time prefill (shared or forwarded) every token was forwarded
+exactly once.
 time_split_pct splits the engine's and the naive run's wall time into the backend's parts
 (prefill and decode forwards, cache handling, token sampling, search bookkeeping; see
 `time_split`), so a regression shows where it lands. cpu_speedup_vs_naive and
@@ -99,7 +102,7 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
     policy = engine.policy
     timed = isinstance(policy, TransformersPolicy)
     if timed:  # its own cache, counter and stopwatch start afresh
-        policy.forwarded_tokens = policy.decode_steps = policy.row_steps = 0
+        policy.forwarded_tokens = policy.shared_prefill_tokens = policy.decode_steps = policy.row_steps = 0
         policy.kv.clear()
         policy.stopwatch.on, policy.stopwatch.seconds = True, {}
     calls_before = getattr(policy, "generate_calls", 0)
@@ -114,7 +117,8 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
     generated = sum(r.generated_tokens for r in results)
     busy = round(100 * policy.row_steps / (policy.decode_steps * policy.max_batch), 1) \
         if timed and policy.decode_steps else None
-    return {"rows_busy_pct": busy, "generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None), "seconds": seconds,
+    return {"rows_busy_pct": busy, "generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None),
+            "shared": getattr(policy, "shared_prefill_tokens", 0), "seconds": seconds,
             "cpu_seconds": cpu_seconds, "engine_calls": getattr(policy, "generate_calls", 0) - calls_before,
             "search_steps": max(r.policy_calls for r in results), "split": split,
             "outputs": [[x.token_ids for x in r.tree.rollouts] for r in results]}
@@ -225,6 +229,13 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def forwarded_per_generated(run: dict, prompt_tokens: int) -> float:
+    """Positions forwarded beyond each prompt's one-time prefill, per generated token; a prompt
+    position taken from another prompt's prefill counts as prefilled (1.0: each generated
+    token forwarded once)."""
+    return round((run["forwarded"] + run["shared"] - prompt_tokens) / run["generated"], 4)
+
+
 def unshared_prompts_run(eng, texts, spec: BenchSpec, action: str, engine: dict,
                         sampling_tps: float, sampling_cpu_tps: float) -> dict:
     """The engine again with share_prompts off (on by default: prompts that start alike take
@@ -278,9 +289,9 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
                 "problems": spec.problems, "simulations": spec.simulations, "children": spec.children,
                 "batch_width": spec.max_batch, "tree_batch": spec.tree_batch,
                 "prompt_tokens": prompt_tokens, "generated_tokens": engine["generated"],
-                "forwarded_tokens": engine["forwarded"],
-                "forwarded_per_generated": round((engine["forwarded"] - prompt_tokens) / engine["generated"], 4),
-                "naive_forwarded_per_generated": round((naive["forwarded"] - prompt_tokens) / naive["generated"], 4),
+                "forwarded_tokens": engine["forwarded"], "shared_prefill_tokens": engine["shared"],
+                "forwarded_per_generated": forwarded_per_generated(engine, prompt_tokens),
+                "naive_forwarded_per_generated": forwarded_per_generated(naive, prompt_tokens),
                 "tokens_per_s": round(tps, 2), "naive_tokens_per_s": round(naive_tps, 2),
                 "sampling_tokens_per_s": round(sampling_tps, 2),
                 "speedup_vs_naive": round(tps / naive_tps, 3), "throughput_vs_sampling": round(tps / sampling_tps, 3),

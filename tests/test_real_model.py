@@ -165,12 +165,14 @@ def test_prompts_sharing_whole_chunks_give_bit_identical_outputs_in_bf16(smollm_
         return [(g.token_ids, g.logprobs, g.top_logprobs) for g in policy.generate(reqs)]
 
     shared.generate([Continue(first, 4, temperature=0.0)])
-    before = shared.forwarded_tokens
+    before, shared_before = shared.forwarded_tokens, shared.shared_prefill_tokens
     after_first = outputs(shared)  # finds the first prompt's chunks cached
     forwarded = shared.forwarded_tokens - before
+    taken = shared.shared_prefill_tokens - shared_before
     shared.kv.clear()
     assert after_first == outputs(shared) == outputs(unshared)
     assert forwarded < unshared.forwarded_tokens - 2 * 4 * 32  # both later prompts skipped >= 4 chunks
+    assert forwarded + taken == unshared.forwarded_tokens  # each skipped position is counted as taken
 
 
 def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm_data):

@@ -203,6 +203,7 @@ class TransformersPolicy(TokenizerCodec):
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.forwarded_tokens = 0  # every position the model processed, padding included
+        self.shared_prefill_tokens = 0  # prompt positions taken from other prompts' prefill, not forwarded
         self.generated_tokens = 0  # every token sampled, counted as it is made (live progress reads it)
         self.live_rows = 0  # rows in the running batch
         self.decode_steps = 0  # batched decode forwards, and the rows they carried: their ratio
@@ -250,6 +251,8 @@ class TransformersPolicy(TokenizerCodec):
             base = self.kv.share(prefix, base, block=self.prefill_chunk) or base  # e.g. few-shot exemplars
         done = base.length if base is not None else 0
         new = prefix[done: len(prefix) - 1]
+        if new and base is not None and base.prefilled:  # a prompt starting where other prompts' prefill did
+            self.shared_prefill_tokens += done
         if not new:
             watch.lap("cache")
             return PrefixCache(base, self.kv.path_segments(base))
