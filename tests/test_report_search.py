@@ -178,9 +178,36 @@ def test_search_overtaking_a_vote_is_said_in_words(tmp_path):
     report.report(root, tmp_path / "out")
     md = (tmp_path / "out" / "report" / "accuracy_by_budget.md").read_text()
     assert ("- MGSM-En, toy / mcts_step against the vote of toy / self_consistency: the search's curve is above "
-            "from 92.5 tokens per problem on, up to the largest budget both reach.") in md
+            "from 92.5 tokens per problem on, up to the largest budget both reach, 270.0 (on the 4 problems both "
+            "ran).") in md
     assert md.count("against the vote of") == 1  # greedy CoT is no vote
     assert (tmp_path / "out" / "report" / "budget_toy-model_mgsm_en.png").is_file()
+
+
+def test_overtaking_is_read_on_the_problems_both_runs_traced(tmp_path):
+    """A search on the first 2 problems against a vote on 6: over all 6 the vote is worse (2 of 6
+    against the search's 1 of 2), on the 2 they share it is better (2 of 2)."""
+    root = tmp_path / "results"
+    mine = [{"answer": a, "rollouts": rollouts([a], [0.5]), "trace": trace((a, 100), (a, 200))} for a in ("10", "0")]
+    write_run(root, "mcts", "toy / mcts_step", {"mgsm_en": [1, 0]}, config="mcts_step", model=MODEL,
+              candidates={"mgsm_en": [["10"], ["0"]]}, records={"mgsm_en": mine}, final_answer="max_value")
+    answers = ["10", "11", "0", "0", "0", "0"]  # right on the two problems the search ran, wrong after
+    theirs = [{"answer": a, "rollouts": rollouts([a], [0.5]), "trace": trace((a, 90), (a, 180))} for a in answers]
+    write_run(root, "vote", "toy / self_consistency", {"mgsm_en": [1, 1, 0, 0, 0, 0]}, config="self_consistency",
+              model=MODEL, candidates={"mgsm_en": [[a] for a in answers]}, records={"mgsm_en": theirs},
+              final_answer="vote")
+    report.report(root, tmp_path / "out")
+    md = (tmp_path / "out" / "report" / "accuracy_by_budget.md").read_text()
+    assert ("the search's curve does not stay above the vote's at any budget both reach (on the 2 problems both "
+            "ran)") in md
+
+
+def test_a_curve_above_at_its_last_shared_budget_only_is_not_said_to_stay_above():
+    from marco_eval.report.search_tables import Overtake, overtake_words
+
+    assert overtake_words(Overtake(100, 1234.7, 1234.7)) == (
+        "the search's curve is above only at the largest budget both reach, 1,234.7 tokens per problem (on the 100 "
+        "problems both ran)")
 
 
 def test_budget_plot_legend_sits_outside_the_data(tmp_path):

@@ -209,17 +209,19 @@ class BudgetPoint:
     accuracy: Accuracy
 
 
-def budget_curve(run: TaskRun) -> list[BudgetPoint]:
+def budget_curve(run: TaskRun, docs: list[int] | None = None) -> list[BudgetPoint]:
     """Accuracy against tokens from a run's anytime traces. A problem whose search ended before
     step k (a shorter trace) keeps its last answer and tokens: that is what it would hand back.
 
     Args:
         run: a task run whose `traces` is set.
+        docs: the problems (doc_ids) to read, to set two runs side by side on the same ones;
+            default all the run has.
 
     Returns:
         One point per k = 1 .. the longest trace.
     """
-    docs = sorted(run.traces)
+    docs = sorted(run.traces) if docs is None else sorted(docs)
     longest = max(len(run.traces[d]) for d in docs)
     points = []
     for k in range(1, longest + 1):

@@ -5,10 +5,13 @@ calibration, and accuracy at each budget."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from marco_eval.report.rollouts import lacking_search_data
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import (
     BudgetPoint, Separation, budget_curve, calibration, coverage, overtakes, separation)
+from marco_eval.report.statistics import shared_problems
 from marco_eval.report.tables import (
     Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, pct, store_source)
 
@@ -160,29 +163,55 @@ def budget_table(loaded: Loaded) -> tuple[Table, dict[tuple[str, str], list[Budg
             "The curves of every run of a model on a task share one plot, `report/budget_<model>_<task>.png` "
             "(above, when any run has a trace).")
     table = Table("accuracy_by_budget", "Accuracy at each budget (anytime traces)", note, columns, md_rows,
-                  csv_columns, csv_rows, overtake_sentences(loaded, curves), empty=NO_ROLLOUTS)
+                  csv_columns, csv_rows, overtake_sentences(loaded), empty=NO_ROLLOUTS)
     return table, curves
 
 
-def overtake_sentences(loaded: Loaded, curves: dict[tuple[str, str], list[BudgetPoint]]) -> list[str]:
+@dataclass
+class Overtake:
+    """Where a search run's anytime curve passes a voting run's, both read on the same problems."""
+
+    problems: int  # the problems both ran, the only ones either curve is read on here
+    budget: float | None  # tokens per problem from which the search stays above; None: it never does
+    largest: float | None  # the largest budget both curves reach
+
+
+def overtake(search: TaskRun, vote: TaskRun, root) -> Overtake:
+    """The two curves on the problems both runs traced: a search on the first 100 against a vote
+    on all 250 would otherwise compare different problems."""
+    docs = [d for d in shared_problems(search, vote, root) if d in search.traces and d in vote.traces]
+    if not docs:
+        return Overtake(0, None, None)
+    mine, theirs = budget_curve(search, docs), budget_curve(vote, docs)
+    reach = [max(p.tokens for p in curve) for curve in (mine, theirs)]
+    return Overtake(len(docs), overtakes(mine, theirs), min(reach))
+
+
+def voting_runs(search: TaskRun, loaded: Loaded) -> list[TaskRun]:
+    """The runs of the same model and task without search whose pick is a vote (self-consistency)
+    and that kept an anytime trace: the baseline a search must overtake at equal tokens."""
+    return [r for r in with_traces(loaded) if r.task == search.task and r.strategy == "sampling"
+            and r.final_rule == "vote" and r.manifest.model == search.manifest.model]
+
+
+def overtake_words(o: Overtake) -> str:
+    """"the search's curve ..." for one Overtake, with the problems it was read on."""
+    if o.budget is None:
+        return f"the search's curve does not stay above the vote's at any budget both reach (on the {o.problems} " \
+               f"problems both ran)"
+    if o.budget == o.largest:
+        return f"the search's curve is above only at the largest budget both reach, {o.budget:,.1f} tokens per " \
+               f"problem (on the {o.problems} problems both ran)"
+    return f"the search's curve is above from {o.budget:,.1f} tokens per problem on, up to the largest budget " \
+           f"both reach, {o.largest:,.1f} (on the {o.problems} problems both ran)"
+
+
+def overtake_sentences(loaded: Loaded) -> list[str]:
     """For every MCTS run and every voting run of the same model and task (both with traces):
     from which budget, if any, the search's curve stays above the vote's."""
-    runs = {(r.system, r.task): r for r in with_traces(loaded)}
-    sentences = []
-    for (system, task), search in runs.items():
-        if search.strategy != "mcts":
-            continue
-        for (other_system, other_task), other in runs.items():
-            if (other_task != task or other.strategy != "sampling" or other.final_rule != "vote"
-                    or other.manifest.model != search.manifest.model):
-                continue
-            budget = overtakes(curves[system, task], curves[other_system, other_task])
-            sentences.append(f"{MGSM_TASKS[task]}, {system} against the vote of {other_system}: "
-                             + (f"the search's curve is above from {budget:,.1f} tokens per problem on, up to the "
-                                f"largest budget both reach." if budget is not None else
-                                "the search's curve does not stay above the vote's at any budget both reach.")
-                             + " (Point estimates; the CIs are in the plot.)")
-    return sentences
+    return [f"{MGSM_TASKS[search.task]}, {search.system} against the vote of {vote.system}: "
+            f"{overtake_words(overtake(search, vote, loaded.root))}. (Point estimates; the CIs are in the plot.)"
+            for search in with_traces(loaded) if search.strategy == "mcts" for vote in voting_runs(search, loaded)]
 
 
 def search_intro(loaded: Loaded) -> str:
