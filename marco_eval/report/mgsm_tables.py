@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from marco_eval.report.reading import rel
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
-from marco_eval.report.statistics import Accuracy, accuracy_of, holm, paired, run_accuracy, test_at_n
+from marco_eval.report.statistics import Accuracy, Paired, accuracy_of, holm, paired, run_accuracy, test_at_n
 from marco_eval.report.tables import (
     Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, p_text, pct, signed, store_source, system_order)
 
@@ -136,19 +137,38 @@ def verdict_word(delta: float, p: float) -> str:
     return "no significant difference"
 
 
+@dataclass
+class Verdict:
+    """One search run against one run without search, as the verdict table shows it."""
+
+    search: TaskRun
+    against: TaskRun
+    pair: Paired  # search minus against on the problems both scored
+    p_holm: float  # pair.p after Holm's correction over every comparison of the table
+    tokens_ratio: float | None  # the search's generated tokens per problem over the other's
+    word: str  # verdict_word of the corrected p
+
+
+def verdicts(loaded: Loaded) -> list[Verdict]:
+    """Every comparison of "Does the search pay?", Holm-corrected as one family."""
+    comparisons = [(s, b, paired(s, b, loaded.root)) for s, b in verdict_pairs(loaded)]
+    corrected = holm([pair.p for _, _, pair in comparisons])
+    return [Verdict(s, b, pair, p_holm,
+                    s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem
+                    else None, verdict_word(pair.delta, p_holm))
+            for (s, b, pair), p_holm in zip(comparisons, corrected)]
+
+
 def verdict_table(loaded: Loaded) -> Table:
     columns = ["Task", "Search", "Against", "n paired", "Search %", "Against %", "Δ [95% CI]", "p (McNemar)",
                "p Holm", "Tokens ratio", "Verdict", "Sources"]
     csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
                    "delta_hi", "wins", "losses", "p_mcnemar", "p_holm", "tokens_ratio", "verdict", "sources"]
-    md_rows, csv_rows, findings, verdicts = [], [], [], []
-    comparisons = [(s, b, paired(s, b, loaded.root)) for s, b in verdict_pairs(loaded)]
-    corrected = holm([pair.p for _, _, pair in comparisons])  # one family: every comparison in this table
-    for (s, b, pair), p_holm in zip(comparisons, corrected):
+    md_rows, csv_rows, findings = [], [], []
+    found = verdicts(loaded)
+    for v in found:
+        s, b, pair, p_holm, ratio, word = v.search, v.against, v.pair, v.p_holm, v.tokens_ratio, v.word
         search_acc, against_acc = pair.run_value, pair.run_value - pair.delta
-        ratio = s.tokens_per_problem / b.tokens_per_problem if s.tokens_per_problem and b.tokens_per_problem else None
-        word = verdict_word(pair.delta, p_holm)
-        verdicts.append(word)
         findings.append(f"{MGSM_TASKS[s.task]}, {s.system} against {b.system} on the {pair.n} problems both ran: "
                         f"{pct(search_acc)}% vs {pct(against_acc)}% "
                         f"(Δ {signed(pair.delta)} points, 95% CI [{signed(pair.lo)}, {signed(pair.hi)}], "
@@ -162,7 +182,7 @@ def verdict_table(loaded: Loaded) -> Table:
                          num(pair.delta), num(pair.lo), num(pair.hi), pair.wins, pair.losses, num(pair.p, 9),
                          num(p_holm, 9), num(ratio), word, f"{s.source} {b.source}"])
     if findings:  # the answer in one line first, then each comparison
-        counts, n = Counter(verdicts), len(verdicts)
+        counts, n = Counter(v.word for v in found), len(found)
         findings.insert(0, f"In short: of {n} comparisons, the search was better in {counts['search better']}, "
                            f"worse in {counts['search worse']} and not significantly different in "
                            f"{counts['no significant difference']} (each at p < {SIGNIFICANCE} after Holm's "

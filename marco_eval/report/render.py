@@ -59,7 +59,7 @@ def shell_quote(s: str) -> str:
 
 
 def render_readme(tables: list[Table], loaded: Loaded, command: str, search_intro: str,
-                  search_plots: list[str]) -> str:
+                  search_plots: list[str], in_short: list[str]) -> str:
     """The results README: how it was made, then every table and plot.
 
     Args:
@@ -68,6 +68,7 @@ def render_readme(tables: list[Table], loaded: Loaded, command: str, search_intr
         command: the command line that regenerates it.
         search_intro: the paragraph opening "Where the search gains and loses".
         search_plots: that section's PNG file names (in TABLES_DIR).
+        in_short: the paragraphs of "In short", above every table.
 
     Returns:
         The Markdown text.
@@ -92,7 +93,7 @@ problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test; the 
 """
     if skipped:
         head += f"\nTasks in these results that the report does not tabulate:{skipped}\n"
-    body = [head]
+    body = [head, "### In short\n\n" + "".join(f"- {p}\n" for p in in_short)]
     for name in ("mgsm", "verdict", "test_at_n", "cost"):
         body.append(render_markdown(by_name[name]))
     body.append(f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n")

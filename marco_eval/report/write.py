@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from marco_eval.files import write_atomic
+from marco_eval.report.in_short import in_short
 from marco_eval.report.load import load
 from marco_eval.report.mgsm_tables import accuracy_table, cost_table, test_at_table, verdict_table
 from marco_eval.report.plots import accuracy_figure, png_bytes
@@ -76,7 +77,8 @@ def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None 
     figures = search_figures(loaded, curves)
     files.update({out_dir / TABLES_DIR / name: data for name, data in figures.items()})
     command = command_line(results_dir, baseline, filter_name, tuple(exclude))
-    files[out_dir / "README.md"] = render_readme(tables, loaded, command, search_intro(loaded), list(figures)).encode()
+    files[out_dir / "README.md"] = render_readme(tables, loaded, command, search_intro(loaded), list(figures),
+                                               in_short(loaded)).encode()
     for path, data in files.items():
         write_atomic(path, data)
     return list(files)

@@ -1,0 +1,147 @@
+"""The README's "In short": the questions of issue #19 answered in one paragraph per MCTS run
+with per-rollout data, so a reader who stops at the top still learns them:
+
+- does the search beat the runs without search (the verdicts of "Does the search pay?",
+  Holm-corrected as there), and does its anytime curve overtake a vote at equal tokens;
+- if it falls short, is that finding (its rollouts reach the answer less often than the
+  voting run's samples: a paired McNemar test on the per-problem oracle) or picking (it
+  reaches the answer but its pick loses it);
+- how well its reward separates right rollouts from wrong ones;
+
+then one sentence per reflection run. Every number is one its own section also shows, from
+the same functions; nothing here is computed twice in two ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from marco_eval.report.mgsm_tables import SIGNIFICANCE, Verdict, verdicts
+from marco_eval.report.reflection import fixed_and_broken, greedy_partner, is_reflection
+from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
+from marco_eval.report.search_stats import correct_rollouts, coverage, separation
+from marco_eval.report.search_tables import (
+    overtake, overtake_words, separation_sentence, voting_runs, with_rollouts)
+from marco_eval.report.statistics import mcnemar_exact, shared_problems
+from marco_eval.report.tables import by_task_then_system, mgsm_runs, p_text, pct, signed
+
+NOTHING_YET = ("No MCTS run has per-rollout data yet (see \"Where the search gains and loses\"), so there is "
+               "nothing to sum up here; the verdicts are in \"Does the search pay?\".")
+
+
+def problems(n: int) -> str:
+    return f"{n} problem" + ("" if n == 1 else "s")
+
+
+def config_name(run: TaskRun) -> str:
+    """The run's config, as the paragraphs name the runs of one model: "self_consistency"."""
+    return Path(run.manifest.config).stem
+
+
+def voting_partners(search: TaskRun, loaded: Loaded) -> list[TaskRun]:
+    """The runs without search of the same model and task whose pick is a vote over samples
+    (self-consistency), with per-rollout data: the baseline the search should beat."""
+    return [r for r in with_rollouts(loaded) if r.task == search.task and r.strategy == "sampling"
+            and r.final_rule == "vote" and r.manifest.model == search.manifest.model]
+
+
+def against_no_search(search: TaskRun, found: list[Verdict]) -> str:
+    """Its verdicts, one clause each, and what they add up to."""
+    mine = [v for v in found if v.search is search]
+    if not mine:
+        return "No run without search of this model and task to compare with."
+    clauses = [f"{pct(v.pair.run_value)}% vs {config_name(v.against)}'s {pct(v.pair.run_value - v.pair.delta)}% "
+               f"on {v.pair.n} problems (Δ {signed(v.pair.delta)} points, Holm p = {p_text(v.p_holm)}"
+               + (f", {v.tokens_ratio:.2f}× its tokens)" if v.tokens_ratio is not None else ")") for v in mine]
+    parts = []
+    for word, said in (("search better", "better than"), ("search worse", "worse than"),
+                       ("no significant difference", "no significant difference from")):
+        if names := [config_name(v.against) for v in mine if v.word == word]:
+            parts.append(f"{said} {', '.join(names)}")
+    outcome = "; ".join(parts)
+    return f"Against no search: {'; '.join(clauses)}: {outcome}."
+
+
+def at_equal_tokens(search: TaskRun, loaded: Loaded) -> str:
+    """Whether its anytime curve stays above each vote's from some budget on (same problems)."""
+    if search.traces is None:
+        return ""
+    parts = [f"against {config_name(vote)}'s vote, {overtake_words(overtake(search, vote, loaded.root))}"
+             for vote in voting_runs(search, loaded)]
+    return f" At equal tokens (point estimates), {'; '.join(parts)}." if parts else ""
+
+
+def find_or_pick(search: TaskRun, voters: list[TaskRun], root: Path) -> str:
+    """Coverage against the voters' samples (paired, per-problem oracle), then what the pick keeps."""
+    c = coverage(search)
+    rule = search.final_rule or "configured"
+    text = (f" Find or pick: some rollout reached the answer on {pct(c.oracle.value)}% of its {c.problems} "
+            f"problems; its {rule} pick kept {pct(c.chosen.value)}% and lost {problems(c.found_not_picked)} a "
+            f"rollout had solved, where a vote over the same rollouts scores {pct(c.majority.value)}% (majority) or "
+            f"{pct(c.weighted.value)}% (reward-weighted).")
+    oracle = {d: bool(hits.any()) for d, hits in correct_rollouts(search).items()}
+    for voter in voters:
+        theirs = {d: bool(hits.any()) for d, hits in correct_rollouts(voter).items()}
+        shared = [d for d in shared_problems(search, voter, root) if d in oracle and d in theirs]
+        if not shared:
+            continue
+        a = np.array([oracle[d] for d in shared], dtype=float)
+        b = np.array([theirs[d] for d in shared], dtype=float)
+        _, _, p = mcnemar_exact(a, b)
+        picked = np.mean([search.scores[d] for d in shared])
+        voted = np.mean([voter.scores[d] for d in shared])
+        how_often = ("less often than" if a.mean() < b.mean() else "more often than") if p < SIGNIFICANCE \
+            else "about as often as"
+        text += (f" On the {len(shared)} problems both ran, its rollouts reach the answer {how_often} "
+                 f"{config_name(voter)}'s samples ({pct(a.mean())}% vs {pct(b.mean())}%, McNemar p = {p_text(p)})")
+        if how_often == "less often than":
+            text += ": it falls short at finding (coverage)."
+        elif picked < voted:
+            text += (f", yet its pick scores {pct(picked)}% against the vote's {pct(voted)}%: it falls short at "
+                     f"picking (selection), not at finding.")
+        else:
+            text += f", and its pick scores {pct(picked)}% against the vote's {pct(voted)}%."
+    return text
+
+
+def reward_words(search: TaskRun) -> str:
+    sentence = separation_sentence(separation(search))
+    return f" Its reward: {sentence}" if sentence else ""
+
+
+def reflection_words(run: TaskRun, loaded: Loaded) -> str | None:
+    greedy = greedy_partner(run, loaded)
+    if greedy is None:
+        return None
+    fb = fixed_and_broken(run, greedy, loaded.root)
+    share = f" ({pct(fb.fixed_share.value)}%; the Marco-o1 paper: about half)" if fb.fixed_share else ""
+    return (f"{MGSM_TASKS[run.task]}, {run.system}: of the {fb.greedy_wrong} problems greedy CoT got wrong, "
+            f"reflection fixed {fb.fixed}{share}, and it broke {fb.broken} of the {fb.greedy_right} greedy CoT got "
+            f"right: net {signed(fb.pair.delta)} points (McNemar p = {p_text(fb.pair.p)}).")
+
+
+def in_short(loaded: Loaded) -> list[str]:
+    """One paragraph per MCTS run with per-rollout data, then one sentence per reflection run.
+
+    Args:
+        loaded: the loaded results.
+
+    Returns:
+        The sentences, in table order (task, then system); [NOTHING_YET] when no MCTS run
+        has per-rollout data.
+    """
+    found = verdicts(loaded)
+    paragraphs = []
+    for run in with_rollouts(loaded):
+        if run.strategy != "mcts":
+            continue
+        voters = voting_partners(run, loaded)
+        paragraphs.append(f"**{MGSM_TASKS[run.task]}, {run.system}.** " + against_no_search(run, found)
+                          + at_equal_tokens(run, loaded) + find_or_pick(run, voters, loaded.root)
+                          + reward_words(run))
+    if not paragraphs:
+        paragraphs.append(NOTHING_YET)
+    reflections = [r for r in by_task_then_system(mgsm_runs(loaded).values()) if is_reflection(r)]
+    paragraphs += [f"Reflection, {words}" for r in reflections if (words := reflection_words(r, loaded))]
+    return paragraphs
