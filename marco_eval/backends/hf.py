@@ -29,6 +29,7 @@ import torch
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
+from marco_eval.backends.sampling import next_tokens
 from marco_eval.backends.weights import pack_linears, pick_dtype
 from marco_eval.search.policy import Continue, Generation
 
@@ -311,7 +312,7 @@ class TransformersPolicy(TokenizerCodec):
             self.row_steps += len(batch)
             logp = torch.log_softmax(logits.float(), dim=-1)  # [rows, vocab], raw: no temperature
             top5 = logp.topk(TOP_K, dim=-1).values.tolist()  # rows x 5, descending
-            chosen = [self._sample(logits[b], logp[b], row.req, row.rng) for b, row in enumerate(batch.rows)]
+            chosen = next_tokens(logits, logp, [row.req for row in batch.rows], [row.rng for row in batch.rows])
             chosen_lp = logp[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
             self.generated_tokens += len(chosen)
             finished = []
@@ -355,27 +356,6 @@ class TransformersPolicy(TokenizerCodec):
         n = len(gen.token_ids)  # the row's last n positions: prefix[-1] and generated[:-1]
         segment = [(k.clone(), v.clone()) for k, v in kv.row_tail(index, n)]  # per layer [1, kv_heads, n, head_dim]
         self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), row.entry, segment)
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, logp: torch.Tensor, req: Continue, rng: torch.Generator) -> int:
-        if req.temperature == 0:
-            return int(torch.argmax(logp))
-        scaled = logits.float() / req.temperature
-        if req.top_p >= 1.0:
-            return int(torch.multinomial(torch.softmax(scaled, dim=-1).cpu(), 1, generator=rng))
-        # Nucleus sampling on the head of the distribution: top_p mass almost always lies in
-        # the top few hundred tokens, so sorting 1k candidates replaces sorting the vocabulary;
-        # if it does not, fall back to all of them. Same result as a full sort.
-        probs = torch.softmax(scaled, dim=-1)
-        k = min(1024, probs.numel())
-        while True:
-            top, idx = probs.topk(k)
-            if top.sum() >= req.top_p or k == probs.numel():
-                break
-            k = probs.numel()
-        drop = top.cumsum(-1) - top > req.top_p  # keep the smallest set reaching top_p
-        top = top.masked_fill(drop, 0.0)
-        return int(idx[torch.multinomial(top.cpu(), 1, generator=rng)])
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
     def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
