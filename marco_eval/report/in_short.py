@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_eval.report.mgsm_tables import SIGNIFICANCE, Verdict, verdicts
+from marco_eval.report.mgsm_tables import SIGNIFICANCE, Verdict
 from marco_eval.report.reflection import fixed_and_broken, greedy_partner, is_reflection
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import correct_rollouts, coverage, separation
@@ -37,13 +37,6 @@ def problems(n: int) -> str:
 def config_name(run: TaskRun) -> str:
     """The run's config, as the paragraphs name the runs of one model: "self_consistency"."""
     return Path(run.manifest.config).stem
-
-
-def voting_partners(search: TaskRun, loaded: Loaded) -> list[TaskRun]:
-    """The runs without search of the same model and task whose pick is a vote over samples
-    (self-consistency), with per-rollout data: the baseline the search should beat."""
-    return [r for r in with_rollouts(loaded) if r.task == search.task and r.strategy == "sampling"
-            and r.final_rule == "vote" and r.manifest.model == search.manifest.model]
 
 
 def against_no_search(search: TaskRun, found: list[Verdict]) -> str:
@@ -121,22 +114,22 @@ def reflection_words(run: TaskRun, loaded: Loaded) -> str | None:
             f"right: net {signed(fb.pair.delta)} points (McNemar p = {p_text(fb.pair.p)}).")
 
 
-def in_short(loaded: Loaded) -> list[str]:
+def in_short(loaded: Loaded, found: list[Verdict]) -> list[str]:
     """One paragraph per MCTS run with per-rollout data, then one sentence per reflection run.
 
     Args:
         loaded: the loaded results.
+        found: the verdicts of "Does the search pay?" (mgsm_tables.verdicts).
 
     Returns:
         The sentences, in table order (task, then system); [NOTHING_YET] when no MCTS run
         has per-rollout data.
     """
-    found = verdicts(loaded)
     paragraphs = []
     for run in with_rollouts(loaded):
         if run.strategy != "mcts":
             continue
-        voters = voting_partners(run, loaded)
+        voters = voting_runs(run, loaded, among=with_rollouts)
         paragraphs.append(f"**{MGSM_TASKS[run.task]}, {run.system}.** " + against_no_search(run, found)
                           + at_equal_tokens(run, loaded) + find_or_pick(run, voters, loaded.root)
                           + reward_words(run))

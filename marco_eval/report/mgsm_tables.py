@@ -159,13 +159,13 @@ def verdicts(loaded: Loaded) -> list[Verdict]:
             for (s, b, pair), p_holm in zip(comparisons, corrected)]
 
 
-def verdict_table(loaded: Loaded) -> Table:
+def verdict_table(found: list[Verdict]) -> Table:
+    """The verdicts (from `verdicts`) as a table, with one sentence each and the tally first."""
     columns = ["Task", "Search", "Against", "n paired", "Search %", "Against %", "Δ [95% CI]", "p (McNemar)",
                "p Holm", "Tokens ratio", "Verdict", "Sources"]
     csv_columns = ["task", "search", "against", "n_paired", "search_acc", "against_acc", "delta", "delta_lo",
                    "delta_hi", "wins", "losses", "p_mcnemar", "p_holm", "tokens_ratio", "verdict", "sources"]
     md_rows, csv_rows, findings = [], [], []
-    found = verdicts(loaded)
     for v in found:
         s, b, pair, p_holm, ratio, word = v.search, v.against, v.pair, v.p_holm, v.tokens_ratio, v.word
         search_acc, against_acc = pair.run_value, pair.run_value - pair.delta

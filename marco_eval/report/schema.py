@@ -12,6 +12,7 @@ import numpy as np
 from marco_eval.errors import UserError
 
 if TYPE_CHECKING:  # statistics.py imports this module
+    from marco_eval.report.search_stats import Coverage, Separation
     from marco_eval.report.statistics import Accuracy
 
 MGSM_TASKS = {"mgsm_en": "MGSM-En", "mgsm_zh": "MGSM-Zh"}
@@ -112,6 +113,8 @@ class TaskRun:
     traces: dict[int, list[TracePoint]] | None = None  # doc_id -> the anytime trace; None unless every record has one
     first_correct: np.ndarray | None = None  # caches: Test@N, the accuracy with its CI
     accuracy_ci: Accuracy | None = None
+    coverage: Coverage | None = None  # search_stats.coverage and .separation, read by several sections
+    separation: Separation | None = None
 
     @property
     def accuracy(self) -> float:

@@ -81,6 +81,7 @@ class Coverage:
 
 def coverage(run: TaskRun) -> Coverage:
     """Coverage and selection of one run with per-rollout data; CIs bootstrap over problems.
+    Computed once per run (kept in run.coverage): several sections read it.
 
     Args:
         run: a task run whose `rollouts` is set.
@@ -88,6 +89,12 @@ def coverage(run: TaskRun) -> Coverage:
     Returns:
         Its Coverage.
     """
+    if run.coverage is None:
+        run.coverage = coverage_of(run)
+    return run.coverage
+
+
+def coverage_of(run: TaskRun) -> Coverage:
     correct = correct_rollouts(run)
     docs = sorted(correct)
     sizes = [len(correct[d]) for d in docs]
@@ -170,7 +177,14 @@ def auroc_with_ci(rewards: list[np.ndarray], labels: list[np.ndarray], resamples
 
 
 def separation(run: TaskRun) -> Separation:
-    """The reward's AUROC (with CI) and mean reward of correct and wrong rollouts of one run."""
+    """The reward's AUROC (with CI) and mean reward of correct and wrong rollouts of one run,
+    computed once per run (kept in run.separation)."""
+    if run.separation is None:
+        run.separation = separation_of(run)
+    return run.separation
+
+
+def separation_of(run: TaskRun) -> Separation:
     correct = correct_rollouts(run)
     docs = sorted(correct)
     rewards = [np.array([r.reward for r in run.rollouts[d]], dtype=float) for d in docs]

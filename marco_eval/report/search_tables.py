@@ -187,10 +187,11 @@ def overtake(search: TaskRun, vote: TaskRun, root) -> Overtake:
     return Overtake(len(docs), overtakes(mine, theirs), min(reach))
 
 
-def voting_runs(search: TaskRun, loaded: Loaded) -> list[TaskRun]:
-    """The runs of the same model and task without search whose pick is a vote (self-consistency)
-    and that kept an anytime trace: the baseline a search must overtake at equal tokens."""
-    return [r for r in with_traces(loaded) if r.task == search.task and r.strategy == "sampling"
+def voting_runs(search: TaskRun, loaded: Loaded, among=with_traces) -> list[TaskRun]:
+    """The runs of the same model and task without search whose pick is a vote (self-consistency):
+    the baseline a search must beat. `among` picks the runs that have what the caller reads
+    (with_traces: an anytime trace; with_rollouts: per-rollout data)."""
+    return [r for r in among(loaded) if r.task == search.task and r.strategy == "sampling"
             and r.final_rule == "vote" and r.manifest.model == search.manifest.model]
 
 

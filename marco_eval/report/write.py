@@ -8,7 +8,7 @@ from pathlib import Path
 from marco_eval.files import write_atomic
 from marco_eval.report.in_short import in_short
 from marco_eval.report.load import load
-from marco_eval.report.mgsm_tables import accuracy_table, cost_table, test_at_table, verdict_table
+from marco_eval.report.mgsm_tables import Verdict, accuracy_table, cost_table, test_at_table, verdict_table, verdicts
 from marco_eval.report.plots import accuracy_figure, png_bytes
 from marco_eval.report.render import command_line, render_csv, render_markdown, render_readme
 from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded, ReportError
@@ -20,13 +20,15 @@ from marco_eval.report.search_tables import (
 from marco_eval.report.tables import Table, human_table, runs_table, training_table, translation_table
 
 
-def build_tables(loaded: Loaded, baseline: str | None, filter_name: str, budget: Table) -> list[Table]:
+def build_tables(loaded: Loaded, baseline: str | None, filter_name: str, budget: Table,
+                 found: list[Verdict]) -> list[Table]:
     """Every table of the report, in README order, with the filter named in their notes
-    (`budget`, the accuracy-by-budget table, is made with its curves by budget_table)."""
+    (`budget`, the accuracy-by-budget table, is made with its curves by budget_table; `found`,
+    the verdicts, by mgsm_tables.verdicts, which "In short" reads too)."""
     systems = {r.system for r in loaded.tasks if r.task in MGSM_TASKS}
     if baseline is not None and baseline not in systems:
         raise ReportError(f"--baseline {baseline!r} is not a system with MGSM runs (systems: {', '.join(sorted(systems)) or 'none'})")
-    tables = [accuracy_table(loaded, baseline), verdict_table(loaded), test_at_table(loaded), cost_table(loaded),
+    tables = [accuracy_table(loaded, baseline), verdict_table(found), test_at_table(loaded), cost_table(loaded),
               coverage_table(loaded), separation_table(loaded), calibration_table(loaded), budget,
               reflection_table(loaded), translation_table(loaded), human_table(loaded), training_table(loaded),
               runs_table(loaded)]
@@ -68,7 +70,8 @@ def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None 
     out_dir = Path(out_dir) if out_dir else results_dir
     loaded = load(results_dir, filter_name, tuple(exclude))
     budget, curves = budget_table(loaded)
-    tables = build_tables(loaded, baseline, filter_name, budget)
+    found = verdicts(loaded)
+    tables = build_tables(loaded, baseline, filter_name, budget, found)
     files: dict[Path, bytes] = {}
     for t in tables:
         files[out_dir / TABLES_DIR / f"{t.name}.md"] = render_markdown(t).encode()
@@ -78,7 +81,7 @@ def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None 
     files.update({out_dir / TABLES_DIR / name: data for name, data in figures.items()})
     command = command_line(results_dir, baseline, filter_name, tuple(exclude))
     files[out_dir / "README.md"] = render_readme(tables, loaded, command, search_intro(loaded), list(figures),
-                                               in_short(loaded)).encode()
+                                               in_short(loaded, found)).encode()
     for path, data in files.items():
         write_atomic(path, data)
     return list(files)
