@@ -61,6 +61,7 @@ class BenchSpec:
     tree_batch: int = 4  # problems searched at once
     max_batch: int = 8  # rows per forward pass, for the engine and for plain sampling alike
     dtype: str = "auto"
+    device: str = "auto"  # hf: auto, cpu, cuda or cuda:N
     seed: int = 1234
     backend: str = "hf"  # or "vllm"
     tensor_parallel_size: int = 1  # vllm: GPUs per engine
@@ -89,7 +90,8 @@ def make_engine(spec: BenchSpec, **options):
     search building as `marco_mcts` (engine.py); the search knobs are set per action."""
     from marco_eval.engine import Engine
 
-    return Engine.from_settings(None, pretrained=spec.model, dtype=spec.dtype, tree_batch=spec.tree_batch,
+    return Engine.from_settings(None, pretrained=spec.model, dtype=spec.dtype, device=spec.device,
+                                tree_batch=spec.tree_batch,
                                 simulations=spec.simulations, children=spec.children,
                                 mini_step_tokens=spec.mini_step_tokens, seed=spec.seed, **options)
 
@@ -147,21 +149,24 @@ def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: floa
     prefill each prompt once, as the engine must (the engine's time includes it)."""
     import torch
 
-    model = policy.model
+    from marco_eval.backends.device import synchronizer
+
+    model, sync = policy.model, synchronizer(policy.device) or (lambda: None)
     per_row = max(8, min(512, -(-tokens // batch)))
     made, seconds, cpu_seconds, prefill_once, i = 0, 0.0, 0.0, 0.0, 0
     while made < tokens and seconds < seconds_cap:
         rows = [prompts_ids[(i + j) % len(prompts_ids)] for j in range(batch)]
         i += batch
         width = max(len(r) for r in rows)
-        ids = torch.tensor([[policy.pad_id] * (width - len(r)) + list(r) for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids = torch.tensor([[policy.pad_id] * (width - len(r)) + list(r) for r in rows], device=policy.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=policy.device)
         timed, cpu = [], []
         for n in (1, per_row):
             start, cpu_start = time.perf_counter(), time.process_time()
             with torch.inference_mode():
                 out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7,
                                      top_p=0.95, max_new_tokens=n, min_new_tokens=n, pad_token_id=policy.pad_id)
+            sync()
             timed.append(time.perf_counter() - start)
             cpu.append(time.process_time() - cpu_start)
         seconds += max(timed[1] - timed[0], 1e-9)
@@ -286,6 +291,7 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
                        (("engine", engine), ("naive", naive), ("sampling", sampling))}
             row = {
                 "workload": workload, "action": action, "model": spec.model, "dtype": str(policy.dtype).replace("torch.", ""),
+                "device": str(policy.device),
                 "problems": spec.problems, "simulations": spec.simulations, "children": spec.children,
                 "batch_width": spec.max_batch, "tree_batch": spec.tree_batch,
                 "prompt_tokens": prompt_tokens, "generated_tokens": engine["generated"],
@@ -321,7 +327,7 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
 def main(args) -> int:
     spec = BenchSpec(**(QUICK if args.quick else {}))
     for name in ("model", "problems", "simulations", "children", "tree_batch", "max_new_tokens", "dtype", "max_batch",
-                 "backend", "tensor_parallel_size"):
+                 "backend", "tensor_parallel_size", "device"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(spec, name, value)

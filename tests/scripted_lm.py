@@ -89,13 +89,18 @@ def torch_model(lm: ScriptedLM):
 
         def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False,
                     logits_to_keep=0, past_key_values=None):
-            if past_key_values is None:  # scoring: logits at every position of one row
-                ids = input_ids[0].tolist()
-                return SimpleNamespace(logits=torch.tensor([[lm.logits(ids[: i + 1]) for i in range(len(ids))]]))
+            if past_key_values is None:  # scoring: left-padded rows, the last `logits_to_keep` positions
+                out = []
+                for r in range(input_ids.shape[0]):
+                    ids = input_ids[r][attention_mask[r].bool()].tolist() if attention_mask is not None else input_ids[r].tolist()
+                    per_position = [[0.0] * VOCAB] * (input_ids.shape[1] - len(ids)) + [
+                        lm.logits(ids[: i + 1]) for i in range(len(ids))]
+                    out.append(per_position[-logits_to_keep:] if logits_to_keep else per_position)
+                return SimpleNamespace(logits=torch.tensor(out, device=input_ids.device))
             rows, n = input_ids.shape
             keys = input_ids.to(torch.float32).view(rows, 1, n, 1)  # the "cache" holds the ids
             history, _ = past_key_values.update(keys, keys.clone(), 0)
             seqs = [history[r, 0, :, 0][attention_mask[r].bool()].long().tolist() for r in range(rows)]
-            return SimpleNamespace(logits=torch.tensor([[lm.logits(ids)] for ids in seqs]))
+            return SimpleNamespace(logits=torch.tensor([[lm.logits(ids)] for ids in seqs], device=input_ids.device))
 
     return ScriptedCausalLM()

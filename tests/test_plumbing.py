@@ -256,4 +256,4 @@ def test_lm_evals_default_device_lets_the_machine_decide():
     from fakes import fake_lm
 
     assert fake_lm(device="cuda:0").options.device == "auto"
-    assert fake_lm(device="cuda:1").options.device == "cuda:1"  # asked for by name: kept (and warned on a CPU)
+    assert fake_lm(device="cuda:1").options.device == "cuda:1"  # asked for by name: kept (an error on a CPU, at load)

@@ -1,6 +1,7 @@
 """Real-model checks on smollm2-135m (fast, cannot do math): the backend and the lm-eval path.
 
 Marked slow: they load a real model. `make test` runs them; `-m "not slow"` skips them.
+MARCO_EVAL_TEST_DEVICE=cuda runs them on a GPU (scripts/gpu_check.sh does); the default is cpu.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from marco_eval.search import Continue, rollout_reward
 from marco_eval.search.export import check_tree_document
 
 pytestmark = pytest.mark.slow
+DEVICE = os.environ.get("MARCO_EVAL_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="module")
 def policy(smollm_path):
     from marco_eval.backends.hf import TransformersPolicy
 
-    return TransformersPolicy(smollm_path, dtype="float32", max_batch=8)
+    return TransformersPolicy(smollm_path, device=DEVICE, dtype="float32", max_batch=8)
 
 
 def test_exact_lengths_stops_and_raw_logprobs(policy):
@@ -82,12 +84,12 @@ def _lm_eval(tmp_path, model_args: str, extra=()):
 def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_args, mgsm_data):
     trees = tmp_path / "trees"
     proc, out = _lm_eval(tmp_path, f"pretrained=smollm2-135m,simulations=3,children=2,dtype=float32,"
-                                   f"{action_args},tree_dir={trees}")
+                                   f"{action_args},tree_dir={trees},device={DEVICE}")
     assert "exact_match" in proc.stdout and "flexible-extract" in proc.stdout
     results = json.load(open(glob.glob(f"{out}/**/results_*.json", recursive=True)[0]))
     assert "exact_match,flexible-extract" in results["results"]["mgsm_en"]
     assert results["config"]["marco_eval_config"]["simulations"] == 3
-    assert results["config"]["marco_eval_config"]["device"] == "cpu"
+    assert results["config"]["marco_eval_config"]["device"] == DEVICE
     samples = glob.glob(f"{out}/**/samples_mgsm_en_*.jsonl", recursive=True)
     lines = [json.loads(line) for line in open(samples[0])]
     assert {d["doc_id"] for d in lines} == {0, 1} and all(d["resps"][0][0] for d in lines)
@@ -102,7 +104,7 @@ def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_arg
 def _greedy_search_texts(path, kv_reuse):
     from marco_eval.backends.hf import TransformersPolicy
 
-    pol = TransformersPolicy(path, dtype="float32", max_batch=8, kv_reuse=kv_reuse)
+    pol = TransformersPolicy(path, device=DEVICE, dtype="float32", max_batch=8, kv_reuse=kv_reuse)
     return (*greedy_searches(pol), pol)
 
 
@@ -133,12 +135,12 @@ def test_evicted_cache_recomputes_the_same_answer(smollm_path):
     from marco_eval.backends.hf import TransformersPolicy
     from marco_eval.search import Continue
 
-    pol = TransformersPolicy(smollm_path, dtype="float32", kv_cache_mb=0)  # evict everything after each call
+    pol = TransformersPolicy(smollm_path, device=DEVICE, dtype="float32", kv_cache_mb=0)  # evict everything after each call
     p = tuple(pol.encode("Count: one, two,"))
     first = pol.generate([Continue(p, 5)])[0]
     nxt = p + tuple(first.token_ids)
     after_eviction = pol.generate([Continue(nxt, 5)])[0]
-    fresh = TransformersPolicy(smollm_path, dtype="float32", kv_reuse=False).generate([Continue(nxt, 5)])[0]
+    fresh = TransformersPolicy(smollm_path, device=DEVICE, dtype="float32", kv_reuse=False).generate([Continue(nxt, 5)])[0]
     assert len(pol.kv) == 0 and pol.kv.evictions > 0
     assert after_eviction.token_ids == fresh.token_ids
 
@@ -153,7 +155,7 @@ def test_prompts_sharing_whole_chunks_give_bit_identical_outputs_in_bf16(smollm_
 
     shots = "".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}.\n\n" for a, b in
                     [(3, 4), (12, 7), (25, 30), (8, 9), (41, 2), (6, 60), (14, 15), (70, 11), (5, 5), (9, 33)])
-    make = lambda share: TransformersPolicy(smollm_path, dtype="bfloat16", max_batch=4, prefill_chunk=32,  # noqa: E731
+    make = lambda share: TransformersPolicy(smollm_path, device=DEVICE, dtype="bfloat16", max_batch=4, prefill_chunk=32,  # noqa: E731
                                             share_prompts=share)
     shared, unshared = make(True), make(False)
     first, *later = [tuple(shared.encode(shots + q)) for q in
@@ -179,7 +181,8 @@ def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm
     from marco_eval.bench import BenchSpec, bench
 
     spec = BenchSpec(model="smollm2-135m", workloads=("zero_shot",), actions=("mini_step",), problems=1,
-                     simulations=1, max_new_tokens=12, mini_step_tokens=4, tree_batch=1, max_batch=2, dtype="float32")
+                     simulations=1, max_new_tokens=12, mini_step_tokens=4, tree_batch=1, max_batch=2, dtype="float32",
+                     device=DEVICE)
     lines = []
     (row,) = bench(spec, log=lines.append)
     assert json.loads(lines[0]) == row

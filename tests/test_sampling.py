@@ -1,4 +1,4 @@
-"""backends/sampling.next_tokens against the per-row definition it replaced (one softmax and
+"""backends/sampling.choose_tokens against the per-row definition it replaced (one softmax and
 one top-p cut per row): the same token for every row, bit for bit, whatever else is in the
 batch, for greedy, plain temperature and nucleus rows, including the fallback to the whole
 vocabulary when the candidates hold less than top_p."""
@@ -6,7 +6,7 @@ vocabulary when the candidates hold less than top_p."""
 import pytest
 import torch
 
-from marco_eval.backends.sampling import NUCLEUS_CANDIDATES, next_tokens
+from marco_eval.backends.sampling import NUCLEUS_CANDIDATES, choose_tokens
 from marco_eval.search.policy import Continue
 
 
@@ -44,9 +44,12 @@ def test_batched_sampling_draws_what_each_row_would_alone(dtype):
         logp = torch.log_softmax(logits.float(), dim=-1)
         batched_rngs = [torch.Generator().manual_seed(100 * step + b) for b in range(len(REQUESTS))]
         alone_rngs = [torch.Generator().manual_seed(100 * step + b) for b in range(len(REQUESTS))]
-        batched = next_tokens(logits, logp, REQUESTS, batched_rngs)
+        batched = choose_tokens(logits, REQUESTS, batched_rngs)
         alone = [one_row(logits[b], logp[b], req, rng) for b, (req, rng) in enumerate(zip(REQUESTS, alone_rngs))]
-        assert batched == alone
+        assert batched.chosen == alone
+        # the raw log-prob of each chosen token and the raw top 5, whatever the temperature
+        assert batched.logprobs == [float(logp[b, t]) for b, t in enumerate(alone)]
+        assert batched.top_logprobs == logp.topk(5, dim=-1).values.tolist()
         # each generator advanced exactly as the row alone advanced it
         assert [r.get_state().tolist() for r in batched_rngs] == [r.get_state().tolist() for r in alone_rngs]
 
@@ -56,5 +59,5 @@ def test_all_greedy_rows_take_the_argmax_and_draw_nothing():
     rngs = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
     before = [r.get_state().tolist() for r in rngs]
     reqs = [Continue((1,), 4, temperature=0.0)] * 2
-    assert next_tokens(logits, torch.log_softmax(logits, -1), reqs, rngs) == [1, 0]
+    assert choose_tokens(logits, reqs, rngs).chosen == [1, 0]
     assert [r.get_state().tolist() for r in rngs] == before

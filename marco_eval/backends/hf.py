@@ -21,7 +21,6 @@ third faster at decode batch sizes).
 from __future__ import annotations
 
 import inspect
-import sys
 import time
 from typing import Hashable, NamedTuple, Sequence
 
@@ -29,11 +28,11 @@ import torch
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
-from marco_eval.backends.sampling import next_tokens
+from marco_eval.backends.device import check_memory, resolve_device, synchronizer, to_host
+from marco_eval.backends.sampling import choose_tokens
 from marco_eval.backends.weights import pack_linears, pick_dtype
 from marco_eval.search.policy import Continue, Generation
 
-TOP_K = 5
 # Prefill forwards positions in chunks that end on multiples of this, counted from position 0
 # (`prefill_chunks`), so a position's keys/values depend only on the tokens up to its chunk's
 # end: two prompts that agree on their first k chunks compute them bit for bit alike, and a
@@ -91,7 +90,7 @@ class _Row:
     def __init__(self, key, req: Continue, entry, max_length: int):
         self.key, self.req, self.entry = key, req, entry
         self.gen = Generation([], [], [], finish="length")
-        self.rng = torch.Generator().manual_seed(req.seed)
+        self.rng = torch.Generator().manual_seed(req.seed)  # on the host (device.py)
         self.max_new = min(req.max_new_tokens, max_length - len(req.prefix))
         self.stop_window = max((len(s) for s in req.stop), default=0) + 2
 
@@ -163,7 +162,8 @@ class TransformersPolicy(TokenizerCodec):
             pretrained: a hub id or a local folder with the model and its tokenizer.
             dtype: auto (bf16 on GPUs and on CPUs with avx512_bf16/AMX, else fp32), bfloat16,
                 float16 or float32.
-            device: auto (cuda when available, else cpu), cpu, cuda or cuda:N.
+            device: auto (cuda when available, else cpu), cpu, cuda or cuda:N; a device this
+                machine lacks is an error (device.py holds the rule for what lives where).
             max_batch: rows decoding together; queued requests join as rows finish.
             revision: the hub revision (branch, tag or commit) to load.
             trust_remote_code: run the repository's own model code (transformers' flag).
@@ -177,12 +177,7 @@ class TransformersPolicy(TokenizerCodec):
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            print(f"marco-eval: device={device} requested but CUDA is not available; using cpu", file=sys.stderr)
-            device = "cpu"
-        self.device = device
+        self.device = device = resolve_device(device)
         self.dtype = pick_dtype(dtype, device)
         self.max_batch = max_batch
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
@@ -217,7 +212,8 @@ class TransformersPolicy(TokenizerCodec):
         if prefill_chunk <= 0:
             raise ValueError(f"prefill_chunk={prefill_chunk}: must be a positive number of positions")
         self.prefill_chunk = prefill_chunk
-        self.stopwatch = Stopwatch(sync=torch.cuda.synchronize if device.startswith("cuda") else None)
+        self.stopwatch = Stopwatch(sync=synchronizer(device))
+        check_memory(device, kv_cache_mb)
 
     # ------------------------------------------------------------------ model calls
     def _forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep=1):
@@ -310,10 +306,8 @@ class TransformersPolicy(TokenizerCodec):
             logits = batch.step()  # [rows, vocab]
             self.decode_steps += 1
             self.row_steps += len(batch)
-            logp = torch.log_softmax(logits.float(), dim=-1)  # [rows, vocab], raw: no temperature
-            top5 = logp.topk(TOP_K, dim=-1).values.tolist()  # rows x 5, descending
-            chosen = next_tokens(logits, logp, [row.req for row in batch.rows], [row.rng for row in batch.rows])
-            chosen_lp = logp[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
+            chosen, chosen_lp, top5 = choose_tokens(logits, [row.req for row in batch.rows],
+                                                    [row.rng for row in batch.rows])
             self.generated_tokens += len(chosen)
             finished = []
             for b, row in enumerate(batch.rows):
@@ -358,20 +352,41 @@ class TransformersPolicy(TokenizerCodec):
         self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), row.entry, segment)
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
-    def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """backends.base.Scorer: one forward pass per pair (no padding to get wrong)."""
-        return [self.score(list(ctx), list(cont)) for ctx, cont in pairs]
-
     @torch.inference_mode()
+    def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """backends.base.Scorer. Up to `max_batch` pairs per forward, longest first, left-padded
+        so every row's continuation ends at the last position and only the last
+        (longest continuation + 1) positions' logits are kept."""
+        seqs = [((list(ctx) + list(cont))[-self.max_length:], len(cont)) for ctx, cont in pairs]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
+        out: list[tuple[float, bool]] = [(0.0, True)] * len(seqs)
+        for first in range(0, len(order), self.max_batch):
+            chunk = order[first: first + self.max_batch]
+            width, keep = len(seqs[chunk[0]][0]), max(seqs[i][1] for i in chunk) + 1
+            ids = torch.full((len(chunk), width), self.pad_id)  # [rows, width], built on the host, moved once
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # [rows, width]
+            for r, i in enumerate(chunk):
+                seq = seqs[i][0]
+                ids[r, width - len(seq):] = torch.tensor(seq)
+                mask[r, width - len(seq):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [rows, width]: true positions, padding at 0
+            ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
+            self.forwarded_tokens += ids.numel()
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                                logits_to_keep=keep).logits[:, :-1].float()  # [rows, keep - 1, vocab]: predict the last keep - 1
+            logp = torch.log_softmax(logits, dim=-1)
+            target = ids[:, width - keep + 1:]  # [rows, keep - 1]
+            token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # [rows, keep - 1]
+            hits = logp.argmax(-1) == target  # [rows, keep - 1]
+            n_cont = torch.tensor([seqs[i][1] for i in chunk], device=self.device).unsqueeze(1)  # [rows, 1]
+            in_cont = torch.arange(keep - 1, device=self.device).unsqueeze(0) >= keep - 1 - n_cont  # [rows, keep - 1]
+            totals = (token_logp * in_cont).sum(-1)  # [rows]
+            greedy = (hits | ~in_cont).all(-1)  # [rows]
+            totals, greedy = to_host(totals, greedy)
+            for r, i in enumerate(chunk):
+                out[i] = (float(totals[r]), bool(greedy[r]))
+        return out
+
     def score(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
         """log P(continuation | context) and whether greedy decoding would produce it."""
-        seq = (context + continuation)[-self.max_length:]
-        n_cont = len(continuation)
-        ids = torch.tensor([seq], device=self.device)  # [1, T]
-        self.forwarded_tokens += ids.numel()
-        logits = self.model(input_ids=ids).logits[0, -n_cont - 1: -1].float()  # [n_cont, vocab]: predicts each continuation token
-        logp = torch.log_softmax(logits, dim=-1)
-        target = torch.tensor(seq[-n_cont:], device=self.device)  # [n_cont]
-        total = float(logp.gather(-1, target.unsqueeze(-1)).sum())
-        greedy = bool((logp.argmax(-1) == target).all())
-        return total, greedy
+        return self.score_many([(context, continuation)])[0]

@@ -28,9 +28,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.search.policy import Continue, Generation
+from marco_eval.search.policy import TOP_K, Continue, Generation
 
-TOP_K = 5
 INSTALL_HINT = "pip install 'marco-eval[vllm]' on a machine with a CUDA GPU"
 
 

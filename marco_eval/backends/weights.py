@@ -104,5 +104,8 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
             raise ValueError(f"dtype={dtype!r}: use auto, bfloat16, float16 or float32")
         return getattr(torch, dtype)
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # bf16 where the GPU computes it (compute capability 8.0, Ampere, and later); before
+        # that torch only emulates it, several times slower, so fp16 (pass dtype=float32 for
+        # a model that overflows in fp16)
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32

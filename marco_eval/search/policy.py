@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Hashable, Protocol, Sequence, runtime_checkable
 
+TOP_K = 5  # a Generation's top log-probs per position: the confidence reward's top-5 (reward.py)
+
 
 @dataclass(frozen=True)
 class Continue:
@@ -34,7 +36,7 @@ class Continue:
 class Generation:
     token_ids: list[int]
     logprobs: list[float]  # raw log p of each chosen token
-    top_logprobs: list[list[float]]  # raw top-5 log-probs at each position, descending
+    top_logprobs: list[list[float]]  # raw top-TOP_K log-probs at each position, descending
     finish: str  # "stop" (a stop string), "eos", or "length"
     stop: str | None = None  # which stop string ended it
 
