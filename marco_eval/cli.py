@@ -10,6 +10,7 @@
     marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
     marco-eval report [RESULTS_DIR]  accuracy/cost/translation tables, CIs, plot, results/README.md
     marco-eval synth --out FILE     synthetic CoT rows from our MCTS on problems with known answers
+    marco-eval bank --out FILE      the model's own labelled samples on GSM8K train (verifier, RFT)
     marco-eval train CONFIG [k=v]   full-parameter CoT SFT with TRL (marco_eval/train/sft.py)
 """
 
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     b.add_argument("--max-batch", dest="max_batch", type=int, help="rows per forward pass (engine and sampling)")
     b.add_argument("--dtype")
+    b.add_argument("--device", help="hf: auto (default), cpu, cuda or cuda:N")
     b.add_argument("--backend", choices=("hf", "vllm"), help="hf (default) or vllm (GPU, the [vllm] extra)")
     b.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, help="vllm: GPUs per engine")
     b.add_argument("--out", help="also write the JSON lines here")
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. colloquial_zh_en); only the prompts go")
     r.set_defaults(func=cmd_report)
     add_synth_parser(sub)
+    add_bank_parser(sub)
     sub.add_parser("train", help="full-parameter CoT SFT from a YAML (marco-eval train --help)", add_help=False)
     return p
 
@@ -163,6 +166,26 @@ def add_synth_parser(sub) -> None:
     s.add_argument("--keep", type=int, default=1, help="correct paths kept per problem, highest reward first")
     s.add_argument("--max-gen-toks", dest="max_gen_toks", type=int, default=1024, help="token budget per problem")
     s.set_defaults(func=cmd_synth)
+
+
+def add_bank_parser(sub) -> None:
+    s = sub.add_parser("bank", help="the model's own labelled samples on GSM8K train (for the verifier and RFT)")
+    s.add_argument("--out", required=True, help="the bank (JSONL); appended as problems finish, resumed on rerun")
+    s.add_argument("--problems", type=int, default=1500, help="how many GSM8K-train problems, in file order")
+    s.add_argument("--start", type=int, default=0, help="skip this many problems first")
+    s.add_argument("--data", help="GSM8K train.jsonl (default $GSM8K_DATA_DIR/train.jsonl or ../shared/data/gsm8k)")
+    s.add_argument("--model", default="qwen2.5-coder-0.5b", help="alias, checkpoint directory or hub id")
+    s.add_argument("--config", default="self_consistency", help="a sampling config in model_configs/ or a YAML path")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a search/model option (repeatable)")
+    s.add_argument("--max-gen-toks", dest="max_gen_toks", type=int, default=1024, help="token budget per sample")
+    s.add_argument("--pack", metavar="DST.jsonl.gz", help="instead of sampling, gzip the bank at --out into DST")
+    s.set_defaults(func=cmd_bank)
+
+
+def cmd_bank(args) -> int:
+    from marco_eval.train.bank import main as bank_main
+
+    return bank_main(args)
 
 
 def cmd_synth(args) -> int:
