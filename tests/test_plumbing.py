@@ -57,9 +57,14 @@ def test_yaml_then_overrides():
     assert (search.action, search.simulations, search.temperature, options.tree_batch) == ("step", 3, 0.5, 2)
 
 
-def test_every_shipped_config_loads():
+def test_every_shipped_config_loads_with_the_values_it_names():
+    import yaml
+
     for path in sorted((REPO / "model_configs").glob("*.yaml")):
-        run_config.build(str(path))
+        search, options = run_config.build(str(path))
+        for key, value in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():
+            got = getattr(search, key) if hasattr(search, key) else getattr(options, key)
+            assert got == value, f"{path.name}: {key}={got!r}, the file says {value!r}"
 
 
 @pytest.mark.parametrize("overrides,needle", [

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from fakes import StreamingScriptedPolicy
 from marco_eval.progress import SearchProgress, Snapshot, clock
 from marco_eval.search import Search, SearchConfig
@@ -37,7 +40,10 @@ def test_snapshot_counts_tokens_trees_simulations_and_eta():
     assert snap.tokens_per_s == (130 - 70) / 10.0
     # 130 tokens over 6 simulations, 10 simulations left -> 216.7 tokens at 6 tok/s.
     assert abs(snap.eta_s - (130 / 6 * 10) / 6.0) < 1e-9
-    assert searches[3] is not None and tracker.searches[3] is None  # a finished tree is not held
+    finished = weakref.ref(searches[3])
+    searches[3] = None
+    gc.collect()
+    assert finished() is None  # the tracker does not keep a finished tree alive
 
 
 def test_backend_counters_give_the_rate_and_the_batch_rows():

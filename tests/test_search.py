@@ -286,8 +286,7 @@ def _search_with_rollouts(final_answer):
     ("max_value", "1", 1), ("most_visited", "2", 2), ("vote", "2", 2), ("best_reward", "1", 1)])
 def test_final_answer_policies(policy, answer, path_end):
     s, pol = _search_with_rollouts(policy)
-    node, cont = s.choose()
-    result = s._result(node, cont)
+    result = s.result()
     assert result.answer == answer and result.chosen_path == [0, path_end]
 
 

@@ -262,9 +262,14 @@ def test_shipped_training_configs_load():
     from marco_eval.paths import PACKAGE_DIR
     from marco_eval.train.sft import load_config
 
+    import yaml
+
     for name in ("sft_cpu_small", "sft_qwen2_7b"):
-        c = load_config(str(PACKAGE_DIR.parent / "training" / "configs" / f"{name}.yaml"))
-        assert c.data and c.output_dir
+        path = PACKAGE_DIR.parent / "training" / "configs" / f"{name}.yaml"
+        raw, c = yaml.safe_load(path.read_text(encoding="utf-8")), load_config(str(path))
+        # every source and setting the YAML names reaches the config as written
+        assert [{key: getattr(d, key) for key in r} for d, r in zip(c.data, raw["data"])] == raw["data"]
+        assert (c.model, c.output_dir) == (raw["model"], raw["output_dir"])
 
 
 def test_bf16_on_a_cpu_only_machine_tells_the_trainer_so(tmp_path, monkeypatch):

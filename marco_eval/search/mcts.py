@@ -132,7 +132,7 @@ class Search:
                     self.backpropagate(child, self.tree.rollouts[child.rollout].reward)
             self.trace.append(TracePoint(self.choose_rollout(self.tree, self.tree.rollouts).answer,
                                          self.generated_tokens))
-        return self._result(*self.choose())
+        return self.result()
 
     def _run_sampling(self) -> SearchGen:
         root = self.tree.root
@@ -148,7 +148,7 @@ class Search:
         for k, rollout in enumerate(self.tree.rollouts, 1):
             spent += rollout.tokens
             self.trace.append(TracePoint(self.choose_rollout(self.tree, self.tree.rollouts[:k]).answer, spent))
-        return self._result(*self.choose())
+        return self.result()
 
     # ------------------------------------------------------------------ MCTS phases
     def select(self) -> Node:
@@ -207,6 +207,10 @@ class Search:
         self.backpropagate(leaf, self.tree.rollouts[leaf.rollout].reward)
 
     # ------------------------------------------------------------------ final answer
+    def result(self) -> SearchResult:
+        """What the search answers now: the configured final-answer rule's pick, as a result."""
+        return self._result(*self.choose())
+
     def choose(self) -> tuple[Node, list[int]]:
         """(node, continuation ids after that node's path) of the configured rule's rollout."""
         r = self.choose_rollout(self.tree, self.tree.rollouts)
