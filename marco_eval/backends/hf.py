@@ -37,9 +37,9 @@ from marco_eval.search.policy import Continue, Generation
 # (`prefill_chunks`), so a position's keys/values depend only on the tokens up to its chunk's
 # end: two prompts that agree on their first k chunks compute them bit for bit alike, and a
 # prompt can take them from the other's cache with no change to any output, even in bf16
-# (KVTree.share). 128: on qwen2.5-0.5B (bf16, 2 CPU threads) a ~1,200-token prompt prefills
-# in 3.03 s in chunks of 128 against 2.93 s in one forward (256: 2.79 s), and few-shot
-# prompts that part mid-chunk still share all but under 128 of their common tokens.
+# (KVTree.share). 128: long enough that chunking costs little prefill time (docs/speed.md
+# has the figures), short enough that few-shot prompts parting mid-chunk still share all
+# but under 128 of their common tokens.
 PREFILL_CHUNK = 128
 
 

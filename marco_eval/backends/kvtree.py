@@ -200,8 +200,8 @@ class BatchKV:
     Per layer one buffer [max_rows, kv_heads, cols, head_dim]. Live rows are 0..n-1,
     left-padded to a common right edge `end`: row r holds its lengths[r] cached positions in
     columns [end - lengths[r], end) and the batch attends to the window [start, end), start =
-    end - max(lengths). A decode step writes column `end` of every row and moves `end` on,
-    where a torch.cat per step copied the whole cache; a row leaves by having the last row
+    end - max(lengths). A decode step writes column `end` of every row and moves `end` on
+    (nothing else is copied); a row leaves by having the last row
     moved into its place (one row copied, not the batch); the window's left edge follows the
     longest live row without a copy. The window is copied to fresh buffers only when no
     column is left on the right (at most once every `right_room` steps) or a joining row is

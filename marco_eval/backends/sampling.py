@@ -5,9 +5,8 @@ all rows at once, the host takes the step's small results in one batch of copies
 row draws on the host.
 
 The softmax and the top-p candidate cut run once for all sampled rows rather than once per
-row (on a 152k-token vocabulary a per-row call costs about a millisecond on a CPU). Row for
-row the result is the per-row definition's, bit for bit (tests/test_sampling.py holds that
-definition and checks it)."""
+row, since a per-row call over a whole vocabulary is costly. Row for row the result is the
+per-row definition's, bit for bit (tests/test_sampling.py holds that definition and checks it)."""
 
 from __future__ import annotations
 

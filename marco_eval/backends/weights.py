@@ -12,10 +12,9 @@ import torch
 
 
 class PackedLinear(torch.nn.Module):
-    """nn.Linear with its weight reordered once into oneDNN's blocked layout. A bf16
-    F.linear on the CPU reorders the weight on every call; at decode batch sizes that is a
-    third of the matmul time (one thread, 4864x896 at 8 rows: 0.63 -> 0.41 ms; the 151936-row
-    lm_head 36 -> 24 ms), about the same at prefill sizes, with bit-identical results."""
+    """nn.Linear with its weight reordered once into oneDNN's blocked layout: a bf16
+    F.linear on the CPU reorders the weight on every call, a large share of the matmul time
+    at decode batch sizes (docs/speed.md), for bit-identical results."""
 
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
