@@ -21,9 +21,9 @@ def number_answer(text):
     return extract_answer(text, "flexible")
 
 
-def make(policy, until=("</Output>",), max_new_tokens=400, **cfg):
+def make(policy, until=("</Output>",), max_new_tokens=400, reward=rollout_reward, **cfg):
     return Search(SearchConfig(**cfg), policy.encode(PROMPT), policy, max_new_tokens=max_new_tokens,
-                  until=until, answer_fn=number_answer)
+                  until=until, answer_fn=number_answer, reward=reward)
 
 
 def steps_script(n_steps=3, answer="7"):
@@ -358,6 +358,26 @@ def test_exported_tree_schema_and_rewards_recompute():
     for roll in doc["rollouts"]:
         assert len(roll["token_ids"]) == len(roll["token_logprobs"]) == len(roll["top5_logprobs"])
         assert roll["reward"] == pytest.approx(rollout_reward(roll["token_logprobs"], roll["top5_logprobs"]), abs=1e-9)
+
+
+def test_tree_check_recomputes_the_reward_the_file_names():
+    from marco_eval.search.export import check_tree_document
+
+    def length_reward(logprobs, top5):  # another reward: tree check cannot recompute it, only bound it
+        return min(1.0, len(logprobs) / 100)
+
+    pol = ScriptedPolicy(steps_script())
+    s = make(pol, simulations=3, children=2)
+    doc = json.loads(json.dumps(tree_document(s, drive(s, pol), 0, PROMPT)))
+    assert doc["reward"] == "confidence" and check_tree_document(doc) == []
+    doc["rollouts"][0]["reward"] += 0.1
+    assert check_tree_document(doc)[0].startswith("rollout 0: reward")
+    pol = ScriptedPolicy(steps_script())
+    s = make(pol, simulations=3, children=2, reward=length_reward)
+    doc = json.loads(json.dumps(tree_document(s, drive(s, pol), 0, PROMPT)))
+    assert doc["reward"] == "length_reward" and check_tree_document(doc) == []
+    doc["rollouts"][0]["reward"] = 1.5
+    assert check_tree_document(doc) == ["rollout 0: reward 1.5 outside [0, 1]"]
 
 
 def test_generated_token_count_is_the_cost():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from marco_eval.search.mcts import Search, SearchResult
+from marco_eval.search.reward import REWARDS, reward_name
 
 SCHEMA_VERSION = 1
 
@@ -17,6 +18,7 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
         "prompt": prompt,
         "prompt_token_ids": tree.prompt_ids,
         "config": dataclasses.asdict(search.cfg),
+        "reward": reward_name(search.reward),  # what made every rollout's reward and node value
         "max_new_tokens": search.max_new_tokens,
         "until": list(search.until),
         "answer_text": result.text,
@@ -46,18 +48,24 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
 def check_tree_document(doc: dict, tol: float = 1e-4) -> list[str]:
     """The invariants a tree file must keep; returns the problems found (empty = sound).
 
-    - each rollout's reward recomputes from its own token_logprobs and top5_logprobs;
+    - each rollout's reward lies in [0, 1] and, for a reward the file can recompute (REWARDS:
+      the confidence reward; files without a "reward" field used it), recomputes from its
+      own token_logprobs and top5_logprobs;
     - visits(n) = rollout_visits(n) + sum(visits(children of n));
     - mini_step actions are exactly mini_step_tokens long unless terminal or reflected;
     - step actions end at a delimiter, the end of the thought, a terminal state, a
       reflection, or the action_max_tokens cap ("length").
     """
-    from marco_eval.search.reward import rollout_reward
-
     problems = []
     cfg = doc["config"]
+    recompute = REWARDS.get(doc.get("reward", "confidence"))
     for i, r in enumerate(doc["rollouts"]):
-        again = rollout_reward(r["token_logprobs"], r["top5_logprobs"])
+        if not 0.0 <= r["reward"] <= 1.0:
+            problems.append(f"rollout {i}: reward {r['reward']} outside [0, 1]")
+            continue
+        if recompute is None:
+            continue
+        again = recompute(r["token_logprobs"], r["top5_logprobs"])
         if abs(again - r["reward"]) > tol:
             problems.append(f"rollout {i}: reward {r['reward']} but recomputes to {again}")
     nodes = {n["id"]: n for n in doc["nodes"]}

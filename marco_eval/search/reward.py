@@ -43,3 +43,12 @@ def rollout_reward(logprobs: Sequence[float | None], top5: Sequence[Sequence[flo
     """v = mean c_i over the tokens that have a log-probability (0.0 if none do)."""
     scores = [token_confidence(lp, t5) for lp, t5 in zip(logprobs, top5, strict=True) if lp is not None]
     return sum(scores) / len(scores) if scores else 0.0
+
+
+# Rewards a tree file can name and `marco-eval tree check` can recompute from the file alone.
+REWARDS: dict[str, RewardFn] = {"confidence": rollout_reward}
+
+
+def reward_name(reward: RewardFn) -> str:
+    """The name a tree file records for `reward`: its REWARDS key, else the function's name."""
+    return next((name for name, fn in REWARDS.items() if fn is reward), getattr(reward, "__name__", repr(reward)))
