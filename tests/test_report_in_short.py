@@ -42,7 +42,9 @@ def test_a_search_that_finds_as_often_but_picks_worse_is_a_selection_failure(tmp
     assert ("On the 4 problems both ran, its rollouts reach the answer about as often as self_consistency's samples "
             "(75.00% vs 75.00%, McNemar p = 1.000), yet its pick scores 50.00% against the vote's 75.00%: it falls "
             "short at picking (selection), not at finding.") in paragraph
-    assert "Its reward: a correct rollout outranked a wrong one by reward in 93.1% of pairs" in paragraph
+    assert ("Its reward: pooled over problems, a correct rollout outranked a wrong one by reward in 93.1% of the 36 "
+            "pairs") in paragraph
+    assert "; within a problem, where a pick is made, in 71.4% of the 7 pairs of the 3 problems" in paragraph
 
 
 def test_a_search_whose_rollouts_never_reach_the_answer_is_a_coverage_failure(tmp_path):

@@ -11,7 +11,7 @@ from test_report import csv_rows, write_run
 
 from marco_eval import report
 from marco_eval.report import ReportError
-from marco_eval.report.search_stats import BudgetPoint, auroc_with_ci, overtakes, pass_at_k
+from marco_eval.report.search_stats import BudgetPoint, aurocs_with_ci, overtakes, pass_at_k
 from marco_eval.report.statistics import Accuracy, holm
 
 MODEL = "toy-model"
@@ -77,14 +77,20 @@ def test_holm_known_values():
     assert holm([0.2]) == [0.2] and holm([]) == []
 
 
+def pooled_auroc(rewards, labels):
+    """aurocs_with_ci's pooled AUROC as (value, lo, hi)."""
+    pooled, _ = aurocs_with_ci(rewards, labels)
+    return pooled.value, pooled.lo, pooled.hi
+
+
 def test_auroc_of_known_orderings():
     by_problem = lambda *xs: [np.array(x, dtype=float) for x in xs]  # noqa: E731
     labels = [np.array([True, False]), np.array([True, False])]
     # correct 0.9, 0.5 against wrong 0.5, 0.1: pairs 1 + 1 + 1/2 (the tie) + 1 = 3.5 of 4
-    assert auroc_with_ci(by_problem([0.9, 0.5], [0.5, 0.1]), labels)[0] == pytest.approx(0.875)
-    assert auroc_with_ci(by_problem([0.9, 0.1], [0.8, 0.2]), labels) == (1.0, 1.0, 1.0)  # every resample perfect
-    assert auroc_with_ci(by_problem([0.1, 0.9], [0.2, 0.8]), labels)[0] == 0.0
-    assert auroc_with_ci(by_problem([0.9], [0.1]), [np.array([True]), np.array([True])]) == (None, None, None)
+    assert pooled_auroc(by_problem([0.9, 0.5], [0.5, 0.1]), labels)[0] == pytest.approx(0.875)
+    assert pooled_auroc(by_problem([0.9, 0.1], [0.8, 0.2]), labels) == (1.0, 1.0, 1.0)  # every resample perfect
+    assert pooled_auroc(by_problem([0.1, 0.9], [0.2, 0.8]), labels)[0] == 0.0
+    assert pooled_auroc(by_problem([0.9], [0.1]), [np.array([True]), np.array([True])]) == (None, None, None)
 
 
 def test_auroc_ci_resamples_problems_not_rollouts():
@@ -93,17 +99,7 @@ def test_auroc_ci_resamples_problems_not_rollouts():
     AUROC 1; those of only A or only B (2/27 of them) have no pair and are skipped, not scored."""
     rewards = [np.array([0.9, 0.8]), np.array([0.2, 0.1]), np.array([0.7, 0.3])]
     labels = [np.array([True, True]), np.array([False, False]), np.array([True, False])]
-    assert auroc_with_ci(rewards, labels) == (1.0, 1.0, 1.0)
-
-
-@pytest.mark.parametrize("lo, hi, verdict", [(0.55, 0.7, "better than chance"), (0.45, 0.7, "not distinguishable"),
-                                             (0.3, 0.45, "worse than chance"), (None, None, "too few problems")])
-def test_auroc_in_words_says_whether_its_ci_tells_it_from_chance(lo, hi, verdict):
-    from marco_eval.report.search_stats import Separation
-    from marco_eval.report.search_tables import separation_sentence
-
-    assert verdict in separation_sentence(Separation(10, 3, 0.6, lo, hi, 0.9, 0.8))
-    assert separation_sentence(Separation(10, 0, None, None, None, None, 0.8)) is None  # no correct rollout
+    assert pooled_auroc(rewards, labels) == (1.0, 1.0, 1.0)
 
 
 def test_overtakes_reads_the_budget_where_the_search_stays_above():
@@ -141,14 +137,22 @@ def test_reward_separation_and_calibration_on_a_known_store(searched):
     (row,) = csv_rows(searched / "report" / "reward_auroc.csv")
     # correct rewards 0.9, 0.8, 0.5, 0.95 against the 9 wrong ones (0.2, 0.6, 0.7, 0.3, 0.5, 0.1, 0.1, 0.2, 0.3):
     # 0.9, 0.8 and 0.95 beat all 9 (27 pairs); 0.5 beats 6, ties 1 (0.5), loses 2 -> 33.5 of 36
-    assert (row["rollouts"], row["correct"]) == ("13", "4")
+    assert (row["rollouts"], row["correct"], row["pairs"]) == ("13", "4", "36")
     assert float(row["auroc"]) == pytest.approx(33.5 / 36, abs=1e-6)
     assert float(row["auroc_lo"]) <= float(row["auroc"]) <= float(row["auroc_hi"]) <= 1
+    # within a problem: P0 0.9, 0.8 beat 0.2 (2 of 2); P1 0.5 loses to 0.6, 0.7 (0 of 2); P2 has no
+    # right rollout; P3 0.95 beats 0.1, 0.2, 0.3 (3 of 3) -> 5 of 7 pairs in 3 problems
+    assert float(row["auroc_within"]) == pytest.approx(5 / 7, abs=1e-6)
+    assert (row["pairs_within"], row["problems_within"]) == ("7", "3")
+    assert float(row["auroc_within_lo"]) <= float(row["auroc_within"]) <= float(row["auroc_within_hi"]) <= 1
     assert float(row["mean_reward_correct"]) == pytest.approx(3.15 / 4)
     assert float(row["mean_reward_wrong"]) == pytest.approx(3.0 / 9)
     readme = (searched / "README.md").read_text()
-    assert "MGSM-En, toy / mcts_step: a correct rollout outranked a wrong one by reward in 93.1% of pairs " \
-           f"(ties count half; AUROC 0.931, 95% CI [{float(row['auroc_lo']):.3f}, {float(row['auroc_hi']):.3f}])" in readme
+    assert "MGSM-En, toy / mcts_step: pooled over problems, a correct rollout outranked a wrong one by reward in " \
+           "93.1% of the 36 pairs (ties count half; AUROC 0.931, 95% CI " \
+           f"[{float(row['auroc_lo']):.3f}, {float(row['auroc_hi']):.3f}]); within a problem, where a pick is made, " \
+           "in 71.4% of the 7 pairs of the 3 problems with both right and wrong rollouts (AUROC 0.714, 95% CI " \
+           f"[{float(row['auroc_within_lo']):.3f}, {float(row['auroc_within_hi']):.3f}])" in readme
     bins = {float(r["bin_lo"]): (int(r["rollouts"]), int(r["correct"]))
             for r in csv_rows(searched / "report" / "reward_calibration.csv")}
     assert len(bins) == 10 and sum(n for n, _ in bins.values()) == 13

@@ -6,7 +6,8 @@ with per-rollout data, so a reader who stops at the top still learns them:
 - if it falls short, is that finding (its rollouts reach the answer less often than the
   voting run's samples: a paired McNemar test on the per-problem oracle) or picking (it
   reaches the answer but its pick loses it);
-- how well its reward separates right rollouts from wrong ones;
+- how well its reward separates right rollouts from wrong ones: pooled over problems, and within
+  a problem, where a pick is made (the "better than chance" verdict is read on that one);
 
 then one sentence per reflection run. Every number is one its own section also shows, from
 the same functions; nothing here is computed twice in two ways."""
@@ -22,16 +23,12 @@ from marco_eval.report.reflection import fixed_and_broken, greedy_partner, is_re
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import correct_rollouts, coverage, separation
 from marco_eval.report.search_tables import (
-    overtake, overtake_words, separation_sentence, voting_runs, with_rollouts)
+    overtake, overtake_words, problems, separation_sentence, voting_runs, with_rollouts)
 from marco_eval.report.statistics import mcnemar_exact, shared_problems
 from marco_eval.report.tables import by_task_then_system, mgsm_runs, p_text, pct, signed
 
 NOTHING_YET = ("No MCTS run has per-rollout data yet (see \"Where the search gains and loses\"), so there is "
                "nothing to sum up here; the verdicts are in \"Does the search pay?\".")
-
-
-def problems(n: int) -> str:
-    return f"{n} problem" + ("" if n == 1 else "s")
 
 
 def config_name(run: TaskRun) -> str:

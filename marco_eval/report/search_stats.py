@@ -8,8 +8,10 @@ never from a second search:
   any rollout is correct. Set beside the run's own pick and two votes over the same rollouts,
   it separates failing to FIND the answer from failing to PICK it;
 - reward separation: AUROC of the reward between correct and wrong rollouts (ties count 1/2),
-  with a percentile bootstrap CI that resamples problems, not rollouts (a problem's rollouts
-  are not independent), and reward-bin calibration;
+  pooled over every pair of the run and within a problem (pairs of the same problem only: the
+  choice a search or a vote makes), each with a percentile bootstrap CI that resamples
+  problems, not rollouts (a problem's rollouts are not independent), and reward-bin
+  calibration;
 - accuracy against tokens from the anytime traces.
 """
 
@@ -116,14 +118,25 @@ def coverage_of(run: TaskRun) -> Coverage:
 
 
 @dataclass
+class Auroc:
+    """One AUROC of a reward for correct against wrong rollouts, with the pairs it rests on."""
+
+    value: float | None  # None when there is no (correct, wrong) pair
+    lo: float | None  # 95% CI; None with value, or when under half the resamples have a pair
+    hi: float | None
+    pairs: int  # the (correct, wrong) pairs it is the share of
+    problems: int  # the problems those pairs come from
+
+
+@dataclass
 class Separation:
-    """How well a run's reward tells its correct rollouts from its wrong ones."""
+    """How well a run's reward tells its correct rollouts from its wrong ones: pooled over every
+    pair of the run, and within a problem, the only choice a search or a vote makes."""
 
     rollouts: int
     correct: int
-    auroc: float | None  # None when every rollout is correct, or none is
-    lo: float | None
-    hi: float | None
+    pooled: Auroc  # every (correct, wrong) pair of the run, whatever the problems
+    within: Auroc  # only pairs of one problem: over problems with both kinds
     mean_reward_correct: float | None
     mean_reward_wrong: float | None
 
@@ -132,7 +145,8 @@ def pair_wins_by_problem(rewards: list[np.ndarray], labels: list[np.ndarray]) ->
     """For problems p and q: M[p, q] = over correct rollouts i of p and wrong rollouts j of q, the
     sum of [r_i > r_j] + 1/2 [r_i = r_j]; and each problem's correct (a) and wrong (b) counts.
     Any multiset of problems then has AUROC w'Mw / ((w.a)(w.b)), w its problem counts, which
-    makes a bootstrap over problems a few matrix products."""
+    makes a bootstrap over problems a few matrix products; its pairs within one problem are
+    the diagonal, AUROC w.diag(M) / w.(a*b)."""
     problem = np.concatenate([np.full(len(r), p) for p, r in enumerate(rewards)])
     reward, label = np.concatenate(rewards), np.concatenate(labels)
     pos, neg = reward[label], reward[~label]
@@ -143,42 +157,60 @@ def pair_wins_by_problem(rewards: list[np.ndarray], labels: list[np.ndarray]) ->
     return to_pos.T @ wins @ to_neg, to_pos.sum(axis=0), to_neg.sum(axis=0)
 
 
-def auroc_with_ci(rewards: list[np.ndarray], labels: list[np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES,
-                  seed: int = BOOTSTRAP_SEED) -> tuple[float | None, float | None, float | None]:
-    """AUROC of the reward for correct against wrong rollouts, with a percentile bootstrap CI
-    that resamples problems (each with all its rollouts).
+def aurocs_with_ci(rewards: list[np.ndarray], labels: list[np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED) -> tuple[Auroc, Auroc]:
+    """The AUROC of any per-rollout score (the confidence reward, a verifier's) for correct
+    against wrong rollouts, pooled over problems and within a problem, each with a percentile
+    bootstrap CI that resamples problems (each with all its rollouts). Both come from one
+    pass: the same resampled problem sets give both CIs.
+
+    Pooled counts every (correct, wrong) pair of any two problems, so a score that only knows
+    which problems are easy scores well on it; within counts only pairs of the same problem,
+    over problems with both kinds: the choice a search or a vote makes. Ties count 1/2.
 
     Args:
-        rewards, labels: per problem, its rollouts' rewards and correctness (bools).
+        rewards, labels: per problem, its rollouts' scores and correctness (bools).
         resamples, seed: the bootstrap's, as for every other CI of the report.
 
     Returns:
-        (auroc, lo, hi); auroc None when no rollout is correct or none is wrong; lo and hi None
-        when fewer than half the resamples have both kinds (too few to say).
+        (pooled, within); an Auroc's value None when it has no pair (no correct rollout or no
+        wrong one; within: no problem with both), its lo and hi None when fewer than half the
+        resamples have a pair (too few to say).
     """
     wins, a, b = pair_wins_by_problem(rewards, labels)
-    if a.sum() == 0 or b.sum() == 0:
-        return None, None, None
-    point = float(wins.sum() / (a.sum() * b.sum()))
-    estimates = []
-    for idx in resample_indices(len(rewards), resamples, seed):
-        n = len(rewards)  # each resample's problem counts, one row per resample
+    n = len(rewards)
+    same = np.diag(wins).copy()  # each problem's own pairs: the within-problem wins
+    both = a * b  # ... and their count
+    estimates = {"pooled": [], "within": []}  # both from the same resampled problem sets
+    for idx in resample_indices(n, resamples, seed):
+        # each resample's problem counts, one row per resample
         counts = np.bincount((idx + n * np.arange(len(idx))[:, None]).ravel(), minlength=len(idx) * n)
         counts = counts.reshape(len(idx), n).astype(float)
-        numerator = ((counts @ wins) * counts).sum(axis=1)
-        denominator = (counts @ a) * (counts @ b)
-        ok = denominator > 0  # a resample of only all-correct (or all-wrong) problems has no pair
-        estimates.append(numerator[ok] / denominator[ok])
+        ratios = {"pooled": (((counts @ wins) * counts).sum(axis=1), (counts @ a) * (counts @ b)),
+                  "within": (counts @ same, counts @ both)}
+        for name, (numerator, denominator) in ratios.items():
+            ok = denominator > 0  # a resample without a pair (e.g. only all-correct problems) is skipped
+            estimates[name].append(numerator[ok] / denominator[ok])
+    pooled = auroc_of(wins.sum(), a.sum() * b.sum(), int(np.sum(a + b > 0)), estimates["pooled"], resamples)
+    within = auroc_of(same.sum(), both.sum(), int(np.sum(both > 0)), estimates["within"], resamples)
+    return pooled, within
+
+
+def auroc_of(wins: float, pairs: float, problems: int, estimates: list[np.ndarray], resamples: int) -> Auroc:
+    """An Auroc from its wins, pairs and bootstrap estimates (no CI under resamples / 2 of them)."""
+    if pairs == 0:
+        return Auroc(None, None, None, 0, 0)
+    point = float(wins / pairs)
     estimates = np.concatenate(estimates)
     if len(estimates) < resamples / 2:
-        return point, None, None
+        return Auroc(point, None, None, int(pairs), problems)
     lo, hi = percentile_interval(estimates)
-    return point, lo, hi
+    return Auroc(point, lo, hi, int(pairs), problems)
 
 
 def separation(run: TaskRun) -> Separation:
-    """The reward's AUROC (with CI) and mean reward of correct and wrong rollouts of one run,
-    computed once per run (kept in run.separation)."""
+    """The reward's AUROCs (pooled and within a problem, with CIs) and mean reward of correct and
+    wrong rollouts of one run, computed once per run (kept in run.separation)."""
     if run.separation is None:
         run.separation = separation_of(run)
     return run.separation
@@ -189,9 +221,9 @@ def separation_of(run: TaskRun) -> Separation:
     docs = sorted(correct)
     rewards = [np.array([r.reward for r in run.rollouts[d]], dtype=float) for d in docs]
     labels = [correct[d] for d in docs]
-    auroc, lo, hi = auroc_with_ci(rewards, labels)
+    pooled, within = aurocs_with_ci(rewards, labels)
     reward, label = np.concatenate(rewards), np.concatenate(labels)
-    return Separation(rollouts=len(reward), correct=int(label.sum()), auroc=auroc, lo=lo, hi=hi,
+    return Separation(rollouts=len(reward), correct=int(label.sum()), pooled=pooled, within=within,
                       mean_reward_correct=float(reward[label].mean()) if label.any() else None,
                       mean_reward_wrong=float(reward[~label].mean()) if (~label).any() else None)
 

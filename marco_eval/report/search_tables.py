@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from marco_eval.report.rollouts import lacking_search_data
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import (
-    BudgetPoint, Separation, budget_curve, calibration, coverage, overtakes, separation)
+    Auroc, BudgetPoint, Separation, budget_curve, calibration, coverage, overtakes, separation)
 from marco_eval.report.statistics import shared_problems
 from marco_eval.report.tables import (
     Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, pct, store_source)
@@ -83,48 +83,75 @@ def coverage_table(loaded: Loaded) -> Table:
 
 
 def separation_table(loaded: Loaded) -> Table:
-    columns = ["Task", "System", "Rollouts", "Correct", "AUROC [95% CI]", "Mean reward, correct",
+    columns = ["Task", "System", "Rollouts", "Correct", "AUROC pooled [95% CI]", "Pairs pooled",
+               "AUROC within a problem [95% CI]", "Pairs within (problems)", "Mean reward, correct",
                "Mean reward, wrong", "Sources"]
-    csv_columns = ["task", "system", "rollouts", "correct", "auroc", "auroc_lo", "auroc_hi",
+    csv_columns = ["task", "system", "rollouts", "correct", "auroc", "auroc_lo", "auroc_hi", "pairs",
+                   "auroc_within", "auroc_within_lo", "auroc_within_hi", "pairs_within", "problems_within",
                    "mean_reward_correct", "mean_reward_wrong", "sources"]
     md_rows, csv_rows, findings = [], [], []
     for run in with_rollouts(loaded):
         s = separation(run)
         if (sentence := separation_sentence(s)) is not None:
             findings.append(f"{MGSM_TASKS[run.task]}, {run.system}: {sentence}")
-        if s.auroc is None:
-            shown = "— (no correct rollout)" if s.correct == 0 else "— (no wrong rollout)"
+        if s.pooled.value is None:
+            pooled = "— (no correct rollout)" if s.correct == 0 else "— (no wrong rollout)"
         else:
-            shown = f"{s.auroc:.3f}" + (f" [{s.lo:.3f}, {s.hi:.3f}]" if s.lo is not None else " [too few problems]")
+            pooled = auroc_md(s.pooled)
+        within = auroc_md(s.within) if s.within.value is not None else "— (no problem has both)"
         source = store_source(run, loaded.root)
-        md_rows.append([MGSM_TASKS[run.task], run.system, str(s.rollouts), str(s.correct), shown,
+        md_rows.append([MGSM_TASKS[run.task], run.system, str(s.rollouts), str(s.correct), pooled,
+                        f"{s.pooled.pairs:,}", within, f"{s.within.pairs:,} ({s.within.problems})",
                         f"{s.mean_reward_correct:.3f}" if s.mean_reward_correct is not None else "—",
                         f"{s.mean_reward_wrong:.3f}" if s.mean_reward_wrong is not None else "—", source])
-        csv_rows.append([run.task, run.system, s.rollouts, s.correct, num(s.auroc), num(s.lo), num(s.hi),
-                         num(s.mean_reward_correct), num(s.mean_reward_wrong), source])
-    note = ("Does the confidence reward know a right rollout from a wrong one? AUROC: the chance that a random "
-            "correct rollout has a higher reward than a random wrong one of the same run (ties count 1/2; 0.5 = "
-            "no better than chance, 1 = perfect). CI: percentile bootstrap resampling problems with all their "
-            "rollouts (a problem's rollouts are not independent); resamples without both kinds are skipped. "
-            "Calibration by reward bin: `report/reward_calibration.png` (below, when any run has rollouts) and "
-            "`report/reward_calibration.md`.")
+        csv_rows.append([run.task, run.system, s.rollouts, s.correct, num(s.pooled.value), num(s.pooled.lo),
+                         num(s.pooled.hi), s.pooled.pairs, num(s.within.value), num(s.within.lo), num(s.within.hi),
+                         s.within.pairs, s.within.problems, num(s.mean_reward_correct), num(s.mean_reward_wrong),
+                         source])
+    note = ("Does the confidence reward know a right rollout from a wrong one? AUROC: the share of (correct, wrong) "
+            "rollout pairs in which the correct one has the higher reward (ties count 1/2; 0.5 = no better than "
+            "chance, 1 = perfect). Pooled: every pair of the run, whatever their problems, so a reward that only "
+            "knows which problems are easy scores well on it. Within a problem: only pairs of the same problem, "
+            "over the problems with both right and wrong rollouts; that is the choice a search or a vote makes, "
+            "so whether the reward helps to pick is judged on it. CIs: percentile bootstrap resampling problems "
+            "with all their rollouts (a problem's rollouts are not independent), the same resamples for both; "
+            "resamples without a pair are skipped. Calibration by reward bin: `report/reward_calibration.png` "
+            "(below, when any run has rollouts) and `report/reward_calibration.md`.")
     return Table("reward_auroc", "Does the reward separate right from wrong rollouts?", note, columns, md_rows,
                  csv_columns, csv_rows, findings, empty=NO_ROLLOUTS)
 
 
+def auroc_md(a: Auroc) -> str:
+    """"0.625 [0.578, 0.669]" (an Auroc with a value)."""
+    return f"{a.value:.3f}" + (f" [{a.lo:.3f}, {a.hi:.3f}]" if a.lo is not None else " [too few problems]")
+
+
 def separation_sentence(s: Separation) -> str | None:
-    """The AUROC in words: how often a right rollout outranks a wrong one, and whether the CI
-    tells that from chance. None without both kinds of rollout."""
-    if s.auroc is None:
+    """Both AUROCs in words, each named (pooled over problems, within a problem), and whether the
+    within-problem CI tells the reward from chance at picking. None without both kinds of rollout."""
+    if s.pooled.value is None:
         return None
-    text = (f"a correct rollout outranked a wrong one by reward in {100 * s.auroc:.1f}% of pairs (ties count "
-            f"half; AUROC {s.auroc:.3f}")
-    if s.lo is None:
-        return text + "; too few problems for a CI)."
-    verdict = ("better than chance: the CI lies above 0.5" if s.lo > 0.5 else
-               "worse than chance: wrong rollouts score higher, the CI lies below 0.5" if s.hi < 0.5 else
-               "not distinguishable from chance: the CI spans 0.5")
-    return text + f", 95% CI [{s.lo:.3f}, {s.hi:.3f}]): {verdict}."
+    text = (f"pooled over problems, a correct rollout outranked a wrong one by reward in {100 * s.pooled.value:.1f}% "
+            f"of the {s.pooled.pairs:,} pairs (ties count half; AUROC {s.pooled.value:.3f}"
+            + (f", 95% CI [{s.pooled.lo:.3f}, {s.pooled.hi:.3f}])" if s.pooled.lo is not None
+               else "; too few problems for a CI)"))
+    w = s.within
+    if w.value is None:
+        return text + ("; within a problem, where a pick is made: no problem has both right and wrong rollouts, so "
+                       "nothing to say about picking.")
+    text += (f"; within a problem, where a pick is made, in {100 * w.value:.1f}% of the {w.pairs:,} pairs of the "
+             f"{problems(w.problems)} with both right and wrong rollouts (AUROC {w.value:.3f}")
+    if w.lo is None:
+        return text + "; too few problems for a CI, so no verdict on picking)."
+    verdict = ("better than chance at picking: the within-problem CI lies above 0.5" if w.lo > 0.5 else
+               "worse than chance at picking: within a problem wrong rollouts score higher, the CI lies below 0.5"
+               if w.hi < 0.5 else "not distinguishable from chance at picking: the within-problem CI spans 0.5")
+    return text + f", 95% CI [{w.lo:.3f}, {w.hi:.3f}]): {verdict}."
+
+
+def problems(n: int) -> str:
+    """"1 problem", "3 problems"."""
+    return f"{n} problem" + ("" if n == 1 else "s")
 
 
 def calibration_table(loaded: Loaded) -> Table:
