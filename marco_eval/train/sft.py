@@ -25,6 +25,7 @@ from pathlib import Path
 
 from marco_eval.config import DEFAULT_SYSTEM_PROMPT, ConfigError
 from marco_eval.errors import first_line, require
+from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -62,39 +63,10 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- config
-
-def _config_error(where: str, e: Exception) -> ConfigError:
-    key = getattr(e, "full_key", None)  # OmegaConf names the offending key
-    return ConfigError(f"{where}: {f'{key}: ' if key else ''}{first_line(e)}")
-
-
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     """Defaults < YAML < `key=value` overrides, type-checked; a ConfigError names the bad key."""
-    import yaml
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.structured(TrainConfig)
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"training config {path} does not exist; see training/configs/ for examples")
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        except Exception as e:
-            raise _config_error(f"training config {path}", e) from None
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: write key=value, e.g. learning_rate=2e-5")
-        if OmegaConf.select(cfg, key, default="\0missing") == "\0missing":
-            raise ConfigError(f"override {item!r}: {key!r} is not a training config key")
-        try:
-            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=True)
-        except Exception as e:
-            raise _config_error(f"override {item!r}", e) from None
-    try:
-        out = OmegaConf.to_object(cfg)
-    except Exception as e:  # a required field left unset
-        raise _config_error("training config", e) from None
+    out = load_structured(TrainConfig, path, overrides, what="training config", examples="training/configs/",
+                          example_override="learning_rate=2e-5")
     validate(out)
     return out
 
