@@ -11,6 +11,7 @@
     marco-eval report [RESULTS_DIR]  accuracy/cost/translation tables, CIs, plot, results/README.md
     marco-eval synth --out FILE     synthetic CoT rows from our MCTS on problems with known answers
     marco-eval bank --out FILE      the model's own labelled samples on GSM8K train (verifier, RFT)
+    marco-eval verifier [CONFIG] [k=v]  a learned verifier checkpoint from a bank (marco_eval/train/verifier.py)
     marco-eval train CONFIG [k=v]   full-parameter CoT SFT with TRL (marco_eval/train/sft.py)
 """
 
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_synth_parser(sub)
     add_bank_parser(sub)
     sub.add_parser("train", help="full-parameter CoT SFT from a YAML (marco-eval train --help)", add_help=False)
+    sub.add_parser("verifier", help="a value head on the policy's hidden states, from a bank (marco-eval verifier --help)",
+                   add_help=False)
     return p
 
 
@@ -222,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return cmd_run(argv[1:])
+    if argv[:1] == ["verifier"]:  # its own parser, like train
+        from marco_eval.train.verifier import main as verifier_main
+
+        return verifier_main(argv[1:])
     if argv[:1] == ["train"]:  # its own parser: the same one `accelerate launch -m marco_eval.train.sft` uses
         from marco_eval.train.sft import main as train_main
 

@@ -1,0 +1,140 @@
+"""What a verifier head reads: the policy's hidden states on its own bank samples.
+
+For every sample of a bank (train/bank.py) the sequence is exactly what the search scores:
+the prompt as the engine formats it (chat template, system prompt, response prefix) and the
+sample's generated ids. One forward of the policy gives, for each candidate layer L, the
+layer's output passed through the model's final norm, pooled two ways:
+
+    last  at the sequence's last token: what a transformers sequence-classification
+          checkpoint of the first L layers computes before its `score` head, so a head
+          fitted on it is a loadable checkpoint (verifier.py);
+    mean  over the sample's generated tokens: reported for comparison only (no standard
+          checkpoint pools so).
+
+Features are cached in parts of PART_PROBLEMS problems (npz, written atomically), so a
+killed extraction resumes; the bank's own labels, splits and rewards travel with them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from marco_eval.files import write_atomic
+
+PART_PROBLEMS = 25
+POOLINGS = ("last", "mean")
+
+
+@dataclass
+class Features:
+    problem: np.ndarray  # [n] problem index (bank order) of each sample
+    label: np.ndarray  # [n] bool: the sample's answer is right
+    validation: np.ndarray  # [n] bool: its problem is in the validation split
+    reward: np.ndarray  # [n] the confidence reward the search gave it
+    last: np.ndarray  # [n, layers, hidden] float32
+    mean: np.ndarray  # [n, layers, hidden] float32
+    layers: list[int]
+
+    def pooled(self, pooling: str) -> np.ndarray:
+        return self.last if pooling == "last" else self.mean
+
+
+class _Enough(Exception):
+    """Raised by the hook on the deepest layer wanted: the rest of the forward is not needed."""
+
+
+def layer_outputs(model, layers: list[int]):
+    """Context: run `model` (a transformers causal LM) and collect the hidden states after each
+    of `layers` (1 = after the first decoder layer), stopping after the deepest."""
+    import contextlib
+
+    blocks = model.model.layers
+    if not layers or min(layers) < 1 or max(layers) > len(blocks):
+        raise ValueError(f"layers={layers}: this model has decoder layers 1 to {len(blocks)}")
+    seen: dict[int, object] = {}
+
+    def hook_for(layer: int):
+        def hook(module, args, output):
+            seen[layer] = output[0] if isinstance(output, tuple) else output  # [rows, T, hidden]
+            if layer == max(layers):
+                raise _Enough
+        return hook
+
+    @contextlib.contextmanager
+    def collecting():
+        handles = [blocks[L - 1].register_forward_hook(hook_for(L)) for L in layers]
+        try:
+            yield seen
+        finally:
+            for h in handles:
+                h.remove()
+
+    return collecting()
+
+
+def sample_features(policy, prompt_ids: list[int], completions: list[list[int]], layers: list[int]):
+    """(last, mean) features [k, layers, hidden] of k completions of one prompt, one forward."""
+    import torch
+
+    seqs = [list(prompt_ids) + list(c) for c in completions]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), policy.pad_id)  # [k, width], right-padded
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.tensor(s)
+        mask[r, :len(s)] = 1
+    model = policy.model
+    with torch.inference_mode(), layer_outputs(model, layers) as seen:
+        try:
+            model.model(input_ids=ids.to(policy.device), attention_mask=mask.to(policy.device), use_cache=False)
+        except _Enough:
+            pass
+        lengths = mask.sum(-1)  # [k]
+        last, mean = [], []
+        for L in layers:
+            h = model.model.norm(seen[L]).float().cpu()  # [k, width, hidden]
+            last.append(h[torch.arange(len(seqs)), lengths - 1])  # [k, hidden]
+            gen = torch.zeros_like(mask, dtype=torch.bool)  # [k, width]: the generated positions
+            for r, c in enumerate(completions):
+                gen[r, len(prompt_ids): len(prompt_ids) + len(c)] = True
+            mean.append((h * gen.unsqueeze(-1)).sum(1) / gen.sum(1, keepdim=True).clamp(min=1))  # [k, hidden]
+    return torch.stack(last, 1).numpy(), torch.stack(mean, 1).numpy()  # [k, layers, hidden] each
+
+
+def extract(records: list[dict], prompt_ids_of: Callable[[dict], list[int]], policy, layers: list[int],
+            cache_dir: str | Path, log: Callable[[str], None] = print) -> Features:
+    """Features of every sample of `records` (bank problem records, in bank order), from the
+    cache where it has them; new parts are written as they are made."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for start in range(0, len(records), PART_PROBLEMS):
+        chunk = records[start: start + PART_PROBLEMS]
+        path = cache_dir / f"part-{start:06d}-{len(chunk):03d}.npz"
+        if not path.is_file():
+            last, mean = [], []
+            for record in chunk:
+                ids = prompt_ids_of(record)
+                a, b = sample_features(policy, ids, [s["token_ids"] for s in record["samples"]], layers)
+                last.append(a)
+                mean.append(b)
+            buffer = io.BytesIO()
+            np.savez(buffer, last=np.concatenate(last).astype(np.float16), mean=np.concatenate(mean).astype(np.float16),
+                     layers=np.array(layers), ids=np.array([r["problem_id"] for r in chunk]))
+            write_atomic(path, buffer.getvalue())
+            log(f"features: {start + len(chunk)}/{len(records)} problems")
+        with np.load(path) as part:
+            if list(part["layers"]) != list(layers) or list(part["ids"]) != [r["problem_id"] for r in chunk]:
+                raise ValueError(f"{path} holds other layers or problems; use another features_dir or delete it")
+            parts.append((part["last"].astype(np.float32), part["mean"].astype(np.float32)))
+    problem = np.array([p for p, r in enumerate(records) for _ in r["samples"]])
+    samples = [s for r in records for s in r["samples"]]
+    return Features(problem=problem, label=np.array([s["correct"] for s in samples], dtype=bool),
+                    validation=np.array([r["split"] == "validation" for r in records for _ in r["samples"]]),
+                    reward=np.array([s["reward"] for s in samples]), last=np.concatenate([p[0] for p in parts]),
+                    mean=np.concatenate([p[1] for p in parts]), layers=list(layers))

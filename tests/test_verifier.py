@@ -1,0 +1,101 @@
+"""`marco-eval verifier`: the head fitted on cached hidden states, chosen by validation AUROC,
+saved as a sequence-classification checkpoint that scores exactly as the head did."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from marco_eval.train import verifier
+from marco_eval.train.verifier_features import Features
+
+
+def test_the_head_learns_a_separable_direction():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    y = x[:, 3] > 0.2
+    w = verifier.fit_head(x, y, l2=1e-3)
+    assert np.argmax(np.abs(w)) == 3 and w[3] > 0
+    assert ((x @ w > np.median(x @ w)) == y).mean() > 0.8
+
+
+def features(n_problems=40, k=4, hidden=8, layers=(1, 2), seed=0) -> Features:
+    """Layer 2 knows which samples are right (within every problem); layer 1 only knows noise."""
+    rng = np.random.default_rng(seed)
+    problem = np.repeat(np.arange(n_problems), k)
+    label = rng.random(n_problems * k) < 0.5
+    last = rng.normal(size=(n_problems * k, len(layers), hidden)).astype(np.float32)
+    last[:, 1, 0] += np.where(label, 2.0, -2.0)
+    return Features(problem=problem, label=label, validation=problem % 5 == 0, reward=rng.random(n_problems * k),
+                    last=last, mean=last.copy(), layers=list(layers))
+
+
+def test_selection_picks_the_layer_that_separates_within_problems():
+    c = verifier.VerifierConfig(layers=[1, 2], l2=[1e-2])
+    candidates, chosen = verifier.select(features(), c, log=lambda s: None)
+    assert len(candidates) == 4  # 2 poolings x 2 layers x 1 strength
+    assert (chosen["pooling"], chosen["layer"]) == ("last", 2)
+    assert chosen["within"][0] > 0.95 and chosen["pooled"][0] > 0.95
+    noise = next(r for r in candidates if r["pooling"] == "last" and r["layer"] == 1)
+    assert noise["within"][1] < 0.5 < noise["within"][2]  # its CI spans chance
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from marco_eval.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'layer' is not a verifier config key"):
+        verifier.load_config(None, ["layer=3"])
+    with pytest.raises(ConfigError, match="l2="):
+        verifier.load_config(None, ["l2=[0]"])
+    assert verifier.load_config(None, ["layers=[4, 8]", "max_problems=10"]).layers == [4, 8]
+
+
+@pytest.mark.slow
+def test_the_checkpoint_scores_as_the_fitted_head(tmp_path, smollm_path, mgsm_data):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from marco_eval.train import bank
+
+    # a GSM8K-shaped file and a bank of hand-written samples (labels by a rule the head can learn)
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    gsm = tmp_path / "train.jsonl"
+    gsm.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"}) + "\n"
+                           for i in range(30)))
+    items = bank.read_gsm8k(gsm)
+    records = []
+    for it in items:
+        i = it.index
+        texts = [f"{i} + {i} = {2 * i}. <Output>{2 * i}</Output>", f"I think it is {i + 1}. <Output>{i + 1}</Output>"]
+        records.append({"problem_id": it.problem.id, "index": i, "split": bank.split_of(it.problem.id),
+                        "gold": it.problem.answer,
+                        "samples": [{"token_ids": tok(t, add_special_tokens=False)["input_ids"], "answer": None,
+                                     "correct": j == 0, "finish": "stop", "tokens": 0, "reward": 0.5}
+                                    for j, t in enumerate(texts)]})
+    path = tmp_path / "bank.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"settings": {"model": smollm_path, "config": "self_consistency", "overrides": {"dtype": "float32"}}},
+        *records]))
+    out = tmp_path / "verifier"
+    c = verifier.load_config(None, [f"bank={path}", f"output_dir={out}", f"features_dir={tmp_path / 'features'}",
+                                    f"data={gsm}", "layers=[6, 12]", "l2=[0.01]"])
+    summary = verifier.train(c, log=lambda s: None)
+    assert (out / "training_summary.json").is_file() and not (tmp_path / "verifier.tmp").exists()
+    assert summary["chosen"]["pooling"] == "last" and summary["chosen"]["layer"] in (6, 12)
+    assert summary["samples"]["train"] + summary["samples"]["validation"] == 60
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.num_hidden_layers == summary["chosen"]["layer"] and model.config.num_labels == 1
+    # the checkpoint's logit on a validation sample equals the head on that sample's cached feature
+    feats = np.load(sorted((tmp_path / "features").glob("*.npz"))[0])
+    layer = [6, 12].index(summary["chosen"]["layer"])
+    from marco_eval.engine import Engine
+    from marco_eval.train.synth import task_prompt
+
+    engine = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32")
+    ids = engine.policy.encode(engine.prompt_text(task_prompt(items[0].problem))) + records[0]["samples"][0]["token_ids"]
+    with torch.no_grad():
+        logit = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+    w = model.score.weight[0].detach().float().numpy()
+    assert logit == pytest.approx(float(feats["last"][0, layer].astype(np.float32) @ w), abs=0.05)
