@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--filter", default="flexible-extract", choices=("flexible-extract", "strict-match"))
     r.add_argument("--exclude", action="append", metavar="SUBDIR",
                    help="skip RESULTS_DIR/SUBDIR; repeatable; default: runs and make_eval (gitignored scratch)")
-    r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"), help="what moved between two results folders")
+    r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"),
+                   help="same-system drift check: each system (model / config) of OLD_DIR against the same-named one "
+                        "in NEW_DIR, flagged when its new accuracy leaves the old 95%% CI; exit 1 if any moved or "
+                        "(dis)appeared. Two checkpoints never pair here: for 'is checkpoint B worse than A' use "
+                        "marco-eval regress")
     r.add_argument("--slim", nargs=2, metavar=("RAW_RUN_DIR", "DEST_DIR"), help="copy a run without dataset text")
     r.add_argument("--keep-text", dest="keep_text", action="store_true",
                    help="with --slim: keep docs, completions and store texts (data this project wrote, "

@@ -3,6 +3,7 @@ runs whose p values were worked out by hand, and on the committed runs. Invented
 sentences only (no dataset text)."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from test_report import STAMP, write_run
 
 from marco_eval import translation
+from marco_eval.cli import build_parser
 from marco_eval.cli import main as cli_main
 from marco_eval.report import ReportError
 from marco_eval.report.regress import regress
@@ -255,3 +257,13 @@ def test_committed_checkpoint_regression(capsys, monkeypatch):
     assert status == 1 and "Verdict: worse on MGSM-En (exit 1)." in out
     assert "| MGSM-En | accuracy | 100 | 26.00 | 16.00 | -10.00 [" in out and "| 3/13 | 0.011 |" in out
     assert "paired on the 100 problems both scored (baseline 250, candidate 100)" in out
+    readme = (REPO / "README.md").read_text()
+    shown = readme.split("```\nBaseline:  qwen2.5-coder-0.5b / base_cot")[1].split("\n```")[0]
+    assert "Baseline:  qwen2.5-coder-0.5b / base_cot" + shown == out.strip()  # the README shows the real output
+
+
+def test_compare_help_says_it_is_a_same_system_drift_check():
+    report_parser = build_parser()._subparsers._group_actions[0].choices["report"]
+    compare = next(a for a in report_parser._actions if a.dest == "compare")
+    assert "same-system drift check" in compare.help and "marco-eval regress" in compare.help
+    assert math.isclose(build_parser().parse_args(["regress", "a", "b"]).alpha, 0.05)
