@@ -9,6 +9,7 @@
                     [--backend vllm]  the search on vLLM vs plain vLLM sampling (GPU)
     marco-eval judge export|serve|summarize   hand judging of translations (marco_eval/judge/)
     marco-eval report [RESULTS_DIR]  accuracy/cost/translation tables, CIs, plot, results/README.md
+    marco-eval regress BASE CAND    is checkpoint CAND worse than BASE (same settings)? exit 1 if so
     marco-eval synth --out FILE     synthetic CoT rows from our MCTS on problems with known answers
     marco-eval bank --out FILE      the model's own labelled samples on GSM8K train (verifier, RFT)
     marco-eval verifier [CONFIG] [k=v]  a learned verifier checkpoint from a bank (marco_eval/train/verifier.py)
@@ -141,18 +142,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--filter", default="flexible-extract", choices=("flexible-extract", "strict-match"))
     r.add_argument("--exclude", action="append", metavar="SUBDIR",
                    help="skip RESULTS_DIR/SUBDIR; repeatable; default: runs and make_eval (gitignored scratch)")
-    r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"), help="what moved between two results folders")
+    r.add_argument("--compare", nargs=2, metavar=("OLD_DIR", "NEW_DIR"),
+                   help="same-system drift check: each system (model / config) of OLD_DIR against the same-named one "
+                        "in NEW_DIR, flagged when its new accuracy leaves the old 95%% CI; exit 1 if any moved or "
+                        "(dis)appeared. Two checkpoints never pair here: for 'is checkpoint B worse than A' use "
+                        "marco-eval regress")
     r.add_argument("--slim", nargs=2, metavar=("RAW_RUN_DIR", "DEST_DIR"), help="copy a run without dataset text")
     r.add_argument("--keep-text", dest="keep_text", action="store_true",
                    help="with --slim: keep docs, completions and store texts (data this project wrote, "
                         "e.g. colloquial_zh_en); only the prompts go")
     r.set_defaults(func=cmd_report)
+    add_regress_parser(sub)
     add_synth_parser(sub)
     add_bank_parser(sub)
     sub.add_parser("train", help="full-parameter CoT SFT from a YAML (marco-eval train --help)", add_help=False)
     sub.add_parser("verifier", help="a value head on the policy's hidden states, from a bank (marco-eval verifier --help)",
                    add_help=False)
     return p
+
+
+def add_regress_parser(sub) -> None:
+    g = sub.add_parser("regress", help="is a new checkpoint worse? two runs of the same config, paired per task; "
+                                       "exit 0 none worse, 1 some task significantly worse, 2 bad input",
+                       description="Pair two lm-eval runs of the same tasks and search settings (all but the model) "
+                                   "on the problems both scored and test, per task, whether the candidate is worse: "
+                                   "one-sided exact McNemar on MGSM accuracy, a paired bootstrap over sentences on "
+                                   "BLEU and chrF++, Holm over the rows. docs/report.md, 'marco-eval regress'.")
+    g.add_argument("baseline", help="the old checkpoint's run folder (lm_eval --output_path) or its results_*.json")
+    g.add_argument("candidate", help="the new checkpoint's run folder or results file, same tasks and config")
+    g.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate over the rows (default 0.05)")
+    g.add_argument("--margin", type=float, default=0.0, metavar="POINTS",
+                   help="worse means worse by more than this many points (accuracy, BLEU, chrF++; default 0)")
+    g.add_argument("--json", metavar="FILE", help="also write the rows and verdicts as JSON here ('-': stdout only)")
+    g.add_argument("--filter", default="flexible-extract", choices=("flexible-extract", "strict-match"))
+    g.set_defaults(func=cmd_regress)
 
 
 def add_synth_parser(sub) -> None:
@@ -213,6 +236,23 @@ def cmd_report(args) -> int:
     paths = report.report(args.results_dir, args.out, args.baseline, args.filter, exclude)
     print(f"wrote {len(paths)} files: {paths[-1]} and {report.TABLES_DIR}/")
     return 0
+
+
+def cmd_regress(args) -> int:
+    import json
+
+    from marco_eval.files import write_atomic
+    from marco_eval.report.regress import regress, render
+
+    result = regress(args.baseline, args.candidate, args.alpha, args.margin, args.filter)
+    doc = json.dumps(result.as_json(), indent=1, ensure_ascii=False) + "\n"
+    if args.json == "-":
+        print(doc, end="")
+    else:
+        print(render(result))
+        if args.json:
+            write_atomic(args.json, doc)
+    return result.exit_status
 
 
 def cmd_bench(args) -> int:

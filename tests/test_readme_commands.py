@@ -443,6 +443,10 @@ class Checker:
             else:
                 self.reads(ns.results_dir, "the results folder")
                 self.wrote(ns.out)
+        elif sub == "regress":
+            self.reads(ns.baseline, "the baseline run")
+            self.reads(ns.candidate, "the candidate run")
+            self.wrote(None if ns.json == "-" else ns.json)
         elif sub == "synth":
             from marco_eval.train.synth import parse_overrides
 

@@ -30,10 +30,11 @@ STAMP = "2026-01-01T00-00-00.000000"
 def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], *, config: str = "mcts_step",
               model: str = "toy-model", candidates: dict[str, list[list]] | None = None, tokens: int = 100,
               wall: float = 60.0, stamp: str = STAMP, targets: list[str] | None = None, first_doc: int = 0,
-              final_answer: str | None = None, records: dict[str, list[dict]] | None = None) -> Path:
+              final_answer: str | None = None, records: dict[str, list[dict]] | None = None,
+              settings: dict | None = None) -> Path:
     """One run folder as lm-eval 0.4.13 writes it (results + samples per task) plus run.json and,
     when candidates are given, the request store (`records`: more fields per task and problem,
-    such as rollouts and trace)."""
+    such as rollouts and trace; `settings`: more marco_eval_config keys)."""
     run_dir = root / name
     out = run_dir / "toy-model"
     out.mkdir(parents=True)
@@ -57,7 +58,8 @@ def write_run(root: Path, name: str, system: str, scores: dict[str, list[int]], 
            "config": {"model": "marco_mcts", "model_args": f"pretrained={model},config={config}",
                       "marco_eval_config_file": config,
                       "marco_eval_config": {"strategy": "mcts" if config.startswith("mcts") else "sampling",
-                                            **({"final_answer": final_answer} if final_answer else {})}},
+                                            **({"final_answer": final_answer} if final_answer else {}),
+                                            "pretrained": model, **(settings or {})}},
            "model_name": model, "lm_eval_version": "0.4.13"}
     (out / f"results_{stamp}.json").write_text(json.dumps(doc))
     if candidates:

@@ -1,7 +1,8 @@
 """`marco-eval report`: results/ -> the seed's accuracy tables (and ours), costs, CIs, a plot.
 
     marco-eval report [RESULTS_DIR] [--out DIR] [--baseline SYSTEM]   tables + plot + README.md
-    marco-eval report --compare OLD_DIR NEW_DIR                         what moved, and by how much
+    marco-eval report --compare OLD_DIR NEW_DIR                         same-system drift: what moved
+    marco-eval regress BASELINE_RUN CANDIDATE_RUN                       is the new checkpoint worse? (exit 1)
     marco-eval report --slim RAW_RUN_DIR DEST_DIR                       a run without dataset text
 
 Data flows one way: load (manifest.py: run.json, or one derived from the results file;
@@ -12,7 +13,8 @@ votes, AUROC, calibration, budget curves) -> tables (mgsm_tables.py, search_tabl
 reflection.py, tables.py) -> render (render.py; plots.py, search_plots.py) -> write
 (write.py). Every table row names the results files it came from (R1, R2, ... in the Runs
 table), and everything is written atomically only after everything was computed. schema.py
-holds the names and records they share; compare.py and slim.py are the two other modes.
+holds the names and records they share; compare.py and slim.py are the two other modes,
+regress.py the `marco-eval regress` command.
 
 This package's namespace is what callers (the CLI, tests) use; the modules are how it is kept.
 """

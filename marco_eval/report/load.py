@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from marco_eval import translation
 from marco_eval.report.manifest import manifest_for
 from marco_eval.report.reading import read_json, read_jsonl, rel
 from marco_eval.report.rollouts import attach_search_data, check_search_fields
@@ -70,6 +71,46 @@ def load_scores(run: TaskRun, metric_key: str, filter_name: str) -> None:
     if not math.isclose(run.accuracy, run.metrics[metric_key], abs_tol=1e-9):
         raise ReportError(f"{path}: mean exact_match {run.accuracy:.6f} differs from {metric_key} = "
                           f"{run.metrics[metric_key]:.6f} in {run.results_file.name}: the samples belong to another run")
+
+
+def load_translations(run: TaskRun) -> dict[int, tuple[tuple[str, ...], str]]:
+    """Per sentence of a translation task (doc_id -> (references, hypothesis)), from its samples
+    file: the references are the doc's (a raw run's samples keep it), else the target (the
+    first reference). The corpus BLEU they give must be the results file's, so a slimmed
+    multi-reference run (only the first reference left) or another run's samples is an error.
+    Read on demand (`marco-eval regress`); kept on the run with targets and doc_hashes."""
+    if run.translations is not None:
+        return run.translations
+    path = samples_file_for(run.results_file, run.task)
+    if not path.is_file():
+        raise ReportError(f"{run.results_file}: no {path.name} beside it: rerun lm_eval with --log_samples "
+                          f"(paired tests need the per-sentence translations)")
+    filters = sorted(key.split(",", 1)[1] for key in run.metrics if key.startswith("bleu,") and "," in key)
+    if len(filters) != 1 or not isinstance(run.metrics[f"bleu,{filters[0]}"], (int, float)):
+        raise ReportError(f"{run.results_file}: {run.task} needs one bleu score (bleu,FILTER), has filters {filters}")
+    items: dict[int, tuple[tuple[str, ...], str]] = {}
+    for number, row in read_jsonl(path):
+        if row.get("filter", "none") != filters[0]:
+            continue
+        doc_id, resps, doc = row.get("doc_id"), row.get("filtered_resps"), row.get("doc")
+        references = (doc or {}).get("references") if isinstance(doc, dict) else None
+        references = tuple(references or [row.get("target")])
+        if (not isinstance(doc_id, int) or not isinstance(resps, list) or len(resps) != 1
+                or not isinstance(resps[0], (str, type(None))) or not all(isinstance(r, str) and r for r in references)):
+            raise ReportError(f"{path}:{number}: needs an integer doc_id, filtered_resps [translation] and a target")
+        if doc_id in items:
+            raise ReportError(f"{path}:{number}: doc_id {doc_id} appears twice for filter {filters[0]}")
+        items[doc_id] = (references, resps[0] or "")
+        run.targets[doc_id] = references[0]
+        if "doc_hash" in row:
+            run.doc_hashes[doc_id] = row["doc_hash"]
+    reported = run.metrics[f"bleu,{filters[0]}"]
+    if len(items) != run.n or not math.isclose(translation.corpus_score("bleu", items.values()), reported, abs_tol=1e-6):
+        raise ReportError(f"{path}: its {len(items)} translations do not give the {run.n} sentences' BLEU "
+                          f"{reported:.2f} of {run.results_file.name}: the samples lack references the score used "
+                          f"(a slimmed multi-reference run keeps only the first) or belong to another run")
+    run.translations = items
+    return items
 
 
 def load_store(path: Path) -> dict[tuple[str, int], dict]:
@@ -161,7 +202,7 @@ def load_results_file(path: Path, source: str, root: Path, metric_key: str, filt
             continue
         run = TaskRun(system=manifest.system, task=task, source=source, results_file=path, manifest=manifest,
                       metrics=doc["results"][task], n=task_count(doc, task, path), strategy=strategy,
-                      final_rule=final_rule)
+                      final_rule=final_rule, settings=marco_config if isinstance(marco_config, dict) else None)
         if task in MGSM_TASKS:
             if metric_key not in run.metrics:
                 have = sorted(k for k in run.metrics if k.startswith("exact_match,"))

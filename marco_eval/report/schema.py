@@ -107,6 +107,8 @@ class TaskRun:
     seconds_per_problem: float | None = None
     strategy: str | None = None  # marco_eval_config.strategy of the results file: "mcts" or "sampling"
     final_rule: str | None = None  # marco_eval_config.final_answer: max_value, most_visited, vote, best_reward
+    settings: dict | None = None  # the results file's marco_eval_config (None: not a marco_mcts run)
+    translations: dict[int, tuple[tuple[str, ...], str]] | None = None  # doc_id -> (references, hypothesis)
     store_records: int = 0  # this task's records in the request store
     answers: dict[int, str | None] | None = None  # doc_id -> the store record's answer (the configured pick)
     rollouts: dict[int, list[Rollout]] | None = None  # doc_id -> every rollout; None unless every record has them

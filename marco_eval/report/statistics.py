@@ -5,6 +5,9 @@
 - a row against the baseline, same problems required: delta with a paired-bootstrap CI
   (the per-problem differences resampled), and an exact McNemar test (two-sided binomial
   on the discordant problems);
+- `marco-eval regress`: the one-sided exact McNemar test (is the candidate worse?), the
+  shifted paired-bootstrap test of "worse by more than a margin", and the paired bootstrap
+  of a corpus metric (BLEU, chrF++) over sentences, as sacrebleu's paired_bs resamples;
 - Test@N from the candidates in the request stores.
 """
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from marco_eval import translation
 from marco_eval.answers import answers_match
 from marco_eval.report.reading import rel
 from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, ReportError, TaskRun
@@ -28,7 +32,7 @@ def shared_problems(a: TaskRun, b: TaskRun, root: Path) -> list[int]:
     problems, so a run on all 250 pairs with one on the first 100 over those 100; runs that
     share none, or disagree on a shared problem's data, are an error."""
     where = f"{a.task}: {a.system!r} ({rel(a.results_file, root)}) and {b.system!r} ({rel(b.results_file, root)})"
-    shared = sorted(set(a.scores) & set(b.scores))
+    shared = sorted(set(a.targets) & set(b.targets))  # every scored problem has a target
     if not shared:
         raise ReportError(f"{where} scored different problems (n={a.n} vs n={b.n}, no doc_id in common): "
                           f"rerun one on the other's problems (same --limit)")
@@ -87,15 +91,61 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def binomial_half_tail(k: int, n: int) -> Fraction:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (1 when n = 0)."""
+    return Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+
+
 def mcnemar_exact(system: np.ndarray, baseline: np.ndarray) -> tuple[int, int, float]:
     """Exact McNemar: (system-only wins, baseline-only wins, two-sided p). p = 1 with no discordance."""
     wins = int(np.sum((system == 1) & (baseline == 0)))
     losses = int(np.sum((system == 0) & (baseline == 1)))
-    n, k = wins + losses, min(wins, losses)
-    if n == 0:
+    if wins + losses == 0:
         return wins, losses, 1.0
-    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
-    return wins, losses, float(min(Fraction(1), 2 * tail))
+    return wins, losses, float(min(Fraction(1), 2 * binomial_half_tail(min(wins, losses), wins + losses)))
+
+
+def mcnemar_worse(wins: int, losses: int) -> float:
+    """One-sided exact McNemar p of "the system is worse than the baseline": of the wins +
+    losses discordant problems, as few as `wins` going the system's way when each goes
+    either way with probability 1/2, P(X <= wins), X ~ Binomial(wins + losses, 1/2)."""
+    return float(binomial_half_tail(wins, wins + losses))
+
+
+def shifted_bootstrap_p(estimates: np.ndarray, observed: float, margin: float = 0.0) -> float:
+    """One-sided p of H0 "delta >= -margin" (the system is not worse by more than the margin)
+    from bootstrap estimates of delta: the estimates centred on zero and shifted to -margin
+    are the null distribution, and p is the share of it at or below the observed delta, with
+    the +1 of sacrebleu's paired_bs (which does the same two-sided, around 0)."""
+    null = estimates - estimates.mean() - margin
+    return float((np.sum(null <= observed) + 1) / (len(estimates) + 1))
+
+
+def paired_corpus_bootstrap(metric: str, references: list, system: list[str], baseline: list[str],
+                            resamples: int, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, np.ndarray]:
+    """A corpus metric (translation.METRICS: bleu, chrf++) of two systems on the same sentences,
+    and bootstrap estimates of their difference, the way sacrebleu's paired_bs resamples: the
+    same sentences drawn with replacement for both systems, each corpus score recomputed from
+    the drawn sentences' summed sufficient statistics (corpus BLEU is not a mean of sentence
+    scores).
+
+    Args:
+        metric: the metric's name.
+        references: per sentence, its references.
+        system, baseline: per sentence, each system's hypothesis.
+        resamples: how many bootstrap resamples; seed: numpy default_rng's.
+
+    Returns:
+        (system's corpus score, baseline's, system minus baseline per resample).
+    """
+    scorer = translation.make_metric(metric)
+    streams = translation.reference_streams(references)
+    stats = [np.asarray(scorer._extract_corpus_statistics(hyps, streams), dtype=float) for hyps in (system, baseline)]
+    score = [scorer._compute_score_from_stats(s.sum(0)).score for s in stats]
+    deltas = [scorer._compute_score_from_stats(sys_row).score - scorer._compute_score_from_stats(base_row).score
+              for idx in resample_indices(len(system), resamples, seed)
+              for sys_row, base_row in zip(stats[0][idx].sum(1), stats[1][idx].sum(1))]
+    return float(score[0]), float(score[1]), np.array(deltas)
 
 
 @dataclass
