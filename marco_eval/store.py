@@ -16,7 +16,9 @@ request whose key is present and searches only the rest. Record fields:
     generated_tokens, policy_calls
     seconds           wall time from the start of that generate_until call to this request's end
     rollouts          per rollout or sample, in the order made: {answer, reward, tokens, finish,
-                      simulation, reflections} (search.RolloutSummary); absent in older stores
+                      simulation, reflections, confidence} (search.RolloutSummary; reward is
+                      what the search used, confidence Marco-o1's reward of the same tokens,
+                      the same number unless reward= names a verifier); absent in older stores
     trace             the anytime trace: after simulation (sampling: sample) k, {answer, tokens}
                       = what the configured rule would answer and the tokens spent so far
     redacted          true in a copy made by `marco-eval store redact`: text is then a stand-in

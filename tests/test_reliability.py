@@ -65,7 +65,8 @@ def test_store_records_every_finished_request(tmp_path):
     assert all(len(r["candidates"]) == 4 and r["policy_calls"] > 0 and r["seconds"] >= 0 for r in records)
     for r in records:  # per-rollout data and the anytime trace (one point per simulation)
         assert [x["answer"] for x in r["rollouts"]] == r["candidates"]
-        assert all(set(x) == {"answer", "reward", "tokens", "finish", "simulation", "reflections"} for x in r["rollouts"])
+        assert all(set(x) == {"answer", "reward", "tokens", "finish", "simulation", "reflections",
+                                     "confidence"} for x in r["rollouts"])
         assert len(r["trace"]) == 2 and r["trace"][-1] == {"answer": r["answer"], "tokens": r["generated_tokens"]}
 
 

@@ -477,3 +477,59 @@ def test_a_longer_search_passes_through_the_shorter_ones_answer():
     short = drive(make(ScriptedPolicy(script), simulations=4), ScriptedPolicy(script))
     long = drive(make(ScriptedPolicy(script), simulations=8), ScriptedPolicy(script))
     assert long.trace[:4] == short.trace and long.rollouts[:len(short.rollouts)] == short.rollouts
+
+
+# ---------------------------------------------------------------------- a verifier as the reward
+def _valued(base):
+    """A scripted policy that is also a Verifier: 0.9 for a sequence answering 7, else 0.2."""
+    class Valued(base):
+        scored: list
+
+        def value_many(self, sequences):
+            self.scored = getattr(self, "scored", []) + [list(s) for s in sequences]
+            return [0.9 if "<Output>7" in self.decode(s) else 0.2 for s in sequences]
+    return Valued
+
+
+@pytest.mark.parametrize("strategy", ["mcts", "sampling"])
+def test_a_verifier_reward_values_every_rollout_in_both_schedules(strategy):
+    from fakes import StreamingScriptedPolicy
+    from marco_eval.search.export import check_tree_document
+    from marco_eval.search.reward import VerifierReward
+
+    def script(prefix, seed):  # MCTS steps stop at the blank line; a sample writes it all
+        return ("Step 1.\n\n" if "Step " not in prefix else "") + f"<Output>{7 if seed % 3 else 5}</Output>"
+
+    def one(policy_class):
+        pol = _valued(policy_class)(script)
+        cfg = dict(strategy=strategy, simulations=4, children=2, samples=6, temperature=0.7, final_answer="best_reward")
+        searches = [make(pol, reward=VerifierReward("fake"), seed=s, **cfg) for s in range(3)]
+        return pol, searches, run_searches(searches, pol, width=2)
+
+    pol, searches, results = one(ScriptedPolicy)
+    _, streamed, again = one(StreamingScriptedPolicy)
+    assert [r.text for r in again] == [r.text for r in results]  # same trees on either schedule
+    assert [[x.reward for x in r.rollouts] for r in again] == [[x.reward for x in r.rollouts] for r in results]
+    for s, r in zip(searches, results):
+        assert {x.reward for x in r.rollouts} <= {0.9, 0.2}
+        assert [x.reward for x in r.rollouts] == [0.9 if x.answer == "7" else 0.2 for x in r.rollouts]
+        # the confidence reward is kept beside it, from the tokens' log-probs
+        assert [x.confidence for x in s.tree.rollouts] == [rollout_reward(x.logprobs, x.top5) for x in s.tree.rollouts]
+        # what was backed up is the verifier's value: each rollout as often as its node was backed up
+        backed = sum(x.reward for x in r.rollouts) if strategy == "sampling" else sum(
+            n.rollout_visits * s.tree.rollouts[n.rollout].reward for n in s.tree.nodes if n.rollout is not None)
+        assert s.tree.root.value_sum == pytest.approx(backed)
+        assert r.answer == "7"  # best_reward: the verifier's pick
+        doc = json.loads(json.dumps(tree_document(s, r, 0, PROMPT)))
+        assert doc["reward"] == "verifier:fake" and check_tree_document(doc) == []
+    # every rollout's whole sequence, prompt first, was valued once
+    assert len(pol.scored) == sum(len(r.rollouts) for r in results)
+    assert all(seq[:len(pol.encode(PROMPT))] == pol.encode(PROMPT) for seq in pol.scored)
+
+
+def test_a_verifier_reward_without_a_verifier_is_a_clear_error():
+    from marco_eval.search.reward import VerifierReward
+
+    pol = ScriptedPolicy(steps_script())
+    with pytest.raises(TypeError, match="has no verifier"):
+        run_searches([make(pol, reward=VerifierReward("x"), simulations=2, children=2)], pol)

@@ -99,3 +99,61 @@ def test_the_checkpoint_scores_as_the_fitted_head(tmp_path, smollm_path, mgsm_da
         logit = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
     w = model.score.weight[0].detach().float().numpy()
     assert logit == pytest.approx(float(feats["last"][0, layer].astype(np.float32) @ w), abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def verifier_checkpoints(tmp_path_factory, smollm_path):
+    """Two 6-layer verifiers on smollm2 with the same random head: one whose body is the
+    policy's own layers, one whose final norm differs (so it is a model of its own)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("verifiers")
+    w = np.random.default_rng(0).normal(size=576).astype(np.float32) / 24  # smollm2's hidden size
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    verifier.save_checkpoint(smollm_path, {"layer": 6, "l2": 0.01, "weights": w}, tok.eos_token_id, tok, out / "own")
+    model = AutoModelForSequenceClassification.from_pretrained(out / "own")
+    with torch.no_grad():
+        model.model.norm.weight.mul_(1.5)
+    model.save_pretrained(out / "other")
+    tok.save_pretrained(out / "other")
+    return out / "own", out / "other"
+
+
+@pytest.mark.slow
+def test_the_backend_values_sequences_as_the_checkpoint_does(smollm_path, verifier_checkpoints):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from marco_eval.backends.hf import TransformersPolicy
+    from marco_eval.search.policy import Continue, Verifier
+
+    for path, shared in zip(verifier_checkpoints, (True, False)):
+        policy = TransformersPolicy(smollm_path, dtype="float32", max_batch=4, verifier=str(path))
+        assert isinstance(policy, Verifier) and policy.verifier.shares_policy is shared
+        prompt = tuple(policy.encode("Tom has 3 apples and buys 4 more. How many apples?\n"))
+        gens = policy.generate([Continue(prompt, 12, temperature=1.0, seed=s) for s in range(3)])  # cached rows
+        seqs = [prompt + tuple(g.token_ids) for g in gens] + [prompt]  # the bare prompt: nothing cached for it
+        values = policy.value_many(seqs)
+        direct = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        with torch.no_grad():
+            expected = [float(torch.sigmoid(direct(input_ids=torch.tensor([s])).logits[0, 0])) for s in seqs]
+        assert values == pytest.approx(expected, abs=1e-4)
+        assert len(set(round(v, 4) for v in values)) > 1  # the head does tell sequences apart
+
+
+@pytest.mark.slow
+def test_a_search_with_the_verifier_as_its_reward_on_the_real_backend(smollm_path, verifier_checkpoints):
+    from marco_eval.backends.hf import TransformersPolicy
+    from marco_eval.search import Search, SearchConfig, run_searches
+    from marco_eval.search.reward import VerifierReward
+
+    policy = TransformersPolicy(smollm_path, dtype="float32", max_batch=4, verifier=str(verifier_checkpoints[0]))
+    config = SearchConfig(simulations=2, children=2, action="mini_step", mini_step_tokens=6, rollout_max_tokens=12,
+                          final_answer="best_reward")
+    prompt = policy.encode("What is 2 + 3?\n")
+    (result,) = run_searches([Search(config, prompt, policy, max_new_tokens=24,
+                                     reward=VerifierReward(str(verifier_checkpoints[0])))], policy)
+    values = policy.value_many([tuple(prompt) + tuple(result.tree.completion_ids(r)) for r in result.tree.rollouts])
+    assert [r.reward for r in result.tree.rollouts] == pytest.approx(values, abs=1e-5)
+    assert max(values) == pytest.approx(max(r.reward for r in result.rollouts))

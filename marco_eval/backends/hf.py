@@ -30,6 +30,7 @@ from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
 from marco_eval.backends.device import check_memory, resolve_device, synchronizer, to_host
 from marco_eval.backends.sampling import choose_tokens
+from marco_eval.backends.verifier import VerifierHead
 from marco_eval.backends.weights import pack_linears, pick_dtype
 from marco_eval.search.policy import Continue, Generation
 
@@ -157,7 +158,8 @@ class _Batch:
 class TransformersPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "auto", max_batch: int = 16,
                  revision: str | None = None, trust_remote_code: bool = False, kv_reuse: bool = True,
-                 kv_cache_mb: int = 2048, share_prompts: bool = True, prefill_chunk: int = PREFILL_CHUNK):
+                 kv_cache_mb: int = 2048, share_prompts: bool = True, prefill_chunk: int = PREFILL_CHUNK,
+                 verifier: str | None = None):
         """Args:
             pretrained: a hub id or a local folder with the model and its tokenizer.
             dtype: auto (bf16 on GPUs and on CPUs with avx512_bf16/AMX, else fp32), bfloat16,
@@ -174,6 +176,8 @@ class TransformersPolicy(TokenizerCodec):
             share_prompts: prompts that start alike (few-shot exemplars) take their common
                 whole chunks from one prefill; exact (PREFILL_CHUNK), so off only to measure it.
             prefill_chunk: positions per prefill forward, chunks ending on its multiples.
+            verifier: a verifier checkpoint (train/verifier.py) whose values `value_many`
+                gives; read off this model's own forward when its body is this model.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -214,6 +218,7 @@ class TransformersPolicy(TokenizerCodec):
         self.prefill_chunk = prefill_chunk
         self.stopwatch = Stopwatch(sync=synchronizer(device))
         check_memory(device, kv_cache_mb)
+        self.verifier = VerifierHead(verifier, self) if verifier else None
 
     # ------------------------------------------------------------------ model calls
     def _forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep=1):
@@ -350,6 +355,13 @@ class TransformersPolicy(TokenizerCodec):
         n = len(gen.token_ids)  # the row's last n positions: prefix[-1] and generated[:-1]
         segment = [(k.clone(), v.clone()) for k, v in kv.row_tail(index, n)]  # per layer [1, kv_heads, n, head_dim]
         self.kv.insert(tuple(req.prefix) + tuple(gen.token_ids), row.entry, segment)
+
+    # ------------------------------------------------------------------ verifier values
+    def value_many(self, sequences: Sequence[tuple[int, ...]]) -> list[float]:
+        """search.policy.Verifier: the verifier's value of each whole sequence."""
+        if self.verifier is None:
+            raise TypeError("this policy was built without a verifier; build it with verifier=PATH (reward=PATH)")
+        return self.verifier.values(self, sequences)
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
     @torch.inference_mode()

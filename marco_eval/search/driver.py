@@ -11,6 +11,9 @@ Two schedules, same results:
   backend pulls requests whenever batch rows free up; a tree advances the moment all of
   its own requests are back and its next requests join the running batch, so no row
   waits for another tree's long rollout.
+
+A search whose reward is a verifier also yields Score requests; the driver hands them to the
+policy's Verifier side (policy.Verifier) and sends the values back, in both schedules.
 """
 
 from __future__ import annotations
@@ -19,7 +22,30 @@ from collections import deque
 from typing import Callable, Sequence
 
 from marco_eval.search.mcts import Search, SearchResult
-from marco_eval.search.policy import Policy, StreamingPolicy
+from marco_eval.search.policy import Policy, Score, StreamingPolicy, Verifier
+
+
+def _values(policy: Policy, requests: list[Score]) -> list[float]:
+    """The policy's verifier's values of Score requests."""
+    if not isinstance(policy, Verifier):
+        raise TypeError(f"a search asked for verifier values, but {type(policy).__name__} has no verifier "
+                        f"(build the policy with one: reward=PATH)")
+    return policy.value_many([r.sequence for r in requests])
+
+
+def _answer(policy: Policy, requests: list) -> list:
+    """Generations for continuations, values for Score requests (one batch of each kind)."""
+    scores = [i for i, r in enumerate(requests) if isinstance(r, Score)]
+    if not scores:
+        return policy.generate(requests)
+    out: list = [None] * len(requests)
+    continuations = [i for i, r in enumerate(requests) if not isinstance(r, Score)]
+    for i, value in zip(scores, _values(policy, [requests[i] for i in scores])):
+        out[i] = value
+    if continuations:
+        for i, gen in zip(continuations, policy.generate([requests[i] for i in continuations])):
+            out[i] = gen
+    return out
 
 
 def run_searches(
@@ -52,7 +78,7 @@ def run_searches(
         if not live:
             continue
         batch = [req for _, reqs in live.values() for req in reqs]
-        gens = policy.generate(batch)
+        gens = _answer(policy, batch)
         k = 0
         for i, (gen, reqs) in list(live.items()):
             mine, k = gens[k: k + len(reqs)], k + len(reqs)
@@ -74,6 +100,8 @@ def _run_continuous(searches, policy, width, on_done) -> list[SearchResult]:
         """Send results (or start), queue the next requests, or finish the search."""
         try:
             reqs = next(gen) if sent is None else gen.send(sent)
+            while reqs and isinstance(reqs[0], Score):  # valued at once: no batch row needed
+                reqs = gen.send(_values(policy, reqs))
         except StopIteration as stop:
             live.pop(i, None)
             results[i] = stop.value

@@ -19,23 +19,26 @@ from typing import Callable, Generator, Sequence
 
 from marco_eval.search.config import SearchConfig
 from marco_eval.search.final_answer import rule_for
-from marco_eval.search.policy import Codec, Continue, Generation
-from marco_eval.search.reward import RewardFn, rollout_reward
+from marco_eval.search.policy import Codec, Continue, Generation, Score
+from marco_eval.search.reward import Reward, VerifierReward, rollout_reward
 from marco_eval.search.tree import Node, Rollout, Tree
 
-Requests = list[Continue]
-SearchGen = Generator[Requests, list[Generation], "SearchResult"]
+# A search yields either continuations (answered with Generations) or, when its reward is a
+# verifier, finished sequences to value (answered with floats); never both in one yield.
+Requests = list[Continue] | list[Score]
+SearchGen = Generator[Requests, list[Generation] | list[float], "SearchResult"]
 
 
 @dataclass(frozen=True)
 class RolloutSummary:
     """What the report needs of one rollout (or sample), without its tokens."""
     answer: str | None  # extracted final answer (None: none found, or no extractor)
-    reward: float
+    reward: float  # the search's reward (Search.reward made it)
     tokens: int  # length of the whole completion
     finish: str  # how it ended: a stop string, "eos", "length", "budget"
     simulation: int  # which simulation (sampling: which sample) made it, from 1
     reflections: int  # reflection phrases inserted on its way (reflection=thought_end)
+    confidence: float  # Marco-o1's confidence reward of the same tokens, whatever made `reward`
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class Search:
         max_new_tokens: int,
         until: Sequence[str] = (),
         answer_fn: Callable[[str], str | None] | None = None,
-        reward: RewardFn = rollout_reward,
+        reward: Reward = rollout_reward,
     ):
         """Args:
             config: every knob of the search (config.py).
@@ -92,8 +95,10 @@ class Search:
             until: the task's stop strings: a completion ends before the first of them.
             answer_fn: reads a completion's final answer (votes, candidates, the trace);
                 None: answers are not read.
-            reward: a rollout's reward from its tokens' raw log-probs and top-5 log-probs
-                (None for inserted tokens); default Marco-o1's confidence reward.
+            reward: a rollout's reward: a function of its tokens' raw log-probs and top-5
+                log-probs (None for inserted tokens), default Marco-o1's confidence reward;
+                or a VerifierReward, the value a verifier gives its whole sequence (the
+                search then yields Score requests, which the policy answers).
         """
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
@@ -139,7 +144,9 @@ class Search:
         parts = [_Partial() for _ in range(self.cfg.samples)]
         yield from self._complete(parts)
         for self.simulation, part in enumerate(parts, 1):
-            rollout = self._record_rollout(root, part, continuation_start=0)
+            self._record_rollout(root, part, continuation_start=0)
+        yield from self._verify(self.tree.rollouts)
+        for rollout in self.tree.rollouts:
             root.rollout_visits += 1
             self.backpropagate(root, rollout.reward)
         # The samples were drawn together, but each is independent of the others: the
@@ -195,6 +202,7 @@ class Search:
         for child, part in zip(children, parts):
             self._record_rollout(child, part, continuation_start=len(child.action_ids))
             child.rollout_visits = 1
+        yield from self._verify([self.tree.rollouts[c.rollout] for c in children])
 
     def backpropagate(self, node: Node, reward: float) -> None:
         for n in self.tree.path(node):
@@ -250,8 +258,10 @@ class Search:
                     p.terminal, p.finish = True, "budget"
                     continue
                 prefix = (*self.tree.prompt_ids, *prefixes[i], *p.ids[start[i]:])
-                # a rollout is never extended (a reflection continues from a cut prefix): no cache
-                reqs.append((i, self._request(prefix, budget, self._continuation_stops(p.reflections), keep_cache=False)))
+                # a rollout is never extended (a reflection continues from a cut prefix): no cache,
+                # unless a verifier will read the finished sequence
+                reqs.append((i, self._request(prefix, budget, self._continuation_stops(p.reflections),
+                                              keep_cache=isinstance(self.reward, VerifierReward))))
             if not reqs:
                 return
             gens = yield from self._call([r for _, r in reqs])
@@ -296,9 +306,12 @@ class Search:
         return list(self._reflection_ids)
 
     def _record_rollout(self, node: Node, part: _Partial, continuation_start: int) -> Rollout:
+        """A finished rollout into the tree; a verifier's reward is filled in by `_verify`."""
+        confidence = rollout_reward(part.logprobs, part.top5)
+        reward = confidence if isinstance(self.reward, VerifierReward) else self.reward(part.logprobs, part.top5)
         rollout = Rollout(node=node.id, token_ids=part.ids, logprobs=part.logprobs, top5=part.top5,
-                          continuation_start=continuation_start, reward=self.reward(part.logprobs, part.top5),
-                          finish=part.finish, simulation=self.simulation, reflections=part.reflections)
+                          continuation_start=continuation_start, reward=reward, finish=part.finish,
+                          simulation=self.simulation, reflections=part.reflections, confidence=confidence)
         full = self.tree.completion_ids(rollout)
         rollout.tokens = len(full)
         if self.answer_fn is not None:
@@ -306,6 +319,17 @@ class Search:
         self.tree.rollouts.append(rollout)
         node.rollout = len(self.tree.rollouts) - 1
         return rollout
+
+    def _verify(self, rollouts: Sequence[Rollout]) -> Generator[Requests, list[float], None]:
+        """With a verifier reward: ask for every rollout's value and make it the reward."""
+        if not isinstance(self.reward, VerifierReward) or not rollouts:
+            return
+        requests = [Score((*self.tree.prompt_ids, *self.tree.completion_ids(r))) for r in rollouts]
+        values = yield requests
+        if len(values) != len(requests):
+            raise RuntimeError(f"verifier returned {len(values)} values for {len(requests)} sequences")
+        for rollout, value in zip(rollouts, values):
+            rollout.reward = float(value)
 
     def cut_at_until(self, text: str) -> str:
         """lm-eval's convention: the completion ends before the first task stop string."""
@@ -322,7 +346,8 @@ class Search:
             text=text, token_ids=ids, answer=answer, candidates=[r.answer for r in self.tree.rollouts],
             generated_tokens=self.generated_tokens, policy_calls=self.policy_calls,
             chosen_path=[n.id for n in self.tree.path(node)], tree=self.tree,
-            rollouts=[RolloutSummary(r.answer, r.reward, r.tokens, r.finish, r.simulation, r.reflections) for r in self.tree.rollouts],
+            rollouts=[RolloutSummary(r.answer, r.reward, r.tokens, r.finish, r.simulation, r.reflections, r.confidence)
+                      for r in self.tree.rollouts],
             trace=list(self.trace))
 
 

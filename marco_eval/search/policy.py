@@ -32,6 +32,13 @@ class Continue:
     keep_cache: bool = True  # a hint: this continuation will be extended later (cache its state)
 
 
+@dataclass(frozen=True)
+class Score:
+    """Ask a verifier for the value of a finished sequence: the prompt and a whole rollout
+    (or sample), as token ids. The search yields these only when its reward is a verifier."""
+    sequence: tuple[int, ...]
+
+
 @dataclass
 class Generation:
     token_ids: list[int]
@@ -109,5 +116,22 @@ class StreamingPolicy(Policy, Protocol):
             push: called with (key, generation) as soon as that request finishes.
         Returns:
             None, once no row is live and `pull` returned nothing.
+        """
+        ...
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """A model that values finished sequences (a learned verifier, train/verifier.py): the
+    driver hands it the searches' Score requests."""
+
+    def value_many(self, sequences: Sequence[tuple[int, ...]]) -> list[float]:
+        """Value every sequence.
+
+        Args:
+            sequences: prompt + completion token ids, each a whole rollout or sample.
+        Returns:
+            Per sequence, in order, the verifier's probability in [0, 1] that its answer is
+            right; a sequence's value depends on nothing else in the call.
         """
         ...

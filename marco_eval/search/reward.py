@@ -16,6 +16,7 @@ search inserted itself (the reflection phrase) carry no log-probability and are 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 # A rollout reward: (raw log-prob of each token, its top-5 log-probs) -> reward; None marks
@@ -45,10 +46,22 @@ def rollout_reward(logprobs: Sequence[float | None], top5: Sequence[Sequence[flo
     return sum(scores) / len(scores) if scores else 0.0
 
 
+@dataclass(frozen=True)
+class VerifierReward:
+    """A rollout's reward is a verifier's value of its whole sequence (prompt + completion),
+    asked of the policy with Score requests (policy.Verifier answers them)."""
+    name: str  # which verifier: its checkpoint, as tree files and stores name it
+
+
+Reward = RewardFn | VerifierReward  # what Search(reward=...) takes
+
 # Rewards a tree file can name and `marco-eval tree check` can recompute from the file alone.
 REWARDS: dict[str, RewardFn] = {"confidence": rollout_reward}
 
 
-def reward_name(reward: RewardFn) -> str:
-    """The name a tree file records for `reward`: its REWARDS key, else the function's name."""
+def reward_name(reward: Reward) -> str:
+    """The name a tree file records for `reward`: its REWARDS key, "verifier:NAME", else the
+    function's name."""
+    if isinstance(reward, VerifierReward):
+        return f"verifier:{reward.name}"
     return next((name for name, fn in REWARDS.items() if fn is reward), getattr(reward, "__name__", repr(reward)))

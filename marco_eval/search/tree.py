@@ -48,6 +48,7 @@ class Rollout:
     tokens: int = 0  # length of the whole completion: the path from the root + the continuation
     simulation: int = 0  # the MCTS simulation (or, for sampling, the sample) that made it, from 1
     reflections: int = 0  # reflection phrases the search inserted on its way (path and continuation)
+    confidence: float = 0.0  # Marco-o1's confidence reward of the same tokens, whatever `reward` is
 
 
 class Tree:

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from marco_eval.backends.verifier import layer_outputs, stopped_early
 from marco_eval.files import write_atomic
 
 PART_PROBLEMS = 25
@@ -44,39 +45,6 @@ class Features:
         return self.last if pooling == "last" else self.mean
 
 
-class _Enough(Exception):
-    """Raised by the hook on the deepest layer wanted: the rest of the forward is not needed."""
-
-
-def layer_outputs(model, layers: list[int]):
-    """Context: run `model` (a transformers causal LM) and collect the hidden states after each
-    of `layers` (1 = after the first decoder layer), stopping after the deepest."""
-    import contextlib
-
-    blocks = model.model.layers
-    if not layers or min(layers) < 1 or max(layers) > len(blocks):
-        raise ValueError(f"layers={layers}: this model has decoder layers 1 to {len(blocks)}")
-    seen: dict[int, object] = {}
-
-    def hook_for(layer: int):
-        def hook(module, args, output):
-            seen[layer] = output[0] if isinstance(output, tuple) else output  # [rows, T, hidden]
-            if layer == max(layers):
-                raise _Enough
-        return hook
-
-    @contextlib.contextmanager
-    def collecting():
-        handles = [blocks[L - 1].register_forward_hook(hook_for(L)) for L in layers]
-        try:
-            yield seen
-        finally:
-            for h in handles:
-                h.remove()
-
-    return collecting()
-
-
 def sample_features(policy, prompt_ids: list[int], completions: list[list[int]], layers: list[int]):
     """(last, mean) features [k, layers, hidden] of k completions of one prompt, one forward."""
     import torch
@@ -92,7 +60,7 @@ def sample_features(policy, prompt_ids: list[int], completions: list[list[int]],
     with torch.inference_mode(), layer_outputs(model, layers) as seen:
         try:
             model.model(input_ids=ids.to(policy.device), attention_mask=mask.to(policy.device), use_cache=False)
-        except _Enough:
+        except stopped_early:
             pass
         lengths = mask.sum(-1)  # [k]
         last, mean = [], []
