@@ -53,6 +53,9 @@ class ModelOptions:
     tree_dir: str | None = None  # write one JSON tree per request here
     store: str | None = None  # JSONL of finished requests: a rerun after a kill skips them (store.py)
     answer: str = "number"  # how rollout answers are read for `vote`: number | output | none
+    # A rollout's reward: "confidence" (Marco-o1's token confidence) or the folder of a
+    # verifier checkpoint (`marco-eval verifier`), whose value of the whole rollout it becomes.
+    reward: str = field(default="confidence", metadata={"added_later": True})
     # backend=vllm only (the transformers backend scales out with `accelerate launch -m lm_eval`):
     tensor_parallel_size: int = 1  # GPUs per vLLM engine
     data_parallel_size: int = 1  # engines, one persistent worker process each; problems split by whole trees
@@ -224,6 +227,8 @@ def validate_options(o: ModelOptions) -> None:
     need(o.store != "", "store=: give a file path for the request store (e.g. store=results/run.jsonl)")
     need(o.chat_template in ("auto", "on", "off"), f"chat_template={o.chat_template!r}: use auto, on or off")
     need(o.answer in ("number", "output", "none"), f"answer={o.answer!r}: use number, output or none")
+    need(o.reward == "confidence" or o.backend == "hf",
+         f"reward={o.reward}: a verifier reward runs on the transformers backend; drop backend=vllm")
 
 
 VLLM_ONLY = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "vllm_args")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from marco_eval import config as run_config
@@ -25,7 +26,8 @@ from marco_eval.answers import answer_reader
 from marco_eval.errors import InputError, first_line
 from marco_eval.models import ALIASES, ModelError, resolve
 from marco_eval.progress import ProgressThread, SearchProgress, Snapshot
-from marco_eval.search import RewardFn, Search, SearchResult, rollout_reward, run_searches
+from marco_eval.search import Search, SearchResult, rollout_reward, run_searches
+from marco_eval.search.reward import VerifierReward
 
 OnDone = Callable[[int, SearchResult], None]
 
@@ -49,19 +51,22 @@ class SearchRunner(Protocol):
 
 
 class Engine:
-    def __init__(self, search_config: run_config.SearchConfig, options: run_config.ModelOptions, *,
-                 reward: RewardFn = rollout_reward):
+    def __init__(self, search_config: run_config.SearchConfig, options: run_config.ModelOptions):
         """Args:
             search_config: the search's knobs (search/config.py), validated.
-            options: model and run options (config.ModelOptions), validated.
-            reward: the rollout reward every search uses (default Marco-o1's confidence).
+            options: model and run options (config.ModelOptions), validated; `options.reward`
+                picks every search's reward: Marco-o1's confidence, or a verifier's value.
 
         Nothing loads here: a bad path fails now, the weights on first use of `policy`.
         """
-        self.search_config, self.options, self.reward = search_config, options, reward
+        self.search_config, self.options = search_config, options
+        self.reward = rollout_reward if options.reward == "confidence" else VerifierReward(options.reward)
         self.answer_fn = answer_reader(options.answer)
         if options.pretrained not in ALIASES:
             resolve(options.pretrained)  # a missing path or a folder without weights fails now, not after a load
+        if options.reward != "confidence" and not (Path(options.reward).expanduser() / "config.json").is_file():
+            raise run_config.ConfigError(f"reward={options.reward!r}: use confidence, or the folder of a verifier "
+                                         f"checkpoint (marco-eval verifier makes one)")
         self._policy = None
         self._fingerprint: str | None = None
 
@@ -104,6 +109,8 @@ class Engine:
             policy, o = self.policy, self.options
             identity = request_store.model_identity(resolve(o.pretrained), o.revision, str(policy.dtype),
                                                     policy.commit_hash)
+            if o.reward != "confidence":  # the verifier's weights change every reward, not only its path
+                identity["verifier"] = request_store.checkpoint_digest(o.reward)
             self._fingerprint = request_store.fingerprint(identity, run_config.answer_settings(self.search_config, o))
         return self._fingerprint
 

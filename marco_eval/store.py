@@ -64,6 +64,18 @@ def model_identity(resolved: str, revision: str | None, dtype: str, commit: str 
     return {"model": resolved, "revision": revision, "dtype": dtype, "commit": commit}
 
 
+def checkpoint_digest(folder: str | Path) -> str:
+    """sha256 over a checkpoint folder's config.json and weight files, in name order."""
+    digest = hashlib.sha256()
+    folder = Path(folder).expanduser()
+    for path in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
+        digest.update(path.name.encode("utf-8"))
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(identity: dict, settings: dict) -> str:
     return _sha256_json([identity, settings])
 

@@ -407,6 +407,8 @@ class Checker:
             return self.lm_eval(args[1:])
         if args[:1] == ["train"]:  # cli.main: its own parser
             return self.train(args[1:])
+        if args[:1] == ["verifier"]:  # cli.main: its own parser
+            return self.verifier(args[1:])
         ns = parse_quietly(build_parser().parse_args, args)
         if ns is None:
             return
@@ -487,6 +489,29 @@ class Checker:
         if "config" in seen:
             self.reads(next(a for a in args if not a.startswith("-") and "=" not in a), "the training config")
             self.wrote(seen["config"].output_dir)
+
+    def verifier(self, args: list[str]) -> None:
+        """marco_eval.train.verifier.main with its real parser and config loader; nothing trains."""
+        from marco_eval.train import verifier
+
+        seen = {}
+
+        def stub_train(c, command):
+            seen["config"] = c
+            return {"chosen": {}, "confidence_reward_validation": {}}
+
+        real, verifier.train = verifier.train, stub_train
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                verifier.main(args)
+        except Exception as e:  # a UserError: the config or an override is wrong
+            raise Problem(f"marco-eval verifier rejects it: {e}") from None
+        finally:
+            verifier.train = real
+        config = next((a for a in args if not a.startswith("-") and "=" not in a), None)
+        if config is not None:
+            self.reads(config, "the verifier config")
+        self.wrote(seen["config"].output_dir)
 
     # --- lm_eval
     def lm_eval(self, args: list[str]) -> None:

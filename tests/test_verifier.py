@@ -157,3 +157,32 @@ def test_a_search_with_the_verifier_as_its_reward_on_the_real_backend(smollm_pat
     values = policy.value_many([tuple(prompt) + tuple(result.tree.completion_ids(r)) for r in result.tree.rollouts])
     assert [r.reward for r in result.tree.rollouts] == pytest.approx(values, abs=1e-5)
     assert max(values) == pytest.approx(max(r.reward for r in result.rollouts))
+
+
+def test_a_reward_that_is_not_a_verifier_is_one_line(tmp_path):
+    from marco_eval import config as run_config
+    from marco_eval.engine import Engine
+
+    with pytest.raises(run_config.ConfigError, match="reward='/nowhere': use confidence, or the folder"):
+        Engine.from_settings(None, pretrained="test/fake", reward="/nowhere")
+    with pytest.raises(run_config.ConfigError, match="transformers backend; drop backend=vllm"):
+        run_config.build(None, reward=str(tmp_path), backend="vllm")
+
+
+@pytest.mark.slow
+def test_the_engine_searches_with_reward_path_and_fingerprints_the_verifier(smollm_path, verifier_checkpoints):
+    from marco_eval.engine import Engine
+
+    own = str(verifier_checkpoints[0])
+    engine = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32", reward=own,
+                                  samples=3, chat_template="off")
+    (result,) = engine.run([engine.make_search("What is 2 + 3?\n", max_gen_toks=10)])
+    values = engine.policy.value_many([tuple(result.tree.prompt_ids) + tuple(result.tree.completion_ids(r))
+                                       for r in result.tree.rollouts])
+    assert [r.reward for r in result.rollouts] == pytest.approx(values, abs=1e-5)
+    assert all(0 < r.confidence <= 1 for r in result.rollouts)
+    plain = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32", samples=3,
+                                 chat_template="off")
+    other = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32", samples=3,
+                                 chat_template="off", reward=str(verifier_checkpoints[1]))
+    assert len({engine.fingerprint(), plain.fingerprint(), other.fingerprint()}) == 3

@@ -26,4 +26,4 @@ def build_policy(options):
 
     return TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device, max_batch=o.max_batch,
                               revision=o.revision, trust_remote_code=o.trust_remote_code, kv_reuse=o.kv_reuse,
-                              kv_cache_mb=o.kv_cache_mb)
+                              kv_cache_mb=o.kv_cache_mb, verifier=None if o.reward == "confidence" else o.reward)
