@@ -1,7 +1,8 @@
 """The import graph of marco_eval/: no circles, and lm-eval only where it belongs.
 
-Every import counts, module level and inside functions alike: a lazy import still makes
-the two modules depend on each other, it only hides it until run time."""
+Every import counts, module level, inside functions and under `if TYPE_CHECKING:` alike: a
+lazy import still makes the two modules depend on each other, it only hides it until run
+time, and a type-only import is a dependency a reader must follow all the same."""
 
 from __future__ import annotations
 
@@ -22,23 +23,11 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node, except the bodies of `if TYPE_CHECKING:` (imports only a type checker runs)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            todo.extend(node.orelse)
-            continue
-        todo.extend(ast.iter_child_nodes(node))
-
-
 def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
-    """Every module a file imports at run time (`from pkg import mod` counts as pkg.mod
+    """Every module a file imports (`from pkg import mod` counts as pkg.mod
     when it is one)."""
     out = set()
-    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

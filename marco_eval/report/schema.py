@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from marco_eval.errors import UserError
-
-if TYPE_CHECKING:  # statistics.py imports this module
-    from marco_eval.report.search_stats import Coverage, Separation
-    from marco_eval.report.statistics import Accuracy
 
 MGSM_TASKS = {"mgsm_en": "MGSM-En", "mgsm_zh": "MGSM-Zh"}
 TRANSLATION_TASKS = {"colloquial_zh_en": "Colloquial zh-en", "wmt22_zh_en": "WMT22 zh-en"}
@@ -85,7 +80,7 @@ class TracePoint:
     tokens: int
 
 
-@dataclass
+@dataclass(eq=False)  # a run is itself, not its values: statistics are kept per run (memo.py)
 class TaskRun:
     """One task of one lm-eval results file, with everything the tables need."""
 
@@ -113,10 +108,6 @@ class TaskRun:
     answers: dict[int, str | None] | None = None  # doc_id -> the store record's answer (the configured pick)
     rollouts: dict[int, list[Rollout]] | None = None  # doc_id -> every rollout; None unless every record has them
     traces: dict[int, list[TracePoint]] | None = None  # doc_id -> the anytime trace; None unless every record has one
-    first_correct: np.ndarray | None = None  # caches: Test@N, the accuracy with its CI
-    accuracy_ci: Accuracy | None = None
-    coverage: Coverage | None = None  # search_stats.coverage and .separation, read by several sections
-    separation: Separation | None = None
 
     @property
     def accuracy(self) -> float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from marco_eval.report.memo import once_per_run
 from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Rollout, TaskRun, TracePoint
 from marco_eval.report.statistics import Accuracy, accuracy_of, percentile_interval, resample_indices, same_answer
 from marco_eval.search.final_answer import RULES
@@ -81,9 +82,10 @@ class Coverage:
     picked_unfound: int  # pick correct though no rollout is (a pick outside the rollouts; should be 0)
 
 
+@once_per_run
 def coverage(run: TaskRun) -> Coverage:
     """Coverage and selection of one run with per-rollout data; CIs bootstrap over problems.
-    Computed once per run (kept in run.coverage): several sections read it.
+    Computed once per run (memo.py): several sections read it.
 
     Args:
         run: a task run whose `rollouts` is set.
@@ -91,9 +93,7 @@ def coverage(run: TaskRun) -> Coverage:
     Returns:
         Its Coverage.
     """
-    if run.coverage is None:
-        run.coverage = coverage_of(run)
-    return run.coverage
+    return coverage_of(run)
 
 
 def coverage_of(run: TaskRun) -> Coverage:
@@ -208,12 +208,11 @@ def auroc_of(wins: float, pairs: float, problems: int, estimates: list[np.ndarra
     return Auroc(point, lo, hi, int(pairs), problems)
 
 
+@once_per_run
 def separation(run: TaskRun) -> Separation:
     """The reward's AUROCs (pooled and within a problem, with CIs) and mean reward of correct and
-    wrong rollouts of one run, computed once per run (kept in run.separation)."""
-    if run.separation is None:
-        run.separation = separation_of(run)
-    return run.separation
+    wrong rollouts of one run, computed once per run (memo.py)."""
+    return separation_of(run)
 
 
 def separation_of(run: TaskRun) -> Separation:

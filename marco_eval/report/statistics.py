@@ -23,6 +23,7 @@ import numpy as np
 
 from marco_eval import translation
 from marco_eval.answers import answers_match
+from marco_eval.report.memo import once_per_run
 from marco_eval.report.reading import rel
 from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, ReportError, TaskRun
 
@@ -173,10 +174,9 @@ def accuracy_of(values: np.ndarray) -> Accuracy:
     return Accuracy(float(values.mean()), lo, hi, len(values))
 
 
+@once_per_run
 def run_accuracy(run: TaskRun) -> Accuracy:
-    if run.accuracy_ci is None:
-        run.accuracy_ci = accuracy_of(run.score_vector())
-    return run.accuracy_ci
+    return accuracy_of(run.score_vector())
 
 
 def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
@@ -192,12 +192,11 @@ def paired(run: TaskRun, base: TaskRun, root: Path) -> Paired:
 same_answer = functools.lru_cache(maxsize=None)(answers_match)  # rollouts repeat answers a lot
 
 
+@once_per_run
 def first_correct(run: TaskRun) -> np.ndarray:
     """Per problem (doc_id order): the index of the first candidate that matches the target, or inf."""
-    if run.first_correct is None:
-        run.first_correct = np.array([next((i for i, c in enumerate(run.candidates[d]) if same_answer(c, run.targets[d])),
-                                           math.inf) for d in sorted(run.candidates)], dtype=float)
-    return run.first_correct
+    return np.array([next((i for i, c in enumerate(run.candidates[d]) if same_answer(c, run.targets[d])),
+                          math.inf) for d in sorted(run.candidates)], dtype=float)
 
 
 def test_at_n(run: TaskRun, n: int) -> np.ndarray | None:
