@@ -56,10 +56,20 @@ class Engine:
             options: model and run options (config.ModelOptions), validated.
             reward: the rollout reward every search uses (default Marco-o1's confidence).
 
-        Nothing loads here: a bad path fails now, the weights on first use of `policy`.
+        Nothing loads here: a bad path, a device or parallel size this machine lacks, a
+        missing vLLM or a bad vLLM engine argument fails now, the weights on first use of
+        `policy`.
         """
         self.search_config, self.options, self.reward = search_config, options, reward
         self.answer_fn = answer_reader(options.answer)
+        if options.backend == "vllm":
+            from marco_eval.backends.vllm import check_options
+
+            check_options(options)
+        else:
+            from marco_eval.backends.device import resolve_device
+
+            resolve_device(options.device)
         if options.pretrained not in ALIASES:
             resolve(options.pretrained)  # a missing path or a folder without weights fails now, not after a load
         self._policy = None
