@@ -274,10 +274,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from marco_eval.errors import find_user_error, one_line, raised_by_marco_eval
+
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"marco-eval: error: {e}", file=sys.stderr)
+        # Bad input: a UserError, or one of the plain errors our own checks raise. An error
+        # from inside vLLM, torch or another library is a bug there or here: its traceback.
+        if (err := find_user_error(e)) is None and not raised_by_marco_eval(e):
+            raise
+        print(one_line(err or e), file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -85,16 +86,33 @@ def known_keys() -> list[str]:
     return [f.name for f in fields(SearchConfig)] + [f.name for f in fields(ModelOptions)]
 
 
-def _coerce(key: str, value, typ) -> object:
-    """Values from model_args arrive as strings or numbers; YAML gives native types."""
+def coerce(key: str, value, typ, *, lenient: bool = False) -> object:
+    """Values from model_args arrive as strings or numbers; YAML gives native types.
+
+    Handles bool, int, float, str, list, dict, Literal and unions of them (Optional too).
+    A type it does not know is an error, or with `lenient` (vLLM's engine arguments, whose
+    types include vLLM's own config classes) the value unchanged, for vLLM to judge."""
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
-    if value is None and type(None) in args:
-        return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        typ = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(typ)
-    if typ is bool:
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        members = [a for a in args if a is not type(None)]
+        if len(members) > 1:  # the member the value already is first, then the others in order
+            members.sort(key=lambda a: not (isinstance(a, type) and type(value) is a))
+            for member in members:
+                try:
+                    return coerce(key, value, member, lenient=lenient)
+                except ConfigError:
+                    continue
+            raise ConfigError(f"{key}={value!r}: expected {type_name(typ)}")
+        typ = members[0]
+        origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is typing.Literal:
+        for option in args:
+            if value == option or (isinstance(value, (str, int, float, bool)) and str(value) == str(option)):
+                return option
+    elif typ is bool:
         if isinstance(value, bool):
             return value
         if str(value).lower() in ("true", "1", "yes"):
@@ -118,14 +136,26 @@ def _coerce(key: str, value, typ) -> object:
     elif typ is str:
         return str(value)
     elif origin is list:
+        item = args[0] if args else str
         if isinstance(value, (list, tuple)):
-            return [str(v) for v in value]
+            return [coerce(key, v, item, lenient=lenient) for v in value]
         if isinstance(value, str):
-            return [value]
+            return [coerce(key, value, item, lenient=lenient)]
     elif typ is dict or origin is dict:
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
-    raise ConfigError(f"{key}={value!r}: expected {getattr(typ, '__name__', typ)}")
+    elif lenient:
+        return value
+    raise ConfigError(f"{key}={value!r}: expected {type_name(typ)}")
+
+
+def type_name(typ) -> str:
+    """A type as an error message names it: int, int or None, one of 'auto' or 'slow'."""
+    if typing.get_origin(typ) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(typ)))
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else type_name(a) for a in typing.get_args(typ))
+    return getattr(typ, "__name__", str(typ))
 
 
 def _parse_scalar(value):
@@ -200,7 +230,7 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
     out = []
     for cls in (SearchConfig, ModelOptions):
         types = _field_types(cls)
-        kwargs = {k: _coerce(k, v, types[k]) for k, v in values.items() if k in types}
+        kwargs = {k: coerce(k, v, types[k]) for k, v in values.items() if k in types}
         try:
             out.append(cls(**kwargs))
         except ValueError as e:

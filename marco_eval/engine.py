@@ -57,11 +57,21 @@ class Engine:
             options: model and run options (config.ModelOptions), validated; `options.reward`
                 picks every search's reward: Marco-o1's confidence, or a verifier's value.
 
-        Nothing loads here: a bad path fails now, the weights on first use of `policy`.
+        Nothing loads here: a bad path, a device or parallel size this machine lacks, a
+        missing vLLM or a bad vLLM engine argument fails now, the weights on first use of
+        `policy`.
         """
         self.search_config, self.options = search_config, options
         self.reward = rollout_reward if options.reward == "confidence" else VerifierReward(options.reward)
         self.answer_fn = answer_reader(options.answer)
+        if options.backend == "vllm":
+            from marco_eval.backends.vllm import check_options
+
+            check_options(options)
+        else:
+            from marco_eval.backends.device import resolve_device
+
+            resolve_device(options.device)
         if options.pretrained not in ALIASES:
             resolve(options.pretrained)  # a missing path or a folder without weights fails now, not after a load
         if options.reward != "confidence" and not (Path(options.reward).expanduser() / "config.json").is_file():

@@ -47,6 +47,20 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
     return None
 
 
+def raised_by_marco_eval(exc: BaseException) -> bool:
+    """Whether `exc` was raised by marco-eval's own code (the innermost frame of its
+    traceback is in this package), not inside a library it called."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR)
+
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def require(condition, message: str, error: type[Exception] = ValueError) -> None:
     """Raise `error(message)` unless `condition` holds: how validators say what is wrong
     and how to fix it, one check a line."""

@@ -45,8 +45,29 @@ def _label(req, i: int) -> str:
     return f"{task} doc {doc}" if task is not None else f"request {i}"
 
 
+def merge_lm_eval_args(model_args: dict, lm_eval_args: dict | None) -> dict:
+    """lm-eval's own arguments (batch_size, max_batch_size, device from --device, cuda:0
+    when none is given) under model_args: a key given in both is the model_args one, where
+    TemplateLM's create_from_arg_* would call us with it twice (a TypeError)."""
+    extra = {k: v for k, v in (lm_eval_args or {}).items() if v is not None}
+    mine, theirs = model_args.get("device"), extra.get("device")
+    if mine not in (None, "") and theirs not in (None, "", "cuda:0") and str(theirs) != str(mine):
+        print(f"marco_mcts: device={mine} in --model_args overrides --device {theirs}", file=sys.stderr, flush=True)
+    return {**extra, **model_args}
+
+
 @register_model("marco_mcts")
 class MarcoMCTSLM(TemplateLM):
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> MarcoMCTSLM:
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls(**merge_lm_eval_args(simple_parse_args_string(arg_string), additional_config))
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> MarcoMCTSLM:
+        return cls(**merge_lm_eval_args(dict(arg_dict), additional_config))
+
     def __init__(self, pretrained: str | None = None, config: str | None = None, **overrides):
         super().__init__()
         if pretrained is not None:

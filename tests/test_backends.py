@@ -263,11 +263,19 @@ def test_one_engine_call_per_search_step_across_trees(fake_vllm):
     assert sum(r.policy_calls for r in results) > len(calls)  # calls were shared between trees
 
 
-def test_missing_vllm_is_a_one_line_error(monkeypatch):
+@pytest.mark.parametrize("gpu,advice", [(True, "pip install 'marco-eval[vllm]'"),
+                                         (False, "`make vllm-env` in the marco-eval checkout, then use .venv-vllm/bin/lm_eval")])
+def test_missing_vllm_is_a_one_line_error_with_the_advice_for_this_machine(monkeypatch, gpu, advice):
+    import torch
+
+    from marco_eval.errors import UserError
+
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     with pytest.raises(BackendUnavailable) as err:
         vllm_policy()
-    assert "pip install 'marco-eval[vllm]'" in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, UserError) and advice in str(err.value) and "\n" not in str(err.value)
+    assert ("make vllm-env" in str(err.value)) is not gpu
 
 
 def test_vllm_options_are_validated_before_loading():
@@ -443,12 +451,15 @@ def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeyp
 
 
 def test_bench_backend_vllm_without_vllm_fails_in_one_line(monkeypatch, capsys):
+    import torch
+
     from marco_eval.cli import main
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     assert main(["bench", "--backend", "vllm", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "pip install 'marco-eval[vllm]'" in err
+    assert "\n" not in err and "backend=vllm needs the vllm package" in err
+    assert ("pip install 'marco-eval[vllm]'" if torch.cuda.is_available() else "make vllm-env") in err
 
 
 def test_vllm_is_an_optional_extra_never_imported_by_default():
@@ -519,3 +530,103 @@ def test_engine_arguments_on_the_gpu_and_the_cpu_build(fake_vllm, monkeypatch):
     with pytest.raises(BackendUnavailable, match="vllm_args.enforce_eagr: vLLM .* has no engine argument 'enforce_eagr'; "
                                                  "did you mean 'enforce_eager'"):
         vllm_policy(engine_args={"enforce_eagr": True})
+
+
+# ---------------------------------------------------------------- vLLM mistakes: one line, before any engine loads
+@pytest.mark.parametrize("args,msg", [
+    ({"vllm_args.max_num_seqs": "abc"}, "vllm_args.max_num_seqs='abc': expected int (vllm.EngineArgs.max_num_seqs is "
+                                        "int or None); fix the value"),
+    ({"vllm_args.enforce_eager": "maybe"}, "vllm_args.enforce_eager='maybe': expected bool"),
+    ({"vllm_args.swap_space": "lots"}, "vllm_args.swap_space='lots': expected float"),
+    ({"vllm_args.enforce_eagr": "true"}, "has no engine argument 'enforce_eagr'; did you mean 'enforce_eager'?"),
+    ({"tensor_parallel_size": "2"}, "tensor_parallel_size=2 needs 2 GPUs; this machine has 0"),
+    ({"tensor_parallel_size": "2", "data_parallel_size": "2"},
+     "tensor_parallel_size=2 x data_parallel_size=2 needs 4 GPUs; this machine has 0"),
+])
+def test_vllm_mistakes_fail_in_the_constructor_in_one_line(fake_vllm, monkeypatch, args, msg):
+    from marco_eval.engine import Engine
+    from marco_eval.errors import UserError
+    from marco_eval.lm import MarcoMCTSLM
+
+    monkeypatch.setattr(Engine, "_build_policy", lambda e: pytest.fail("an engine was built"))
+    with pytest.raises(UserError) as err:
+        MarcoMCTSLM(pretrained="scripted_lm:MODEL", backend="vllm", **args)
+    assert msg in str(err.value) and "\n" not in str(err.value)
+
+
+def test_vllm_engine_argument_values_take_the_fields_types(fake_vllm):
+    from marco_eval.backends.vllm import check_engine_args
+
+    got = check_engine_args(fake_vllm, {"max_num_seqs": "8", "enforce_eager": "true", "swap_space": 1,
+                                        "seed": None, "kv_cache_memory_bytes": 2048.0})
+    assert got == {"max_num_seqs": 8, "enforce_eager": True, "swap_space": 1.0, "seed": None,
+                   "kv_cache_memory_bytes": 2048}
+    assert type(got["swap_space"]) is float
+
+
+def test_coerce_literal_union_and_unknown_types():
+    from typing import Literal
+
+    from marco_eval.config import coerce, type_name
+
+    mode = Literal["auto", "slow"] | str
+    assert coerce("k", "slow", Literal["auto", "slow"]) == "slow"
+    assert coerce("k", "16", Literal[8, 16]) == 16 and coerce("k", "x", mode) == "x"
+    assert coerce("k", 3, int | str) == 3 and coerce("k", "3", int | str) == "3"  # the member the value is first
+    assert coerce("k", 3.0, int | str) == 3
+    assert coerce("k", ["1", 2], list[int]) == [1, 2]
+    assert coerce("k", {"a": 1}, set, lenient=True) == {"a": 1}  # a type it does not know: vLLM judges
+    with pytest.raises(ConfigError, match="k='fast': expected one of 'auto', 'slow'"):
+        coerce("k", "fast", Literal["auto", "slow"])
+    with pytest.raises(ConfigError, match="expected set"):
+        coerce("k", "x", set)
+    assert type_name(int | None) == "int or None"
+
+
+def test_parallel_sizes_on_the_cpu_build_and_on_gpus(fake_vllm, monkeypatch):
+    import torch
+
+    from marco_eval.backends.vllm import check_parallel
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    check_parallel(fake_vllm, tensor_parallel_size=2, data_parallel_size=2)  # 4 of 4
+    with pytest.raises(BackendUnavailable, match=r"tensor_parallel_size=2, vllm_args.pipeline_parallel_size=2 x "
+                                                 r"data_parallel_size=2 needs 8 GPUs; this machine has 4"):
+        check_parallel(fake_vllm, tensor_parallel_size=2, pipeline_parallel_size=2, data_parallel_size=2)
+    monkeypatch.setenv("FAKE_VLLM_CPU", "1")
+    check_parallel(fake_vllm, tensor_parallel_size=1, data_parallel_size=8)  # engines on Ray: the CPU build's scale-out
+    with pytest.raises(BackendUnavailable, match="tensor_parallel_size=2: vLLM's CPU build .* data_parallel_size=N"):
+        check_parallel(fake_vllm, tensor_parallel_size=2)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["bench", "--quick", "--device", "cuda:99"], "device=cuda:99: this machine has"),
+    (["synth", "--out", "OUT", "--model", "smollm2-135m", "--set", "device=cuda:99"], "device=cuda:99: this machine has"),
+    (["synth", "--out", "OUT", "--model", "smollm2-135m", "--set", "backend=vllm"], "backend=vllm needs the vllm package"),
+    (["bench", "--quick", "--backend", "vllm"], "backend=vllm needs the vllm package"),
+])
+def test_synth_and_bench_print_mistakes_in_one_line(argv, msg, monkeypatch, capsys, tmp_path):
+    from marco_eval.cli import main
+    from marco_eval.engine import Engine
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed (the main venv has none anyway)
+    monkeypatch.setattr(Engine, "_build_policy", lambda e: pytest.fail("a model was loaded"))
+    assert main([str(tmp_path / "o.jsonl") if a == "OUT" else a for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("marco-eval: error: ") and msg in err and "\n" not in err, err
+
+
+def test_cli_keeps_the_traceback_of_an_error_raised_inside_a_library(monkeypatch):
+    """`marco-eval bench|synth`: an error raised inside vLLM, torch or another library is a
+    bug, not bad input: it propagates (Python prints its traceback), where our own checks'
+    errors print one line."""
+    import json as json_module
+
+    from marco_eval import bench
+    from marco_eval.cli import main
+    from marco_eval.errors import raised_by_marco_eval
+
+    monkeypatch.setattr(bench, "main", lambda args: json_module.loads("{not json"))  # raised inside the json module
+    with pytest.raises(ValueError) as err:
+        main(["bench", "--quick"])
+    assert not raised_by_marco_eval(err.value)

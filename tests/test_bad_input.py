@@ -9,18 +9,15 @@ raised it without loading a model. The last tests run the real command lines.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import BIN, assert_one_line_error, lm_eval, run
 from fakes import fake_lm
 
 from marco_eval import lm as lm_module
 from marco_eval.errors import DataError, UserError
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -217,22 +214,10 @@ def test_use_cache_database_of_another_config(tmp_path):
 
 
 # ---------------------------------------------------------------- the command lines (the exit code, the one line)
-def run(cmd, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
-
-
-def assert_one_line_error(proc, needle: str, code: int):
-    assert proc.returncode == code, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("marco-eval: error: ") and needle in last, proc.stderr[-2000:]
-
-
 @pytest.mark.slow  # starts lm-eval in a subprocess: about 20 s of CPU
 def test_lm_eval_cli_typo_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
-    proc = run([str(BIN / "lm_eval"), "--model", "marco_mcts", "--model_args", "pretrained=smollm2-135m,simulatons=3",
-                "--tasks", "mgsm_en", "--limit", "1", "--output_path", str(out)])
+    proc = lm_eval("pretrained=smollm2-135m,simulatons=3", out=out)
     assert_one_line_error(proc, "unknown key 'simulatons' in model_args; did you mean 'simulations'?", 1)
     assert not out.exists()
 
@@ -278,3 +263,46 @@ def test_lm_eval_task_error_translation_leaves_other_errors_alone():
         assert "unknown task 'mgsm_fr'" in str(find_user_error(wrapped))
     finally:
         errors.TRANSLATORS.remove(unknown_tasks_error)
+
+
+# ---------------------------------------------------------------- the machine: devices and vLLM (issue #32)
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _vllm_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+# (model_args, more lm_eval arguments, what the line must hold, why it cannot run here or None).
+# The rows a machine without vLLM reaches; the vLLM rows are in tests/test_vllm_real.py.
+MACHINE_ROWS = {
+    "device=cuda:3 in model_args": ("pretrained=smollm2-135m,device=cuda:3,config=base_cot", [], "device=cuda:3: this machine has",
+                                    _cuda_count() > 3 and "this machine has a cuda:3"),
+    "device=cuda without CUDA": ("pretrained=smollm2-135m,device=cuda", [], "device=cuda: this machine has no CUDA device",
+                                 _cuda_count() > 0 and "this machine has CUDA"),
+    "--device cuda:1 alone": ("pretrained=smollm2-135m", ["--device", "cuda:1"], "device=cuda:1: this machine has",
+                              _cuda_count() > 1 and "this machine has a cuda:1"),
+    "backend=vllm without vLLM": ("pretrained=smollm2-135m,backend=vllm", [],
+                                  ("backend=vllm needs the vllm package, which is not installed in ",
+                                   "pip install 'marco-eval[vllm]'" if _cuda_count() else
+                                   "on a CPU machine vLLM's CPU build lives in its own venv: run `make vllm-env`"),
+                                  _vllm_importable() and "vLLM is installed here"),
+}
+
+
+@pytest.mark.slow  # starts lm-eval in a subprocess: about 20 s of CPU each
+@pytest.mark.parametrize("row", list(MACHINE_ROWS))
+def test_lm_eval_machine_mistakes_are_one_line(row, tmp_path):
+    """Plain `lm_eval`, as users type it: exit 1, one line naming the bad key and the fix, no
+    traceback, nothing written; model_args' device no longer clashes with lm-eval's own."""
+    model_args, extra, needle, skip = MACHINE_ROWS[row]
+    if skip:
+        pytest.skip(skip)
+    out = tmp_path / "out"
+    assert_one_line_error(lm_eval(model_args, *extra, out=out), needle, 1)
+    assert not out.exists()

@@ -255,10 +255,41 @@ def test_token_cap_bounds_the_task_budget():
     assert fake_lm().engine.make_search("Q?\n", max_gen_toks=1024).max_new_tokens == 1024
 
 
-def test_lm_evals_default_device_lets_the_machine_decide():
+def test_lm_evals_default_device_lets_the_machine_decide(monkeypatch):
     """lm-eval passes device=cuda:0 when the user names none; on a CPU box that must not
     warn: the option becomes auto, which the backend resolves to the CPU silently."""
+    import torch
     from fakes import fake_lm
 
+    from marco_eval.errors import InputError
+
     assert fake_lm(device="cuda:0").options.device == "auto"
-    assert fake_lm(device="cuda:1").options.device == "cuda:1"  # asked for by name: kept (an error on a CPU, at load)
+    if not torch.cuda.is_available():  # asked for by name on a CPU: a one-line error before any load
+        with pytest.raises(InputError, match="device=cuda:1: this machine has no CUDA device"):
+            fake_lm(device="cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert fake_lm(device="cuda:1").options.device == "cuda:1"  # asked for by name: kept
+
+
+@pytest.mark.parametrize("model_args,lm_eval_device,want", [
+    ({"device": "cpu"}, "cuda:0", "cpu"),   # model_args' device with lm-eval's default: no TypeError, ours
+    ({"device": "cpu"}, "cuda:1", "cpu"),   # both given: model_args wins (and says so)
+    ({}, "cuda:1", "cuda:1"),               # --device alone is still honoured
+    ({}, "cuda:0", "auto"),                 # lm-eval's default means the machine decides
+    ({"device": "cuda:1"}, None, "cuda:1"),
+])
+def test_device_in_model_args_and_from_lm_eval(monkeypatch, model_args, lm_eval_device, want):
+    """lm-eval hands its own device (--device, else cuda:0) to create_from_arg_*; TemplateLM's
+    would pass device twice when model_args has it too."""
+    import torch
+
+    from marco_eval.lm import MarcoMCTSLM
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    extra = {"batch_size": 1, "max_batch_size": None, "device": lm_eval_device}
+    text = ",".join(f"{k}={v}" for k, v in {**model_args, "pretrained": "smollm2-135m"}.items())
+    for lm in (MarcoMCTSLM.create_from_arg_string(text, dict(extra)),
+               MarcoMCTSLM.create_from_arg_obj({**model_args, "pretrained": "smollm2-135m"}, dict(extra))):
+        assert lm.options.device == want

