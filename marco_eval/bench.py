@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from marco_eval.errors import InputError
 from marco_eval.paths import TASKS_DIR
 
 
@@ -338,12 +339,12 @@ def main(args) -> int:
     bad = [w for w in spec.workloads if w not in ("zero_shot", "few_shot")] + \
           [a for a in spec.actions if a not in ("step", "mini_step")]
     if bad:
-        raise ValueError(f"unknown workload/action {bad}; workloads: zero_shot,few_shot; actions: step,mini_step")
+        raise InputError(f"unknown workload/action {bad}; workloads: zero_shot,few_shot; actions: step,mini_step")
     if spec.backend not in ("hf", "vllm"):
-        raise ValueError(f"--backend {spec.backend}: use hf or vllm")
+        raise InputError(f"--backend {spec.backend}: use hf or vllm")
     for name in ("problems", "simulations", "children", "tree_batch", "max_new_tokens", "tensor_parallel_size"):
         if getattr(spec, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer")
     rows = bench(spec)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from marco_eval.errors import DataError, find_user_error, one_line
 from marco_eval.judge.cli import add_parser as add_judge_parser
 
 
@@ -63,7 +64,7 @@ def cmd_tree_check(args) -> int:
 
     files = [f for p in map(Path, args.paths) for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
     if not files:
-        raise FileNotFoundError(f"no tree files in {' '.join(args.paths)}")
+        raise DataError(f"no tree files in {' '.join(args.paths)}")
     bad = 0
     for f in files:
         problems = check_tree_document(load_tree(f))
@@ -265,25 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return cmd_run(argv[1:])
-    if argv[:1] == ["verifier"]:  # its own parser, like train
-        from marco_eval.train.verifier import main as verifier_main
-
-        return verifier_main(argv[1:])
-    if argv[:1] == ["train"]:  # its own parser: the same one `accelerate launch -m marco_eval.train.sft` uses
-        from marco_eval.train.sft import main as train_main
-
-        return train_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    from marco_eval.errors import find_user_error, one_line, raised_by_marco_eval
-
     try:
+        if argv[:1] == ["verifier"]:  # its own parser, like train
+            from marco_eval.train.verifier import main as verifier_main
+
+            return verifier_main(argv[1:])
+        if argv[:1] == ["train"]:  # its own parser: the same one `accelerate launch -m marco_eval.train.sft` uses
+            from marco_eval.train.sft import main as train_main
+
+            return train_main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        # Bad input: a UserError, or one of the plain errors our own checks raise. An error
-        # from inside vLLM, torch or another library is a bug there or here: its traceback.
-        if (err := find_user_error(e)) is None and not raised_by_marco_eval(e):
+    except Exception as e:
+        # Bad input is a UserError (raised, or wrapped by a library): one line. Anything else
+        # is a bug, here or in a library, and keeps its traceback.
+        if (err := find_user_error(e)) is None:
             raise
-        print(one_line(err or e), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,10 @@ class DataError(UserError, FileNotFoundError):
     """A task's data folder or file is missing or malformed."""
 
 
+class MissingDependency(UserError, RuntimeError):
+    """An optional package the asked-for feature needs is not installed; the message says how."""
+
+
 class InputError(UserError, ValueError):
     """A request the model cannot serve: a prompt longer than its context, a bad token budget."""
 
@@ -45,20 +49,6 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-def raised_by_marco_eval(exc: BaseException) -> bool:
-    """Whether `exc` was raised by marco-eval's own code (the innermost frame of its
-    traceback is in this package), not inside a library it called."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR)
-
-
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def require(condition, message: str, error: type[Exception] = ValueError) -> None:

@@ -13,10 +13,11 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from marco_eval.errors import DataError, InputError
 from marco_eval.files import write_atomic
 
 
-def read_jsonl(path: str | Path, error: type[Exception] = ValueError,
+def read_jsonl(path: str | Path, error: type[Exception] = InputError,
                expected: str = "one JSON object per line") -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line; a bad line raises `error` as one line
     naming path:line and what the file should hold."""
@@ -36,17 +37,17 @@ def read_json_rows(path: str | Path) -> list[dict]:
     """Rows of a `.json` file (a list of objects) or a `.jsonl` file (one object a line)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; give a .json or .jsonl file of rows")
+        raise DataError(f"{path} does not exist; give a .json or .jsonl file of rows")
     text = path.read_text(encoding="utf-8")
     if not text.lstrip().startswith("["):
         return [row for _, row in read_jsonl(path, expected="one JSON object per line; fix or delete that line")]
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
+        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
     bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
     if bad is not None:
-        raise ValueError(f"{path}: row {bad} is not a JSON object; rows must be {{\"field\": value}} mappings")
+        raise InputError(f"{path}: row {bad} is not a JSON object; rows must be {{\"field\": value}} mappings")
     return rows
 
 

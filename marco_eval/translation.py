@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from marco_eval.errors import DataError, InputError, MissingDependency
+
 # Metric name (as reported by lm-eval) -> sacrebleu metric, with sacrebleu's defaults
 # except chrF++'s word bigrams. Lower TER is better; higher BLEU and chrF++ are.
 METRICS = ("bleu", "chrf++", "ter")
@@ -37,7 +39,7 @@ def make_metric(name: str):
         return CHRF(word_order=2)
     if name == "ter":
         return TER()
-    raise ValueError(f"unknown translation metric {name!r}; use one of {', '.join(METRICS)}")
+    raise InputError(f"unknown translation metric {name!r}; use one of {', '.join(METRICS)}")
 
 
 def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
@@ -56,10 +58,10 @@ def _frozen(items: Iterable[Item]) -> tuple[tuple[tuple[str, ...], str], ...]:
 def _corpus_score(name: str, items: tuple[tuple[tuple[str, ...], str], ...]) -> tuple[float, str]:
     # Cached: lm-eval asks for a score and its signature separately, from the same items.
     if not items:
-        raise ValueError(f"{name}: no sentences to score")
+        raise InputError(f"{name}: no sentences to score")
     bad = [i for i, (refs, _) in enumerate(items) if not refs or not all(r and r.strip() for r in refs)]
     if bad:
-        raise ValueError(f"{name}: sentence(s) {bad[:5]} have an empty reference; every sentence needs one")
+        raise InputError(f"{name}: sentence(s) {bad[:5]} have an empty reference; every sentence needs one")
     metric = make_metric(name)
     hypotheses = [hyp or "" for _, hyp in items]
     score = metric.corpus_score(hypotheses, reference_streams([refs for refs, _ in items]))
@@ -83,12 +85,12 @@ def comet_model_path(path: str | None = None) -> Path:
     as downloaded from the hub (``checkpoints/model.ckpt`` inside) or the .ckpt itself."""
     value = path or os.environ.get(COMET_MODEL_ENV)
     if not value:
-        raise RuntimeError(f"COMET needs a local model: set {COMET_MODEL_ENV} to a COMET model folder "
+        raise DataError(f"COMET needs a local model: set {COMET_MODEL_ENV} to a COMET model folder "
                            f"(e.g. Unbabel/wmt22-comet-da, downloaded once) or its checkpoints/model.ckpt")
     given = Path(value).expanduser()
     checkpoint = given / "checkpoints" / "model.ckpt" if given.is_dir() else given
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"{COMET_MODEL_ENV}={value}: no COMET checkpoint at {checkpoint}; point it at a "
+        raise DataError(f"{COMET_MODEL_ENV}={value}: no COMET checkpoint at {checkpoint}; point it at a "
                                 f"downloaded COMET model folder (with checkpoints/model.ckpt) or the .ckpt file")
     return checkpoint
 
@@ -98,7 +100,7 @@ def check_comet(path: str | None = None) -> Path:
     try:
         import comet  # noqa: F401  (unbabel-comet)
     except ImportError as e:
-        raise RuntimeError(f"COMET is an optional extra: pip install 'marco-eval[comet]' ({e})") from e
+        raise MissingDependency(f"COMET is an optional extra: pip install 'marco-eval[comet]' ({e})") from e
     return comet_model_path(path)
 
 

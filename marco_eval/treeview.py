@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 
 from marco_eval.answers import answers_match, normalize_number
+from marco_eval.errors import DataError, InputError
 from marco_eval.jsonl import read_jsonl
 
 REQUIRED = ("nodes", "rollouts", "chosen_path")
@@ -45,12 +46,12 @@ def load_tree(path: str | Path) -> dict:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"tree file {path} does not exist") from None
+        raise DataError(f"tree file {path} does not exist") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not JSON ({e.msg} at line {e.lineno}); give a file written with tree_dir=") from None
+        raise InputError(f"{path} is not JSON ({e.msg} at line {e.lineno}); give a file written with tree_dir=") from None
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
-        raise ValueError(f"{path} is not a marco-eval tree file (missing {', '.join(missing)})")
+        raise InputError(f"{path} is not a marco-eval tree file (missing {', '.join(missing)})")
     return doc
 
 
@@ -74,7 +75,7 @@ def _samples_beside(tree_path: Path, task: str) -> Path | None:
 
 
 def _target_in(samples: Path, doc_id: str) -> str | None:
-    for _, row in read_jsonl(samples, ValueError, "an lm-eval samples file (--log_samples)"):
+    for _, row in read_jsonl(samples, InputError, "an lm-eval samples file (--log_samples)"):
         if str(row.get("doc_id")) == doc_id and row.get("target") not in (None, ""):
             target = row["target"]
             return "\n".join(map(str, target)) if isinstance(target, list) else str(target)
@@ -91,13 +92,13 @@ def find_gold(tree_path: str | Path, gold: str | None = None, samples: str | Pat
         from marco_eval.judge.export import find_samples_file
 
         if identity is None:
-            raise ValueError(f"{tree_path.name} is not named {{task}}_{{doc_id}}_{{repeat}}_{{index}}.json, so its "
+            raise InputError(f"{tree_path.name} is not named {{task}}_{{doc_id}}_{{repeat}}_{{index}}.json, so its "
                              "doc_id is unknown: pass --gold ANSWER instead of --samples")
         task, doc_id = identity
         path = find_samples_file(Path(samples), task)
         target = _target_in(path, doc_id)
         if target is None:
-            raise ValueError(f"{path} has no target for {task} doc_id {doc_id}: pass the samples of the run "
+            raise InputError(f"{path} has no target for {task} doc_id {doc_id}: pass the samples of the run "
                              "that wrote this tree, or --gold ANSWER")
         return target, f"from {path}"
     hint = "pass --gold ANSWER or --samples FILE"

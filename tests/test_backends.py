@@ -616,17 +616,30 @@ def test_synth_and_bench_print_mistakes_in_one_line(argv, msg, monkeypatch, caps
     assert err.startswith("marco-eval: error: ") and msg in err and "\n" not in err, err
 
 
-def test_cli_keeps_the_traceback_of_an_error_raised_inside_a_library(monkeypatch):
-    """`marco-eval bench|synth`: an error raised inside vLLM, torch or another library is a
-    bug, not bad input: it propagates (Python prints its traceback), where our own checks'
-    errors print one line."""
+def test_cli_keeps_the_traceback_of_anything_but_bad_input(monkeypatch, capsys):
+    """`marco-eval bench|synth|...`: only a UserError is bad input and prints one line; an
+    error raised inside a library, or a plain error of our own (a bug), propagates with its
+    traceback."""
     import json as json_module
 
     from marco_eval import bench
     from marco_eval.cli import main
-    from marco_eval.errors import raised_by_marco_eval
+    from marco_eval.errors import InputError
 
     monkeypatch.setattr(bench, "main", lambda args: json_module.loads("{not json"))  # raised inside the json module
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError):
         main(["bench", "--quick"])
-    assert not raised_by_marco_eval(err.value)
+
+    def our_bug(args):
+        raise RuntimeError("an invariant of ours broke")
+
+    monkeypatch.setattr(bench, "main", our_bug)
+    with pytest.raises(RuntimeError, match="invariant"):
+        main(["bench", "--quick"])
+
+    def bad_input(args):
+        raise InputError("--problems 0: ask for at least one problem")
+
+    monkeypatch.setattr(bench, "main", bad_input)
+    assert main(["bench", "--quick"]) == 2
+    assert capsys.readouterr().err == "marco-eval: error: --problems 0: ask for at least one problem\n"

@@ -196,7 +196,9 @@ def test_process_results_feeds_every_metric_the_same_item(monkeypatch):
 # ---------------------------------------------------------------- COMET (optional)
 def test_comet_errors_are_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.delenv(translation.COMET_MODEL_ENV, raising=False)
-    with pytest.raises(RuntimeError, match="set MARCO_EVAL_COMET_MODEL"):
+    from marco_eval.errors import UserError
+
+    with pytest.raises(UserError, match="set MARCO_EVAL_COMET_MODEL"):
         translation.comet_model_path()
     with pytest.raises(FileNotFoundError, match="no COMET checkpoint at .*checkpoints/model.ckpt"):
         translation.comet_model_path(str(tmp_path))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from marco_eval.errors import InputError
+
 
 class TokenizerCodec:
     tokenizer = None
@@ -22,7 +24,7 @@ class TokenizerCodec:
 
     def check_length(self, n_prefix: int) -> None:
         if n_prefix >= self.max_length:
-            raise ValueError(
+            raise InputError(
                 f"a prompt of {n_prefix} tokens does not fit the model's context of {self.max_length}; "
                 "shorten the prompt (fewer few-shot examples) or use a longer-context model"
             )

@@ -32,6 +32,7 @@ from marco_eval.backends.device import check_memory, resolve_device, synchronize
 from marco_eval.backends.sampling import choose_tokens
 from marco_eval.backends.verifier import VerifierHead
 from marco_eval.backends.weights import pack_linears, pick_dtype
+from marco_eval.errors import InputError
 from marco_eval.search.policy import Continue, Generation
 
 # Prefill forwards positions in chunks that end on multiples of this, counted from position 0
@@ -214,7 +215,7 @@ class TransformersPolicy(TokenizerCodec):
         # chunks, prefilled once (KVTree.share; exact: see PREFILL_CHUNK). Off only to measure it.
         self.share_prompts = share_prompts
         if prefill_chunk <= 0:
-            raise ValueError(f"prefill_chunk={prefill_chunk}: must be a positive number of positions")
+            raise InputError(f"prefill_chunk={prefill_chunk}: must be a positive number of positions")
         self.prefill_chunk = prefill_chunk
         self.stopwatch = Stopwatch(sync=synchronizer(device))
         check_memory(device, kv_cache_mb)

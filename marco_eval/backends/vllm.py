@@ -30,7 +30,7 @@ import sys
 from typing import Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.errors import UserError
+from marco_eval.errors import InputError, UserError
 from marco_eval.search.policy import TOP_K, Continue, Generation
 
 GPU_INSTALL = "pip install 'marco-eval[vllm]'"
@@ -272,7 +272,7 @@ def continuation_score(prompt_logprobs, seq: list[int], n_cont: int) -> tuple[fl
     """Sum of the last n_cont tokens' log-probs; greedy iff each is its position's argmax."""
     entries = prompt_logprobs[len(seq) - n_cont:]
     if n_cont <= 0 or n_cont >= len(seq) or any(e is None for e in entries):
-        raise ValueError(f"cannot score {n_cont} continuation tokens after a context of {len(seq) - n_cont}")
+        raise InputError(f"cannot score {n_cont} continuation tokens after a context of {len(seq) - n_cont}")
     targets = seq[len(seq) - n_cont:]
     total = sum(float(e[t].logprob) for e, t in zip(entries, targets))
     greedy = all(max(e, key=lambda tok: e[tok].logprob) == t for e, t in zip(entries, targets))

@@ -10,6 +10,8 @@ import mmap
 
 import torch
 
+from marco_eval.errors import InputError
+
 
 class PackedLinear(torch.nn.Module):
     """nn.Linear with its weight reordered once into oneDNN's blocked layout: a bf16
@@ -100,7 +102,7 @@ def cpu_supports_bf16() -> bool:
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype != "auto":
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"dtype={dtype!r}: use auto, bfloat16, float16 or float32")
+            raise InputError(f"dtype={dtype!r}: use auto, bfloat16, float16 or float32")
         return getattr(torch, dtype)
     if device.startswith("cuda"):
         # bf16 where the GPU computes it (compute capability 8.0, Ampere, and later); before

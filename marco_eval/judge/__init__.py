@@ -6,6 +6,11 @@
     summarize.py  unblind: per-system means with bootstrap CIs, Krippendorff's alpha
 """
 
+from __future__ import annotations
 
-class JudgeError(ValueError):
+
+from marco_eval.errors import UserError
+
+
+class JudgeError(UserError, ValueError):
     """Bad input to a judge command; the message is one line naming the problem and the fix."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from marco_eval.errors import first_line
+from marco_eval.errors import DataError, InputError, first_line
 from marco_eval.jsonl import read_json_rows
 
 
@@ -99,10 +99,10 @@ def load_records(src: SourceConfig) -> list[dict]:
     path = Path(src.path).expanduser()
     if looks_local(src.path):
         if not path.is_file():
-            raise FileNotFoundError(f"data source {src.path} does not exist; fix the path (relative paths start at the current directory)")
+            raise DataError(f"data source {src.path} does not exist; fix the path (relative paths start at the current directory)")
         kind = LOCAL_SUFFIXES.get(path.suffix)
         if kind is None:
-            raise ValueError(f"data source {src.path}: use a .json, .jsonl, .parquet or .csv file")
+            raise InputError(f"data source {src.path}: use a .json, .jsonl, .parquet or .csv file")
         if kind == "json":
             rows = read_json_rows(path)
         else:
@@ -121,7 +121,7 @@ def load_hub(src: SourceConfig) -> list[dict]:
     try:
         return datasets.load_dataset(src.path, src.subset, split=split).to_list()
     except Exception as e:  # offline, unknown id, wrong split: say which source and how to fix it
-        raise ValueError(f"data source {src.path!r}: could not load it from the Hugging Face hub ({first_line(e)}); "
+        raise InputError(f"data source {src.path!r}: could not load it from the Hugging Face hub ({first_line(e)}); "
                          f"check the id/split, or download it and give a local file path") from None
 
 
@@ -167,7 +167,7 @@ def read_source(src: SourceConfig, filters: FilterConfig, seen: set[str],
                 too_long: TooLong | None = None) -> tuple[list[Row], SourceCounts]:
     """Rows of one source that pass every filter; `seen` carries dedup keys across sources."""
     if src.format not in FORMATS:
-        raise ValueError(f"data source {src.path}: format={src.format!r}; use one of {', '.join(FORMATS)}")
+        raise InputError(f"data source {src.path}: format={src.format!r}; use one of {', '.join(FORMATS)}")
     fmt, label, counts = FORMATS[src.format], source_label(src), SourceCounts()
     records = load_records(src)
     counts.read = len(records)
@@ -189,7 +189,7 @@ def read_source(src: SourceConfig, filters: FilterConfig, seen: set[str],
                 seen.add(key)
             rows.append(row)
     if records and counts.dropped["malformed"] == len(records):
-        raise ValueError(f"data source {src.path}: no row has non-empty {fmt.prompt!r} and {fmt.response!r} "
+        raise InputError(f"data source {src.path}: no row has non-empty {fmt.prompt!r} and {fmt.response!r} "
                          f"fields; is format={src.format} right? (formats: {', '.join(FORMATS)})")
     counts.kept = len(rows)
     return rows, counts
@@ -199,7 +199,7 @@ def read_source(src: SourceConfig, filters: FilterConfig, seen: set[str],
 def apply_weight(rows: list[Row], weight: float, rng: random.Random) -> list[Row]:
     """round(weight x len(rows)) rows: whole copies, then a seeded sample for the fraction."""
     if weight < 0:
-        raise ValueError(f"weight={weight}: must be >= 0")
+        raise InputError(f"weight={weight}: must be >= 0")
     target = round(weight * len(rows))
     whole, rest = divmod(target, len(rows)) if rows else (0, 0)
     return rows * whole + rng.sample(rows, rest)
@@ -209,15 +209,15 @@ def build_mix(sources: list[SourceConfig], filters: FilterConfig, seed: int,
               too_long: TooLong | None = None) -> tuple[list[Row], dict[str, SourceCounts]]:
     """Every source read, filtered and weighted, then shuffled together (seeded)."""
     if not sources:
-        raise ValueError("no data sources; list at least one under `data:` in the config")
+        raise InputError("no data sources; list at least one under `data:` in the config")
     if filters.dedup not in DEDUP_MODES:
-        raise ValueError(f"filters.dedup={filters.dedup!r}: use one of {', '.join(DEDUP_MODES)}")
+        raise InputError(f"filters.dedup={filters.dedup!r}: use one of {', '.join(DEDUP_MODES)}")
     rng, seen = random.Random(seed), set()
     mixed, counts = [], {}
     for src in sources:
         label = source_label(src)
         if label in counts:
-            raise ValueError(f"two data sources are both named {label!r}; give one a `name:`")
+            raise InputError(f"two data sources are both named {label!r}; give one a `name:`")
         rows, counts[label] = read_source(src, filters, seen, too_long)
         used = apply_weight(rows, src.weight, rng)
         counts[label].used = len(used)

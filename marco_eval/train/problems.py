@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from marco_eval.errors import InputError
 from marco_eval.jsonl import read_json_rows, write_jsonl_atomic
 
 
@@ -181,10 +182,10 @@ def generate(n: int, seed: int = 0, langs: tuple[str, ...] = ("en", "zh"),
              kinds: tuple[str, ...] | None = None) -> list[Problem]:
     """`n` distinct problems; problem i is in langs[i % len(langs)]. Same arguments, same list."""
     if n <= 0:
-        raise ValueError(f"n={n}: ask for at least one problem")
+        raise InputError(f"n={n}: ask for at least one problem")
     bad = [x for x in langs if x not in NAMES] + [k for k in kinds or () if k not in TEMPLATES]
     if bad or not langs:
-        raise ValueError(f"unknown language or template {bad or langs}; languages: en, zh; templates: {', '.join(TEMPLATES)}")
+        raise InputError(f"unknown language or template {bad or langs}; languages: en, zh; templates: {', '.join(TEMPLATES)}")
     rng = random.Random(seed)
     kinds = tuple(kinds or TEMPLATES)
     problems: list[Problem] = []
@@ -201,7 +202,7 @@ def generate(n: int, seed: int = 0, langs: tuple[str, ...] = ("en", "zh"),
         seen.add(normalized_text(question))
         problems.append(Problem(problem_id(lang, kind, question), lang, question, str(answer), kind, tuple(work.steps)))
     if len(problems) < n:
-        raise ValueError(f"only {len(problems)} distinct problems from these templates; ask for fewer or add templates")
+        raise InputError(f"only {len(problems)} distinct problems from these templates; ask for fewer or add templates")
     return problems
 
 
@@ -217,11 +218,11 @@ def read_problem_file(path: str | Path) -> list[Problem]:
     for i, row in enumerate(read_json_rows(path), 1):
         question, answer = row.get("question"), normalize_number(str(row.get("answer", "")))
         if not isinstance(question, str) or not question.strip() or answer is None:
-            raise ValueError(f"{path}: row {i} needs a non-empty \"question\" and a numeric \"answer\"")
+            raise InputError(f"{path}: row {i} needs a non-empty \"question\" and a numeric \"answer\"")
         lang = row.get("lang") or ("zh" if _CJK.search(question) else "en")
         problems.append(Problem(str(row.get("id") or problem_id(lang, "user", question)), lang, question.strip(), answer))
     if len(set(p.id for p in problems)) != len(problems):
-        raise ValueError(f"{path}: problem ids repeat; give each row a unique \"id\" or drop the field")
+        raise InputError(f"{path}: problem ids repeat; give each row a unique \"id\" or drop the field")
     return problems
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from marco_eval.config import DEFAULT_SYSTEM_PROMPT, ConfigError
-from marco_eval.errors import first_line, require
+from marco_eval.errors import InputError, UserError, first_line, require
 from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
@@ -123,7 +123,7 @@ def prepare_data(c: TrainConfig, tokenizer, log=print):
     rows, counts = build_mix(c.data, c.filters, c.seed, too_long)
     log(counts_table(counts))
     if not rows:
-        raise ValueError("every row was filtered out; see the counts above and loosen `filters:` or fix the data")
+        raise InputError("every row was filtered out; see the counts above and loosen `filters:` or fix the data")
     log(f"training rows: {len(rows)}")
     return datasets.Dataset.from_list([conversation(r, system_prompt) for r in rows]), counts
 
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = os.environ.get("OMP_NUM_THREADS")
         command = (f"OMP_NUM_THREADS={threads} " if threads else "") + shlex.join(["marco-eval", "train", *argv])
         summary = train(c, command=command)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except UserError as e:  # bad input; anything else is a bug and keeps its traceback
         print(f"marco-eval train: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in ("train_rows", "steps", "train_loss", "train_seconds", "wall_seconds")}

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from marco_eval.answers import answers_match, extract_answer
+from marco_eval.errors import InputError
 from marco_eval.search import Search
 from marco_eval.jsonl import append_jsonl, read_json_rows, repair_tail
 from marco_eval.train.problems import Problem, mgsm_module
@@ -133,11 +134,11 @@ def finished_ids(out: Path, settings: dict) -> set[str]:
         repair_tail(path)
     if not progress.is_file():
         if out.is_file() and out.stat().st_size:
-            raise ValueError(f"{out} exists but {progress.name} does not; give a new --out (synth appends and resumes)")
+            raise InputError(f"{out} exists but {progress.name} does not; give a new --out (synth appends and resumes)")
         return set()
     lines = read_json_rows(progress)
     if not lines or lines[0].get("settings") != settings:
-        raise ValueError(f"{out} was made with other settings ({progress.name}, first line); "
+        raise InputError(f"{out} was made with other settings ({progress.name}, first line); "
                          f"use another --out, or delete both files to start over")
     done = {line["problem_id"] for line in lines[1:]}
     if out.is_file():  # a row written just before a kill, before its progress line
@@ -162,7 +163,7 @@ def synthesize(problems: list[Problem], engine, out: str | Path, *, keep: int = 
         Counts and per-problem progress lines.
     """
     if keep < 1:
-        raise ValueError(f"keep={keep}: keep at least one path per problem")
+        raise InputError(f"keep={keep}: keep at least one path per problem")
     out, settings = Path(out), dict(settings or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     done = finished_ids(out, settings)
@@ -223,7 +224,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set {pair!r}: write key=value, e.g. --set simulations=4")
+            raise InputError(f"--set {pair!r}: write key=value, e.g. --set simulations=4")
         out[key.strip()] = value
     return out
 

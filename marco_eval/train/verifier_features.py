@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from marco_eval.backends.verifier import layer_outputs, stopped_early
+from marco_eval.errors import InputError
 from marco_eval.files import write_atomic
 
 PART_PROBLEMS = 25
@@ -98,7 +99,7 @@ def extract(records: list[dict], prompt_ids_of: Callable[[dict], list[int]], pol
             log(f"features: {start + len(chunk)}/{len(records)} problems")
         with np.load(path) as part:
             if list(part["layers"]) != list(layers) or list(part["ids"]) != [r["problem_id"] for r in chunk]:
-                raise ValueError(f"{path} holds other layers or problems; use another features_dir or delete it")
+                raise InputError(f"{path} holds other layers or problems; use another features_dir or delete it")
             parts.append((part["last"].astype(np.float32), part["mean"].astype(np.float32)))
     problem = np.array([p for p, r in enumerate(records) for _ in r["samples"]])
     samples = [s for r in records for s in r["samples"]]
