@@ -85,7 +85,7 @@ def test_the_checkpoint_scores_as_the_fitted_head(tmp_path, smollm_path, mgsm_da
     assert (out / "training_summary.json").is_file() and not (tmp_path / "verifier.tmp").exists()
     assert summary["chosen"]["pooling"] == "last" and summary["chosen"]["layer"] in (6, 12)
     assert summary["samples"]["train"] + summary["samples"]["validation"] == 60
-    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()  # as the features
     assert model.config.num_hidden_layers == summary["chosen"]["layer"] and model.config.num_labels == 1
     # the checkpoint's logit on a validation sample equals the head on that sample's cached feature
     feats = np.load(sorted((tmp_path / "features").glob("*.npz"))[0])
@@ -94,11 +94,16 @@ def test_the_checkpoint_scores_as_the_fitted_head(tmp_path, smollm_path, mgsm_da
     from marco_eval.train.synth import task_prompt
 
     engine = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32")
-    ids = engine.policy.encode(engine.prompt_text(task_prompt(items[0].problem))) + records[0]["samples"][0]["token_ids"]
+    ids = (engine.policy.encode(engine.prompt_text(task_prompt(items[0].problem))) + records[0]["samples"][0]["token_ids"]
+           + engine.policy.encode(c.suffix))
+    assert model.config.marco_eval_verifier["suffix"] == c.suffix
     with torch.no_grad():
         logit = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
     w = model.score.weight[0].detach().float().numpy()
-    assert logit == pytest.approx(float(feats["last"][0, layer].astype(np.float32) @ w), abs=0.05)
+    assert logit == pytest.approx(float(feats["last"][0, layer].astype(np.float32) @ w), abs=0.02)  # fp16 cache
+
+
+SUFFIX = "\nIs it right?"
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +116,8 @@ def verifier_checkpoints(tmp_path_factory, smollm_path):
     out = tmp_path_factory.mktemp("verifiers")
     w = np.random.default_rng(0).normal(size=576).astype(np.float32) / 24  # smollm2's hidden size
     tok = AutoTokenizer.from_pretrained(smollm_path)
-    verifier.save_checkpoint(smollm_path, {"layer": 6, "l2": 0.01, "weights": w}, tok.eos_token_id, tok, out / "own")
+    verifier.save_checkpoint(smollm_path, {"layer": 6, "l2": 0.01, "weights": w}, tok.eos_token_id, tok, out / "own",
+                             SUFFIX)
     model = AutoModelForSequenceClassification.from_pretrained(out / "own")
     with torch.no_grad():
         model.model.norm.weight.mul_(1.5)
@@ -136,8 +142,9 @@ def test_the_backend_values_sequences_as_the_checkpoint_does(smollm_path, verifi
         seqs = [prompt + tuple(g.token_ids) for g in gens] + [prompt]  # the bare prompt: nothing cached for it
         values = policy.value_many(seqs)
         direct = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        suffix = tuple(policy.encode(SUFFIX))  # the checkpoint reads every sequence with its suffix
         with torch.no_grad():
-            expected = [float(torch.sigmoid(direct(input_ids=torch.tensor([s])).logits[0, 0])) for s in seqs]
+            expected = [float(torch.sigmoid(direct(input_ids=torch.tensor([s + suffix])).logits[0, 0])) for s in seqs]
         assert values == pytest.approx(expected, abs=1e-4)
         assert len(set(round(v, 4) for v in values)) > 1  # the head does tell sequences apart
 

@@ -70,6 +70,8 @@ class VerifierHead:
             raise InputError(f"reward={path}: a verifier is a sequence-classification checkpoint with one "
                              f"label; this one is {config.architectures} with {config.num_labels} labels")
         self.path, self.layer = str(folder), config.num_hidden_layers
+        # what the verifier expects appended to every sequence (train/verifier.py)
+        self.suffix = tuple(policy.encode(getattr(config, "marco_eval_verifier", {}).get("suffix", "")))
         self.weight, self.model = None, None
         if self._same_body(policy, folder):
             score = self._tensor(folder, "score.weight")  # [1, hidden]
@@ -113,7 +115,7 @@ class VerifierHead:
         """search.policy.Verifier: each sequence's value, one sequence at a time."""
         out = []
         for seq in sequences:
-            seq = tuple(seq)
+            seq = tuple(seq) + self.suffix
             policy.check_length(len(seq))
             logit = self._shared_logit(policy, seq) if self.shares_policy else self._own_logit(policy, seq)
             out.append(float(torch.sigmoid(logit)))

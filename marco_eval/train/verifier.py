@@ -48,7 +48,12 @@ class VerifierConfig:
     # Candidate layers (1 = after the first decoder layer); middle layers often separate
     # right from wrong better than the last, which is shaped for the next token.
     layers: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24])
-    l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])  # ridge strengths tried
+    l2: list[float] = field(default_factory=lambda: [1e-2, 1e-1, 1.0, 10.0])  # ridge strengths tried
+    # Appended to every sequence before it is read: its last token is where the head looks
+    # (a question about the answer gathers the solution there; the token that ended a
+    # sample, </Output> or EOS, says little). The checkpoint records it (config.json,
+    # marco_eval_verifier.suffix): a user of the checkpoint appends it too.
+    suffix: str = "\n\nIs the answer above correct? Answer yes or no:"
     max_problems: int = 0  # 0: the whole bank; N: its first N problems
     overwrite: bool = False  # replace an existing output_dir
 
@@ -124,17 +129,21 @@ def select(f: Features, c: VerifierConfig, log=print) -> tuple[list[dict], dict]
 
 
 # ---------------------------------------------------------------------- the checkpoint
-def save_checkpoint(base: str, chosen: dict, pad_id: int, tokenizer, out: Path) -> None:
+def save_checkpoint(base: str, chosen: dict, pad_id: int, tokenizer, out: Path, suffix: str) -> None:
     """The policy's first `layer` decoder layers + final norm + `score` = the head, as a
-    sequence-classification checkpoint in `out`."""
+    sequence-classification checkpoint in `out`; `suffix` is what it expects appended."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, num_hidden_layers=chosen["layer"],
-                                                               pad_token_id=pad_id)
+    config = AutoConfig.from_pretrained(base, num_labels=1, pad_token_id=pad_id)
+    config.num_hidden_layers = chosen["layer"]
+    if getattr(config, "layer_types", None):  # per-layer attention kinds (Qwen2): the first L
+        config.layer_types = config.layer_types[: chosen["layer"]]
+    model = AutoModelForSequenceClassification.from_pretrained(base, config=config)
     with torch.no_grad():
         model.score.weight.copy_(torch.from_numpy(chosen["weights"]).to(model.score.weight.dtype).unsqueeze(0))
-    model.config.marco_eval_verifier = {"pooling": "last", "layer": chosen["layer"], "l2": chosen["l2"]}
+    model.config.marco_eval_verifier = {"pooling": "last", "layer": chosen["layer"], "l2": chosen["l2"],
+                                        "suffix": suffix}
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -157,13 +166,13 @@ def train(c: VerifierConfig, log=print, command: str | None = None) -> dict:
     def prompt_ids(record: dict) -> list[int]:
         return policy.encode(engine.prompt_text(task_prompt(questions[record["index"]])))
 
-    f = extract(records, prompt_ids, policy, list(c.layers), c.features_dir, log=log)
+    f = extract(records, prompt_ids, policy, list(c.layers), policy.encode(c.suffix), c.features_dir, log=log)
     candidates, chosen = select(f, c, log=log)
     confidence = separation(f.reward, f, f.validation)
     shutil.rmtree(staging, ignore_errors=True)
     from marco_eval.models import resolve
 
-    save_checkpoint(resolve(settings["model"]), chosen, policy.pad_id, policy.tokenizer, staging)
+    save_checkpoint(resolve(settings["model"]), chosen, policy.pad_id, policy.tokenizer, staging, c.suffix)
     summary = {
         "bank": c.bank, "bank_settings": settings, "problems": len(records),
         "samples": {"train": int((~f.validation).sum()), "validation": int(f.validation.sum())},

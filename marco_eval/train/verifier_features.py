@@ -1,13 +1,15 @@
 """What a verifier head reads: the policy's hidden states on its own bank samples.
 
 For every sample of a bank (train/bank.py) the sequence is exactly what the search scores:
-the prompt as the engine formats it (chat template, system prompt, response prefix) and the
-sample's generated ids. One forward of the policy gives, for each candidate layer L, the
-layer's output passed through the model's final norm, pooled two ways:
+the prompt as the engine formats it (chat template, system prompt, response prefix), the
+sample's generated ids, then the verifier's fixed suffix (a question about the answer, so
+the last position reads the whole solution rather than whatever token ended it). One
+forward of the policy gives, for each candidate layer L, the layer's output passed through
+the model's final norm, pooled two ways:
 
-    last  at the sequence's last token: what a transformers sequence-classification
-          checkpoint of the first L layers computes before its `score` head, so a head
-          fitted on it is a loadable checkpoint (verifier.py);
+    last  at the suffix's last token: what a transformers sequence-classification
+          checkpoint of the first L layers computes before its `score` head, given the
+          sequence with the suffix, so a head fitted on it is a loadable checkpoint;
     mean  over the sample's generated tokens: reported for comparison only (no standard
           checkpoint pools so).
 
@@ -46,11 +48,12 @@ class Features:
         return self.last if pooling == "last" else self.mean
 
 
-def sample_features(policy, prompt_ids: list[int], completions: list[list[int]], layers: list[int]):
+def sample_features(policy, prompt_ids: list[int], completions: list[list[int]], layers: list[int],
+                    suffix_ids: list[int]):
     """(last, mean) features [k, layers, hidden] of k completions of one prompt, one forward."""
     import torch
 
-    seqs = [list(prompt_ids) + list(c) for c in completions]
+    seqs = [list(prompt_ids) + list(c) + list(suffix_ids) for c in completions]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), policy.pad_id)  # [k, width], right-padded
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -76,7 +79,7 @@ def sample_features(policy, prompt_ids: list[int], completions: list[list[int]],
 
 
 def extract(records: list[dict], prompt_ids_of: Callable[[dict], list[int]], policy, layers: list[int],
-            cache_dir: str | Path, log: Callable[[str], None] = print) -> Features:
+            suffix_ids: list[int], cache_dir: str | Path, log: Callable[[str], None] = print) -> Features:
     """Features of every sample of `records` (bank problem records, in bank order), from the
     cache where it has them; new parts are written as they are made."""
     cache_dir = Path(cache_dir)
@@ -89,17 +92,19 @@ def extract(records: list[dict], prompt_ids_of: Callable[[dict], list[int]], pol
             last, mean = [], []
             for record in chunk:
                 ids = prompt_ids_of(record)
-                a, b = sample_features(policy, ids, [s["token_ids"] for s in record["samples"]], layers)
+                a, b = sample_features(policy, ids, [s["token_ids"] for s in record["samples"]], layers, suffix_ids)
                 last.append(a)
                 mean.append(b)
             buffer = io.BytesIO()
             np.savez(buffer, last=np.concatenate(last).astype(np.float16), mean=np.concatenate(mean).astype(np.float16),
-                     layers=np.array(layers), ids=np.array([r["problem_id"] for r in chunk]))
+                     layers=np.array(layers), ids=np.array([r["problem_id"] for r in chunk]),
+                     suffix=np.array(suffix_ids, dtype=np.int64))
             write_atomic(path, buffer.getvalue())
             log(f"features: {start + len(chunk)}/{len(records)} problems")
         with np.load(path) as part:
-            if list(part["layers"]) != list(layers) or list(part["ids"]) != [r["problem_id"] for r in chunk]:
-                raise InputError(f"{path} holds other layers or problems; use another features_dir or delete it")
+            if list(part["layers"]) != list(layers) or list(part["ids"]) != [r["problem_id"] for r in chunk] \
+                    or "suffix" not in part or list(part["suffix"]) != list(suffix_ids):
+                raise InputError(f"{path} holds other layers, problems or suffix; use another features_dir or delete it")
             parts.append((part["last"].astype(np.float32), part["mean"].astype(np.float32)))
     problem = np.array([p for p, r in enumerate(records) for _ in r["samples"]])
     samples = [s for r in records for s in r["samples"]]
