@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marco_eval.report.schema import ROLLOUT_FIELDS, TRACE_FIELDS, ReportError, Rollout, TaskRun, TracePoint
+from marco_eval.report.schema import ROLLOUT_FIELDS, TRACE_FIELDS, ReportError, TaskRun
+from marco_eval.search.mcts import RolloutSummary, TracePoint
 
 
 def check_entries(row: dict, name: str, fields: dict, where: str) -> None:
@@ -52,7 +53,8 @@ def attach_search_data(run: TaskRun, records: dict[int, dict]) -> None:
     run.store_records = len(docs)
     run.answers = {d: records[d].get("answer") for d in docs}
     if all("rollouts" in records[d] for d in docs):
-        run.rollouts = {d: [Rollout(**{k: r[k] for k in ROLLOUT_FIELDS}, reflections=int(r.get("reflections", 0)))
+        run.rollouts = {d: [RolloutSummary(**{k: r[k] for k in ROLLOUT_FIELDS},
+                                           **{k: r[k] for k in ("simulation", "reflections", "confidence") if k in r})
                             for r in records[d]["rollouts"]] for d in docs}
     if all("trace" in records[d] for d in docs):
         run.traces = {d: [TracePoint(**{k: t[k] for k in TRACE_FIELDS}) for t in records[d]["trace"]]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from marco_eval.errors import UserError
+from marco_eval.search.mcts import RolloutSummary, TracePoint
 
 MGSM_TASKS = {"mgsm_en": "MGSM-En", "mgsm_zh": "MGSM-Zh"}
 TRANSLATION_TASKS = {"colloquial_zh_en": "Colloquial zh-en", "wmt22_zh_en": "WMT22 zh-en"}
@@ -60,26 +61,6 @@ class Manifest:
             self.folder = self.path.parent
 
 
-@dataclass(frozen=True)
-class Rollout:
-    """One rollout (MCTS) or sample (strategy sampling) of a request store record."""
-
-    answer: str | None  # the extracted number; None: none found
-    reward: float  # Marco-o1's confidence reward, in [0, 1]
-    tokens: int  # length of the rollout's whole completion
-    finish: str  # how it ended: "</Output>", "eos", "length", "budget", ...
-    reflections: int = 0  # reflection phrases inserted on its way (stores before this field: 0)
-
-
-@dataclass(frozen=True)
-class TracePoint:
-    """The anytime trace: after simulation (sampling: sample) k, what the run's configured
-    final-answer rule would answer and the tokens generated for the problem so far."""
-
-    answer: str | None
-    tokens: int
-
-
 @dataclass(eq=False)  # a run is itself, not its values: statistics are kept per run (memo.py)
 class TaskRun:
     """One task of one lm-eval results file, with everything the tables need."""
@@ -106,7 +87,7 @@ class TaskRun:
     translations: dict[int, tuple[tuple[str, ...], str]] | None = None  # doc_id -> (references, hypothesis)
     store_records: int = 0  # this task's records in the request store
     answers: dict[int, str | None] | None = None  # doc_id -> the store record's answer (the configured pick)
-    rollouts: dict[int, list[Rollout]] | None = None  # doc_id -> every rollout; None unless every record has them
+    rollouts: dict[int, list[RolloutSummary]] | None = None  # doc_id -> every rollout; None unless every record has them
     traces: dict[int, list[TracePoint]] | None = None  # doc_id -> the anytime trace; None unless every record has one
 
     @property

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from marco_eval.report.memo import once_per_run
-from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Rollout, TaskRun, TracePoint
+from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, TaskRun
+from marco_eval.search.mcts import RolloutSummary, TracePoint
 from marco_eval.report.statistics import Accuracy, accuracy_of, percentile_interval, resample_indices, same_answer
-from marco_eval.search.final_answer import RULES
+from marco_eval.search.final_answer import vote
 
 CALIBRATION_BINS = 10  # equal-width reward bins over [0, 1]
 
@@ -46,16 +47,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def majority_answer(rollouts: list[Rollout]) -> str | None:
+def majority_answer(rollouts: list[RolloutSummary]) -> str | None:
     """The most frequent answer among the rollouts (no answer does not vote; ties: first seen)."""
     counts = Counter(r.answer for r in rollouts if r.answer is not None)
     return max(counts, key=counts.get) if counts else None  # max keeps the first of equal counts
 
 
-def weighted_vote_answer(rollouts: list[Rollout]) -> str | None:
+def weighted_vote_answer(rollouts: list[RolloutSummary]) -> str | None:
     """The reward-weighted vote, by the search's own rule (final_answer=vote), so this column is
     what an mcts_step_vote / self-consistency pick over these very rollouts would answer."""
-    return RULES["vote"](None, rollouts).answer if rollouts else None
+    return vote(None, rollouts).answer if rollouts else None
 
 
 def correct_rollouts(run: TaskRun) -> dict[int, np.ndarray]:

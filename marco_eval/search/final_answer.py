@@ -12,18 +12,27 @@ branch inside the algorithm.
     best_reward   the single rollout with the highest reward
 
 The tree-walking rules read the whole tree and ignore `rollouts`; the others read only
-`rollouts`, which lets a search ask "what would I answer after the first k samples"
-(the anytime trace) without a second search. A flat set of samples (strategy=sampling)
+`rollouts` (anything `Scored`: the report reruns them on stored rollouts, with no tree),
+which lets a search ask "what would I answer after the first k samples" (the anytime
+trace) without a second search. A flat set of samples (strategy=sampling)
 has no path to follow, so there the tree-walking rules fall back to best_reward.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 from marco_eval.search.tree import Node, Rollout, Tree
 
+
+class Scored(Protocol):
+    """What the flat rules read of a rollout: a tree's Rollout, or a stored RolloutSummary."""
+    answer: str | None
+    reward: float
+
+
+R = TypeVar("R", bound=Scored)
 Rule = Callable[[Tree, Sequence[Rollout]], Rollout]
 
 
@@ -42,11 +51,11 @@ def most_visited(tree: Tree, rollouts: Sequence[Rollout]) -> Rollout:
     return _walk(tree, lambda n: (n.visits, n.value))
 
 
-def best_reward(tree: Tree, rollouts: Sequence[Rollout]) -> Rollout:
+def best_reward(tree: Tree | None, rollouts: Sequence[R]) -> R:
     return max(rollouts, key=lambda r: r.reward)  # ties: the earlier rollout
 
 
-def vote(tree: Tree, rollouts: Sequence[Rollout]) -> Rollout:
+def vote(tree: Tree | None, rollouts: Sequence[R]) -> R:
     weight: dict[str, float] = defaultdict(float)
     for r in rollouts:
         if r.answer is not None:

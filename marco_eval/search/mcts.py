@@ -31,19 +31,23 @@ SearchGen = Generator[Requests, list[Generation] | list[float], "SearchResult"]
 
 @dataclass(frozen=True)
 class RolloutSummary:
-    """What the report needs of one rollout (or sample), without its tokens."""
+    """One rollout (or sample) without its tokens: what request stores keep and the report
+    reads back (report/rollouts.py), one type for both."""
     answer: str | None  # extracted final answer (None: none found, or no extractor)
-    reward: float  # the search's reward (Search.reward made it)
+    reward: float  # the search's reward (Search.reward made it), in [0, 1]
     tokens: int  # length of the whole completion
     finish: str  # how it ended: a stop string, "eos", "length", "budget"
-    simulation: int  # which simulation (sampling: which sample) made it, from 1
-    reflections: int  # reflection phrases inserted on its way (reflection=thought_end)
-    confidence: float  # Marco-o1's confidence reward of the same tokens, whatever made `reward`
+    simulation: int = 0  # which simulation (sampling: which sample) made it, from 1 (0: not recorded)
+    reflections: int = 0  # reflection phrases inserted on its way (reflection=thought_end)
+    # Marco-o1's confidence reward of the same tokens, whatever made `reward` (None: a store
+    # written before it was recorded, when `reward` was the confidence)
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
 class TracePoint:
-    """The anytime trace: after simulation (or sample) k, what the search would answer."""
+    """The anytime trace: after simulation (or sample) k, what the search would answer;
+    stores keep it and the report reads it back."""
     answer: str | None  # the configured final-answer rule's answer at that point
     tokens: int  # tokens generated for this request so far
 
