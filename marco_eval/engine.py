@@ -20,7 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
-from marco_eval import config as run_config
+from marco_eval import settings
 from marco_eval import store as request_store
 from marco_eval.answers import answer_reader
 from marco_eval.errors import InputError, first_line
@@ -51,7 +51,7 @@ class SearchRunner(Protocol):
 
 
 class Engine:
-    def __init__(self, search_config: run_config.SearchConfig, options: run_config.ModelOptions):
+    def __init__(self, search_config: settings.SearchConfig, options: settings.ModelOptions):
         """Args:
             search_config: the search's knobs (search/config.py), validated.
             options: model and run options (config.ModelOptions), validated; `options.reward`
@@ -75,7 +75,7 @@ class Engine:
         if options.pretrained not in ALIASES:
             resolve(options.pretrained)  # a missing path or a folder without weights fails now, not after a load
         if options.reward != "confidence" and not (Path(options.reward).expanduser() / "config.json").is_file():
-            raise run_config.ConfigError(f"reward={options.reward!r}: use confidence, or the folder of a verifier "
+            raise settings.ConfigError(f"reward={options.reward!r}: use confidence, or the folder of a verifier "
                                          f"checkpoint (marco-eval verifier makes one)")
         self._policy = None
         self._fingerprint: str | None = None
@@ -83,7 +83,7 @@ class Engine:
     @classmethod
     def from_settings(cls, config: str | None = None, **overrides) -> Engine:
         """Defaults < `config` YAML (model_configs/NAME or a path) < overrides, validated."""
-        return cls(*run_config.build(config, **overrides))
+        return cls(*settings.build(config, **overrides))
 
     # ------------------------------------------------------------------ the model
     @property
@@ -121,7 +121,7 @@ class Engine:
                                                     policy.commit_hash)
             if o.reward != "confidence":  # the verifier's weights change every reward, not only its path
                 identity["verifier"] = request_store.checkpoint_digest(o.reward)
-            self._fingerprint = request_store.fingerprint(identity, run_config.answer_settings(self.search_config, o))
+            self._fingerprint = request_store.fingerprint(identity, settings.answer_settings(self.search_config, o))
         return self._fingerprint
 
     # ------------------------------------------------------------------ prompts

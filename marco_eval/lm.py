@@ -5,7 +5,7 @@
         --tasks mgsm_en
 
 model_args = `pretrained`, `config` (a YAML in model_configs/ or a path) and any key of
-SearchConfig / ModelOptions (marco_eval/config.py) as an override; unknown keys fail fast,
+SearchConfig / ModelOptions (marco_eval/settings.py) as an override; unknown keys fail fast,
 before the model loads. This module only translates: the engine (engine.py) builds the
 model, prompts and searches and runs them. lm-eval's TemplateLM does the tokenising of
 loglikelihood pairs; the backend scores them. Scale-out: backend=vllm with
@@ -24,7 +24,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences
 from tqdm import tqdm
 
-from marco_eval import config as run_config
+from marco_eval import settings
 from marco_eval import progress
 from marco_eval import store as request_store
 from marco_eval.engine import Engine
@@ -77,14 +77,14 @@ class MarcoMCTSLM(TemplateLM):
             # default): let the machine decide (config.ModelOptions.device = auto).
             overrides.pop("device", None)
         # Validate everything before touching the model: a typo costs a second, not a load.
-        search_config, options = run_config.build(config, **overrides)
+        search_config, options = settings.build(config, **overrides)
         self.config_name = config
         # Under `accelerate launch -m lm_eval` lm-eval shards requests by our rank.
         self.ranks = Ranks.detect()
         self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
         if self.ranks.world_size > 1:
             if options.backend == "vllm":
-                raise run_config.ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
+                raise settings.ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
                                              "instead of accelerate launch")
             options.device = self.ranks.device  # one GPU per rank, as lm-eval's hf model does
         self.engine = Engine(search_config, options)
@@ -124,7 +124,7 @@ class MarcoMCTSLM(TemplateLM):
             return
         found = db.get(USE_CACHE_MARKER)
         if (found is None and len(db)) or (found is not None and found != self.fingerprint()):
-            raise run_config.ConfigError(
+            raise settings.ConfigError(
                 f"--use_cache {db.filename} holds answers of another model or config; give a new cache path, "
                 "or resume marco_mcts runs with store=PATH in --model_args")
         db[USE_CACHE_MARKER] = self.fingerprint()
@@ -133,7 +133,9 @@ class MarcoMCTSLM(TemplateLM):
     # ------------------------------------------------------------------ TemplateLM's tokenizer half
     @property
     def eot_token_id(self) -> int:
-        return self.policy.pad_id  # conditions an empty loglikelihood context, as before TemplateLM
+        # lm-eval's name for the token an empty loglikelihood context is conditioned on: the
+        # tokenizer's pad token (end-of-text for qwen2.5), else its EOS (codec.pad_token_id)
+        return self.policy.pad_id
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         return self.policy.encode(string)  # never adds BOS: our prompts carry the chat template's own tokens
@@ -258,5 +260,5 @@ class MarcoMCTSLM(TemplateLM):
         self.ranks.barrier()
 
     def get_model_info(self) -> dict:
-        return {"marco_eval_config": run_config.as_dict(self.search_config, self.options),
+        return {"marco_eval_config": settings.as_dict(self.search_config, self.options),
                 "marco_eval_config_file": self.config_name, "dtype": str(self.policy.dtype)}

@@ -28,7 +28,7 @@ class LiveCounters(Protocol):
     """A backend that counts as it decodes (the transformers backend); others are read
     through their searches, which count when each policy call returns."""
 
-    generated_tokens: int  # tokens sampled so far, by every caller
+    sampled_tokens: int  # tokens sampled since the backend was built, by every caller
     live_rows: int  # rows in the running batch
 
 
@@ -60,7 +60,7 @@ def clock(seconds: float | None) -> str:
 
 def simulations_of(search: Search) -> int:
     """What a whole search runs: MCTS simulations, or samples for strategy=sampling."""
-    return search.cfg.samples if search.cfg.strategy == "sampling" else search.cfg.simulations
+    return search.config.samples if search.config.strategy == "sampling" else search.config.simulations
 
 
 class SearchProgress:
@@ -76,7 +76,7 @@ class SearchProgress:
         self.started = clock_fn()
         self.total_simulations = sum(simulations_of(s) for s in self.searches)
         self.done = self.done_tokens = self.done_simulations = 0
-        self._counter_start = policy.generated_tokens if isinstance(policy, LiveCounters) else 0
+        self._counter_start = policy.sampled_tokens if isinstance(policy, LiveCounters) else 0
         self._samples: list[tuple[float, int]] = []  # (time, tokens) within the rate window
 
     def mark_done(self, index: int, generated_tokens: int) -> None:
@@ -91,7 +91,7 @@ class SearchProgress:
         now = self.clock()
         live = [s for s in self.searches if s is not None and s.policy_calls > 0]
         if isinstance(self.policy, LiveCounters):  # counted per decode step: smooth
-            tokens = self.policy.generated_tokens - self._counter_start
+            tokens = self.policy.sampled_tokens - self._counter_start
         else:  # counted when each policy call returns
             tokens = self.done_tokens + sum(s.generated_tokens for s in live)
         self._samples.append((now, tokens))

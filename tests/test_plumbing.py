@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from marco_eval import config as run_config
+from marco_eval import settings
 from marco_eval import models
-from marco_eval.config import ConfigError
+from marco_eval.settings import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_marco_eval_run_wrapper_lists_tasks():
 
 # ---------------------------------------------------------------- config
 def test_yaml_then_overrides():
-    search, options = run_config.build("mcts_step", simulations="3", temperature="0.5", tree_batch=2)
+    search, options = settings.build("mcts_step", simulations="3", temperature="0.5", tree_batch=2)
     assert (search.action, search.simulations, search.temperature, options.tree_batch) == ("step", 3, 0.5, 2)
 
 
@@ -61,7 +61,7 @@ def test_every_shipped_config_loads_with_the_values_it_names():
     import yaml
 
     for path in sorted((REPO / "model_configs").glob("*.yaml")):
-        search, options = run_config.build(str(path))
+        search, options = settings.build(str(path))
         for key, value in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():
             got = getattr(search, key) if hasattr(search, key) else getattr(options, key)
             assert got == value, f"{path.name}: {key}={got!r}, the file says {value!r}"
@@ -78,24 +78,24 @@ def test_every_shipped_config_loads_with_the_values_it_names():
 ])
 def test_bad_model_args(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
-        run_config.build("mcts_step", **overrides)
+        settings.build("mcts_step", **overrides)
 
 
 def test_missing_malformed_and_unknown_key_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found; .*give a YAML path or one of: .*mcts_step"):
-        run_config.build("no_such_config")
+        settings.build("no_such_config")
     bad = tmp_path / "bad.yaml"
     bad.write_text("simulations: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        run_config.build(str(bad))
+        settings.build(str(bad))
     typo = tmp_path / "typo.yaml"
     typo.write_text("simulation: 4\n")
     with pytest.raises(ConfigError, match="unknown key 'simulation' in config file"):
-        run_config.build(str(typo))
+        settings.build(str(typo))
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
-        run_config.build(str(scalar))
+        settings.build(str(scalar))
 
 
 # ---------------------------------------------------------------- model aliases
@@ -225,10 +225,10 @@ def test_store_fingerprint_settings_are_those_of_existing_stores():
     """Stores written since session 1 were fingerprinted over exactly these settings; a new
     field must be marked `added_later` (and so left out at its default) or every committed
     store stops resuming. Changing this list means saying so in the README."""
-    from marco_eval import config
+    from marco_eval import settings
 
-    search, options = config.build()
-    assert sorted(config.answer_settings(search, options)) == sorted([
+    search, options = settings.build()
+    assert sorted(settings.answer_settings(search, options)) == sorted([
         "strategy", "simulations", "children", "exploration", "action", "mini_step_tokens", "step_delimiters",
         "thought_end", "answer_end", "max_depth", "action_max_tokens", "rollout_max_tokens", "samples",
         "temperature", "top_p", "reflection", "reflection_max", "reflection_phrase", "final_answer", "seed",
@@ -238,13 +238,13 @@ def test_store_fingerprint_settings_are_those_of_existing_stores():
 
 
 def test_the_plumbing_model_has_a_default_token_cap_that_settings_override():
-    from marco_eval import config
+    from marco_eval import settings
 
-    assert config.build(pretrained="smollm2-135m")[1].token_cap == 256
-    assert config.build(pretrained="smollm2-135m", token_cap="40")[1].token_cap == 40
-    assert config.build(pretrained="qwen2.5-coder-0.5b")[1].token_cap is None
+    assert settings.build(pretrained="smollm2-135m")[1].token_cap == 256
+    assert settings.build(pretrained="smollm2-135m", token_cap="40")[1].token_cap == 40
+    assert settings.build(pretrained="qwen2.5-coder-0.5b")[1].token_cap is None
     with pytest.raises(ConfigError, match="token_cap=0: must be a positive integer"):
-        config.build(token_cap=0)
+        settings.build(token_cap=0)
 
 
 def test_token_cap_bounds_the_task_budget():

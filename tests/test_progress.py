@@ -48,13 +48,13 @@ def test_snapshot_counts_tokens_trees_simulations_and_eta():
 
 def test_backend_counters_give_the_rate_and_the_batch_rows():
     class Counting(StreamingScriptedPolicy):
-        generated_tokens, live_rows = 1000, 0  # counts from earlier calls do not count here
+        sampled_tokens, live_rows = 1000, 0  # counts from earlier calls do not count here
 
     policy = Counting(lambda p, s: "<Output>1</Output>")
     t = Clock()
     tracker = SearchProgress(_searches(policy, 2, strategy="sampling", samples=3), policy, clock_fn=t)
     tracker.snapshot()
-    t.now, policy.generated_tokens, policy.live_rows = 5.0, 1050, 6
+    t.now, policy.sampled_tokens, policy.live_rows = 5.0, 1050, 6
     snap = tracker.snapshot()
     assert (snap.tokens, snap.tokens_per_s, snap.rows, snap.total_simulations) == (50, 10.0, 6, 6)
     assert "10.0 tok/s" in snap.line() and "rows 6" in snap.line() and "simulations 0/6" in snap.line()

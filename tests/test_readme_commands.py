@@ -17,10 +17,10 @@ What is checked, by the command's first word:
   exactly `lm_eval`), `train` to marco_eval.train.sft.main with its training and data
   loading stubbed out (its own parser and its config loader run). Per subcommand, the
   files it reads must exist (below), `synth --config/--set` go through
-  marco_eval.config.build, model names through the alias table.
+  marco_eval.settings.build, model names through the alias table.
 - `lm_eval ...`: lm-eval 0.4.13's own CLI (lm_eval._cli.HarnessCLI, with its bare-arguments
   -> `run` rule) and its EvaluatorConfig.from_cli validation; for `--model marco_mcts` the
-  `--model_args` go through marco_eval.config.build (unknown keys, types, ranges, config
+  `--model_args` go through marco_eval.settings.build (unknown keys, types, ranges, config
   names), other models must be in lm-eval's registry; every `--tasks` name must be a task
   or tag of our tasks/*.yaml, else one lm-eval knows.
 - `make TARGET VAR=...`: the target and the variables are the Makefile's.
@@ -399,7 +399,7 @@ class Checker:
 
     # --- marco-eval
     def marco_eval(self, args: list[str]) -> None:
-        from marco_eval import config
+        from marco_eval import settings
         from marco_eval.cli import build_parser
         from marco_eval.models import ALIASES
 
@@ -453,7 +453,7 @@ class Checker:
             from marco_eval.train.synth import parse_overrides
 
             try:
-                config.build(ns.config, pretrained=ns.model, **parse_overrides(ns.set or []))
+                settings.build(ns.config, pretrained=ns.model, **parse_overrides(ns.set or []))
             except ValueError as e:
                 raise Problem(f"synth settings: {e}") from None
             self.model(ns.model, "--model")
@@ -517,7 +517,7 @@ class Checker:
     def lm_eval(self, args: list[str]) -> None:
         from lm_eval._cli import HarnessCLI
 
-        from marco_eval import config
+        from marco_eval import settings
 
         saved = sys.argv
         sys.argv = ["lm_eval", *args]
@@ -539,7 +539,7 @@ class Checker:
             model_args = dict(ns.model_args or {})
             name = model_args.pop("config", None)
             try:
-                _search, options = config.build(name, **model_args)
+                _search, options = settings.build(name, **model_args)
             except ValueError as e:
                 raise Problem(f"--model_args: {e}") from None
             self.model(options.pretrained)
@@ -734,9 +734,9 @@ def test_named_paths_tests_and_modules_exist(doc):
 
 
 def test_every_model_args_key_is_in_the_readme_section_the_error_names():
-    """config.py's unknown-key error says "every key is in the README's `--model_args`
+    """settings.py's unknown-key error says "every key is in the README's `--model_args`
     section": keep that true there, and in the full reference."""
-    from marco_eval.config import known_keys
+    from marco_eval.settings import known_keys
 
     readme = (REPO / "README.md").read_text()
     assert "\n## `--model_args`\n" in readme

@@ -170,7 +170,7 @@ def test_uct_explores_rarely_visited_child():
     root.visits, a.visits, a.value_sum, b.visits, b.value_sum = 10, 9, 7.2, 1, 0.5
     # a: 0.8 + sqrt(ln 10 / 9) = 1.306;  b: 0.5 + sqrt(ln 10 / 1) = 2.017
     assert s.select() is b
-    s.cfg.exploration = 0.0
+    s.config.exploration = 0.0
     assert s.select() is a
 
 

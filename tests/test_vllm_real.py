@@ -193,7 +193,7 @@ def test_two_replicas_on_ray_give_the_answers_of_one_engine(vl):
 
     from marco_eval.backends.codec import load_tokenizer
     from marco_eval.backends.replicas import RayReplicas
-    from marco_eval.config import build
+    from marco_eval.settings import build
     from marco_eval.search import Search, SearchConfig, run_searches
 
     _, options = build(None, pretrained=vl.name, backend="vllm", dtype="float32", data_parallel_size=2,

@@ -30,14 +30,6 @@ class TokenizerCodec:
             )
 
 
-class TokenizerOnly(TokenizerCodec):
-    """A codec without a model: encode/decode/check_length for the parent of worker processes."""
-
-    def __init__(self, tokenizer, max_length: int, name: str):
-        self.tokenizer, self.max_length, self.name = tokenizer, max_length, name
-        self.pad_id = pad_token_id(tokenizer)
-
-
 def pad_token_id(tokenizer, eos_ids=()) -> int:
     """Padding, and the token that stands for an empty context: pad, else end-of-text."""
     if tokenizer.pad_token_id is not None:

@@ -205,7 +205,9 @@ class TransformersPolicy(TokenizerCodec):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.forwarded_tokens = 0  # every position the model processed, padding included
         self.shared_prefill_tokens = 0  # prompt positions taken from other prompts' prefill, not forwarded
-        self.generated_tokens = 0  # every token sampled, counted as it is made (live progress reads it)
+        # every token sampled since the policy was built, by every caller, counted as it is
+        # made (live progress reads it); a Search's generated_tokens are its own request's
+        self.sampled_tokens = 0
         self.live_rows = 0  # rows in the running batch
         self.decode_steps = 0  # batched decode forwards, and the rows they carried: their ratio
         self.row_steps = 0  # over max_batch is how busy the batch was (rows idle while trees wait)
@@ -314,7 +316,7 @@ class TransformersPolicy(TokenizerCodec):
             self.row_steps += len(batch)
             chosen, chosen_lp, top5 = choose_tokens(logits, [row.req for row in batch.rows],
                                                     [row.rng for row in batch.rows])
-            self.generated_tokens += len(chosen)
+            self.sampled_tokens += len(chosen)
             finished = []
             for b, row in enumerate(batch.rows):
                 g, req = row.gen, row.req

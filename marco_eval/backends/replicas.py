@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.config import ConfigError, ModelOptions
+from marco_eval.settings import ConfigError, ModelOptions
 from marco_eval.errors import first_line
 from marco_eval.search import RewardFn, Search, SearchConfig, SearchResult, rollout_reward, run_searches
 
@@ -46,7 +46,7 @@ class SearchJob:
 
     @classmethod
     def of(cls, search: Search) -> SearchJob:
-        return cls(search.cfg, tuple(search.tree.prompt_ids), search.max_new_tokens, tuple(search.until),
+        return cls(search.config, tuple(search.tree.prompt_ids), search.max_new_tokens, tuple(search.until),
                    search.reward)
 
 
@@ -216,9 +216,6 @@ class RayReplicas(TokenizerCodec):
         refs = [self.replicas[r].score_many.remote(pairs[k * share:(k + 1) * share])
                 for k, r in enumerate(self.alive) if pairs[k * share:(k + 1) * share]]
         return [score for part in self._get(refs, "scoring") for score in part]
-
-    def score(self, context, continuation) -> tuple[float, bool]:
-        return self.score_many([(context, continuation)])[0]
 
     def close(self) -> None:
         ray = import_ray()

@@ -138,7 +138,7 @@ def check_engine_args(vllm, engine_args: dict) -> dict:
     fields' types (model_args gives text: vllm_args.max_num_seqs=8 -> 8)."""
     import difflib
 
-    from marco_eval.config import ConfigError, coerce, type_name
+    from marco_eval.settings import ConfigError, coerce, type_name
 
     types = engine_arg_types(vllm)
     out = {}
@@ -252,9 +252,6 @@ class VLLMPolicy(TokenizerCodec):
         return out
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
-    def score(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
-        return self.score_many([(context, continuation)])[0]
-
     def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """log P(continuation | context) and whether greedy decoding would produce it, for
         every pair in one engine call, from the prompt's raw log-probabilities."""

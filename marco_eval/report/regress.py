@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_eval import config
+from marco_eval import settings
 from marco_eval.report.load import load, load_results_file, load_translations
 from marco_eval.report.reading import rel
 from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, TRANSLATION_TASKS, ReportError, TaskRun
@@ -38,7 +38,7 @@ from marco_eval.report.tables import p_text
 # which hardware or engine and how it batches, and where outputs go.
 NOT_SETTINGS = ("pretrained", "revision", "dtype", "device", "trust_remote_code", "backend", "max_batch",
                 "kv_reuse", "kv_cache_mb", "tree_batch", "tensor_parallel_size", "data_parallel_size",
-                "gpu_memory_utilization", "max_model_len", "vllm_args", *config.OUTPUT_ONLY)
+                "gpu_memory_utilization", "max_model_len", "vllm_args", *settings.OUTPUT_ONLY)
 TRANSLATION_METRICS = {"bleu": "BLEU", "chrf++": "chrF++"}
 TRANSLATION_RESAMPLES = 1000  # sacrebleu's paired_bs default
 DEFAULT_ALPHA = 0.05
@@ -113,7 +113,7 @@ def search_settings(run: TaskRun) -> dict | None:
     yet counts as its default (None when the run is not a marco_mcts one)."""
     if run.settings is None:
         return None
-    values = {**config.as_dict(config.SearchConfig(), config.ModelOptions()), **run.settings}
+    values = {**settings.as_dict(settings.SearchConfig(), settings.ModelOptions()), **run.settings}
     return {k: v for k, v in values.items() if k not in NOT_SETTINGS}
 
 

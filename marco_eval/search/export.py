@@ -17,7 +17,7 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
         "request_index": request_index,
         "prompt": prompt,
         "prompt_token_ids": tree.prompt_ids,
-        "config": dataclasses.asdict(search.cfg),
+        "config": dataclasses.asdict(search.config),
         "reward": reward_name(search.reward),  # what made every rollout's reward and node value
         "max_new_tokens": search.max_new_tokens,
         "until": list(search.until),

@@ -106,7 +106,7 @@ class Search:
         """
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
-        self.cfg = config
+        self.config = config
         self.codec = codec
         self.max_new_tokens = max_new_tokens
         self.until = tuple(until)
@@ -125,12 +125,12 @@ class Search:
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> SearchGen:
-        if self.cfg.strategy == "sampling":
+        if self.config.strategy == "sampling":
             return (yield from self._run_sampling())
         return (yield from self._run_mcts())
 
     def _run_mcts(self) -> SearchGen:
-        for self.simulation in range(1, self.cfg.simulations + 1):
+        for self.simulation in range(1, self.config.simulations + 1):
             leaf = self.select()
             if not self.expandable(leaf):
                 self.backup_again(leaf)
@@ -145,7 +145,7 @@ class Search:
 
     def _run_sampling(self) -> SearchGen:
         root = self.tree.root
-        parts = [_Partial() for _ in range(self.cfg.samples)]
+        parts = [_Partial() for _ in range(self.config.samples)]
         yield from self._complete(parts)
         for self.simulation, part in enumerate(parts, 1):
             self._record_rollout(root, part, continuation_start=0)
@@ -171,22 +171,22 @@ class Search:
     def uct(self, parent: Node, child: Node) -> tuple[float, int]:
         if child.visits == 0:
             return (math.inf, -child.id)
-        explore = self.cfg.exploration * math.sqrt(math.log(parent.visits) / child.visits) if parent.visits > 1 else 0.0
+        explore = self.config.exploration * math.sqrt(math.log(parent.visits) / child.visits) if parent.visits > 1 else 0.0
         return (child.value + explore, -child.id)  # -id: ties go to the older child
 
     def expandable(self, node: Node) -> bool:
-        return (not node.terminal and node.depth < self.cfg.max_depth
+        return (not node.terminal and node.depth < self.config.max_depth
                 and node.generated < self.max_new_tokens)
 
     def expand(self, leaf: Node) -> Generator[Requests, list[Generation], list[Node]]:
-        cfg = self.cfg
-        if cfg.action == "step":
-            limit, stops = cfg.action_max_tokens, (*cfg.step_delimiters, cfg.thought_end, *self._terminal_stops)
+        config = self.config
+        if config.action == "step":
+            limit, stops = config.action_max_tokens, (*config.step_delimiters, config.thought_end, *self._terminal_stops)
         else:
-            limit, stops = cfg.mini_step_tokens, self._continuation_stops(leaf.reflections)
+            limit, stops = config.mini_step_tokens, self._continuation_stops(leaf.reflections)
         prefix = (*self.tree.prompt_ids, *self.tree.path_ids(leaf))
         budget = min(limit, self.max_new_tokens - leaf.generated)
-        gens = yield from self._call([self._request(prefix, budget, stops) for _ in range(cfg.children)])
+        gens = yield from self._call([self._request(prefix, budget, stops) for _ in range(config.children)])
         children = []
         for gen in gens:
             part = _Partial(generated=leaf.generated, reflections=leaf.reflections)
@@ -231,7 +231,7 @@ class Search:
     # ------------------------------------------------------------------ helpers
     def _request(self, prefix: Sequence[int], max_new: int, stops: Sequence[str], keep_cache: bool = True) -> Continue:
         return Continue(prefix=tuple(prefix), max_new_tokens=max_new, stop=tuple(dict.fromkeys(stops)),
-                        temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                        temperature=self.config.temperature, top_p=self.config.top_p,
                         seed=self._rng.getrandbits(63), keep_cache=keep_cache)
 
     def _call(self, requests: Requests) -> Generator[Requests, list[Generation], list[Generation]]:
@@ -243,8 +243,8 @@ class Search:
         return gens
 
     def _continuation_stops(self, reflections: int) -> tuple[str, ...]:
-        reflect = self.cfg.reflection == "thought_end" and reflections < self.cfg.reflection_max
-        return (*self._terminal_stops, *((self.cfg.thought_end,) if reflect else ()))
+        reflect = self.config.reflection == "thought_end" and reflections < self.config.reflection_max
+        return (*self._terminal_stops, *((self.config.thought_end,) if reflect else ()))
 
     def _complete(self, parts: list[_Partial], prefixes: list[list[int]] | None = None):
         """Continue every non-terminal partial until it is terminal (rollouts, samples).
@@ -257,7 +257,7 @@ class Search:
             reqs = []
             for i in live:
                 p = parts[i]
-                budget = min(self.cfg.rollout_max_tokens - (len(p.ids) - start[i]), self.max_new_tokens - p.generated)
+                budget = min(self.config.rollout_max_tokens - (len(p.ids) - start[i]), self.max_new_tokens - p.generated)
                 if budget <= 0:
                     p.terminal, p.finish = True, "budget"
                     continue
@@ -280,9 +280,9 @@ class Search:
         ids, lps, top5 = list(gen.token_ids), list(gen.logprobs), list(gen.top_logprobs)
         finish = gen.stop if gen.finish == "stop" else gen.finish
         terminal = gen.finish == "eos" or (gen.finish == "stop" and gen.stop in self._terminal_stops)
-        if gen.finish == "stop" and gen.stop == self.cfg.thought_end and not terminal and \
-                self.cfg.reflection == "thought_end" and part.reflections < self.cfg.reflection_max:
-            keep = self._cut_before(ids, self.cfg.thought_end)
+        if gen.finish == "stop" and gen.stop == self.config.thought_end and not terminal and \
+                self.config.reflection == "thought_end" and part.reflections < self.config.reflection_max:
+            keep = self._cut_before(ids, self.config.thought_end)
             phrase = self._reflection_tokens()
             ids, lps, top5 = ids[:keep] + phrase, lps[:keep] + [None] * len(phrase), top5[:keep] + [None] * len(phrase)
             part.reflections += 1
@@ -306,7 +306,7 @@ class Search:
 
     def _reflection_tokens(self) -> list[int]:
         if self._reflection_ids is None:  # the fixed phrase, encoded on its own once
-            self._reflection_ids = list(self.codec.encode("\n\n" + self.cfg.reflection_phrase + "\n\n"))
+            self._reflection_ids = list(self.codec.encode("\n\n" + self.config.reflection_phrase + "\n\n"))
         return list(self._reflection_ids)
 
     def _record_rollout(self, node: Node, part: _Partial, continuation_start: int) -> Rollout:

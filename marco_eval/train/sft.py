@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from marco_eval.config import DEFAULT_SYSTEM_PROMPT, ConfigError
+from marco_eval.settings import DEFAULT_SYSTEM_PROMPT, ConfigError
 from marco_eval.errors import InputError, UserError, first_line, require
 from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
@@ -38,7 +38,7 @@ class TrainConfig:
     data: list[SourceConfig] = field(default_factory=list)
     filters: FilterConfig = field(default_factory=FilterConfig)
     # The system turn of every training conversation. None = the one marco_mcts prompts with
-    # (marco_eval.config.DEFAULT_SYSTEM_PROMPT), so training and evaluation contexts agree; "" = none.
+    # (marco_eval.settings.DEFAULT_SYSTEM_PROMPT), so training and evaluation contexts agree; "" = none.
     system_prompt: str | None = None
     max_length: int = 2048  # tokens per sequence (prompt + completion)
     learning_rate: float = 1e-5

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_eval.config import ConfigError
+from marco_eval.settings import ConfigError
 from marco_eval.errors import require
 from marco_eval.structured import load_structured
 from marco_eval.train.verifier_features import POOLINGS, Features, extract
