@@ -242,10 +242,12 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
     return search, options
 
 
-def validate_options(o: ModelOptions) -> None:
-    def need(ok, msg):  # every check here is a ConfigError
-        require(ok, msg, ConfigError)
+def need(ok, message: str) -> None:
+    """A settings check: raise ConfigError(message) unless `ok` (errors.require, this error)."""
+    require(ok, message, ConfigError)
 
+
+def validate_options(o: ModelOptions) -> None:
     need(o.backend in ("hf", "vllm"), f"backend={o.backend!r}: use hf (transformers) or vllm")
     validate_scale_out(o)
     need(o.max_batch > 0, f"max_batch={o.max_batch}: must be a positive integer")

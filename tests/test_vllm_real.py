@@ -17,7 +17,6 @@ a tempered or shifted distribution (temperature 0.7 moves these values by 0.1 or
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -158,10 +157,22 @@ def test_bad_engine_argument_is_one_line(smollm):
     assert "\n" not in str(err.value)
 
 
-def test_rewards_are_in_range_and_recompute(vl):
-    g = vl.generate([Continue(prompt(vl), 24, (), temperature=1.0, top_p=0.95, seed=5)])[0]
-    r = rollout_reward(g.logprobs, g.top_logprobs)
-    assert 0 < r <= 1 and math.isfinite(r)
+def test_the_confidence_reward_of_a_vllm_sample_is_the_transformers_ones(vl, hf):
+    """The same tokens, read by the transformers model: each token's raw log-prob and top 5,
+    hence the Marco-o1 reward, agree with what vLLM returned (a sample at T=1 has tokens
+    outside the top 5, which join the reward's denominator)."""
+    import torch
+
+    prefix = prompt(vl)
+    g = vl.generate([Continue(prefix, 24, (), temperature=1.0, top_p=0.95, seed=5)])[0]
+    seq = list(prefix) + list(g.token_ids)
+    with torch.no_grad():
+        logits = hf.model(input_ids=torch.tensor([seq])).logits[0, len(prefix) - 1: -1].float()  # [n, vocab]
+    logp = torch.log_softmax(logits, dim=-1)
+    chosen = logp[torch.arange(len(g.token_ids)), torch.tensor(g.token_ids)].tolist()
+    top5 = logp.topk(5, dim=-1).values.tolist()
+    assert rollout_reward(g.logprobs, g.top_logprobs) == pytest.approx(rollout_reward(chosen, top5), abs=TOL)
+    assert 0 < rollout_reward(chosen, top5) < 1
 
 
 def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):

@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from marco_eval.settings import DEFAULT_SYSTEM_PROMPT, ConfigError
-from marco_eval.errors import InputError, UserError, first_line, require
+from marco_eval.settings import DEFAULT_SYSTEM_PROMPT, ConfigError, need
+from marco_eval.errors import InputError, UserError, first_line
 from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
@@ -72,9 +72,6 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
 
 
 def validate(c: TrainConfig) -> None:
-    def need(ok, msg):  # every check here is a ConfigError
-        require(ok, msg, ConfigError)
-
     need(c.data, "no data sources: list at least one under `data:` (path, format, weight)")
     need(c.precision in PRECISIONS, f"precision={c.precision!r}: use one of {', '.join(PRECISIONS)}")
     need(c.model_dtype in ("float32", "bfloat16", "float16"), f"model_dtype={c.model_dtype!r}: use float32, bfloat16 or float16")
