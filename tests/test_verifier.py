@@ -101,6 +101,11 @@ def test_the_checkpoint_scores_as_the_fitted_head(tmp_path, smollm_path, mgsm_da
         logit = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
     w = model.score.weight[0].detach().float().numpy()
     assert logit == pytest.approx(float(feats["last"][0, layer].astype(np.float32) @ w), abs=0.02)  # fp16 cache
+    # the summary alone (committable) rebuilds the same checkpoint
+    again = verifier.assemble(out / "training_summary.json", tmp_path / "assembled")
+    rebuilt = AutoModelForSequenceClassification.from_pretrained(again, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert float(rebuilt(input_ids=torch.tensor([ids])).logits[0, 0]) == pytest.approx(logit, abs=1e-4)
 
 
 SUFFIX = "\nIs it right?"

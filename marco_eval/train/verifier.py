@@ -179,6 +179,8 @@ def train(c: VerifierConfig, log=print, command: str | None = None) -> dict:
         "correct_share": {"train": round(float(f.label[~f.validation].mean()), 4),
                           "validation": round(float(f.label[f.validation].mean()), 4)},
         "chosen": {k: v for k, v in chosen.items() if k != "weights"},
+        # the head itself (hidden floats): with the policy, all a checkpoint holds (--assemble)
+        "head": [float(x) for x in chosen["weights"]], "pad_id": policy.pad_id, "suffix": c.suffix,
         "confidence_reward_validation": confidence, "candidates": candidates,
         "config": asdict(c), "command": command, "versions": _versions(), "seconds": round(time.time() - started, 1),
     }
@@ -187,6 +189,28 @@ def train(c: VerifierConfig, log=print, command: str | None = None) -> dict:
         shutil.rmtree(final)
     os.replace(staging, final)
     return summary
+
+
+def assemble(summary_path: str | Path, out: str | Path) -> Path:
+    """The checkpoint a training_summary.json describes, rebuilt from its policy and head
+    (a summary is small enough to commit; a checkpoint holds a copy of the policy's layers)."""
+    from transformers import AutoTokenizer
+
+    from marco_eval.models import resolve
+
+    summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
+    if "head" not in summary:
+        raise ConfigError(f"{summary_path}: no head in it; give the training_summary.json of `marco-eval verifier`")
+    base = resolve(summary["bank_settings"]["model"])
+    chosen = {**summary["chosen"], "weights": np.array(summary["head"], dtype=np.float32)}
+    out, staging = Path(out), Path(str(out) + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_checkpoint(base, chosen, summary["pad_id"], AutoTokenizer.from_pretrained(base), staging, summary["suffix"])
+    shutil.copy(summary_path, staging / "training_summary.json")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    return out
 
 
 def _versions() -> dict:
@@ -203,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="verifier YAML (see training/configs/); defaults without one")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. max_problems=200 layers=[12,16]")
+    p.add_argument("--assemble", nargs=2, metavar=("SUMMARY", "OUTPUT_DIR"),
+                   help="rebuild the checkpoint a training_summary.json describes (its policy + its head)")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_intermixed_args(argv)
+    if args.assemble:
+        print(assemble(*args.assemble))
+        return 0
     c = load_config(args.config, args.overrides)
     threads = os.environ.get("OMP_NUM_THREADS")
     command = (f"OMP_NUM_THREADS={threads} " if threads else "") + shlex.join(["marco-eval", "verifier", *argv])
