@@ -48,7 +48,7 @@ class VerifierConfig:
     # Candidate layers (1 = after the first decoder layer); middle layers often separate
     # right from wrong better than the last, which is shaped for the next token.
     layers: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24])
-    l2: list[float] = field(default_factory=lambda: [1e-2, 1e-1, 1.0, 10.0])  # ridge strengths tried
+    l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])  # ridge strengths tried
     # Appended to every sequence before it is read: its last token is where the head looks
     # (a question about the answer gathers the solution there; the token that ended a
     # sample, </Output> or EOS, says little). The checkpoint records it (config.json,
