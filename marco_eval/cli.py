@@ -206,10 +206,20 @@ def add_bank_parser(sub) -> None:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a search/model option (repeatable)")
     s.add_argument("--max-gen-toks", dest="max_gen_toks", type=int, default=1024, help="token budget per sample")
     s.add_argument("--pack", metavar="DST.jsonl.gz", help="instead of sampling, gzip the bank at --out into DST")
+    s.add_argument("--rows", metavar="ROWS.jsonl", help="instead of sampling, write rejection-sampling SFT rows "
+                   "(distinct correct paths, Marco-o1 format) from the bank at --out")
+    s.add_argument("--per-problem", dest="per_problem", type=int, default=4, help="with --rows: paths per problem")
     s.set_defaults(func=cmd_bank)
 
 
 def cmd_bank(args) -> int:
+    if args.rows:  # rows from the bank for rejection-sampling SFT (train/rft.py)
+        import json
+
+        from marco_eval.train.rft import write_rows
+
+        print(json.dumps(dict(write_rows(args.out, args.rows, args.data, args.per_problem))))
+        return 0
     from marco_eval.train.bank import main as bank_main
 
     return bank_main(args)

@@ -74,3 +74,30 @@ def test_missing_data_is_one_line(tmp_path):
         bank.gsm8k_file(tmp_path / "nowhere.jsonl")
     with pytest.raises(InputError, match="marco-eval bank --out"):
         bank.read_bank(tmp_path / "none.jsonl")
+
+
+def test_rft_rows_keep_distinct_correct_marked_finished_paths(tmp_path):
+    from marco_eval.train.rft import reasoning_path, rft_rows
+
+    assert reasoning_path("So 3 * 4 = 12 apples, and 12 + 1,000 = 1,012.") == ("3*4=12", "12+1000=1012")
+    assert reasoning_path("3×4 = 12") == reasoning_path("three times four: 3 * 4=12") == ("3*4=12",)
+    gsm = gsm8k_file(tmp_path, 1)  # gold 42
+    texts = [("<Thought>\n40 + 2 = 42\n</Thought>\n<Output>42</Output>", "</Output>", 0.9),
+             ("<Thought>\nAdding: 40+2 = 42.\n</Thought>\n<Output>42</Output>", "</Output>", 0.8),  # same path
+             ("<Thought>\n2 + 40 = 42\n</Thought>\n<Output>42</Output>", "eos", 0.7),  # another path
+             ("<Thought>\n40 + 2 = 41\n</Thought>\n<Output>41</Output>", "</Output>", 0.95),  # wrong
+             ("<Thought>\n20 * 2 = 40, 40 + 2 = 42\n</Thought>\n<Output>42", "budget", 0.99),  # cut by the cap
+             ("the total is 42", "eos", 0.6)]  # right number, never marked
+    item = bank.read_gsm8k(gsm)[0]
+    record = {"problem_id": item.problem.id, "index": 0, "split": "train", "gold": "42",
+              "samples": [{"token_ids": [ord(c) for c in t], "finish": f, "reward": r, "correct": True}
+                          for t, f, r in texts]}
+    path = tmp_path / "bank.jsonl"
+    path.write_text(json.dumps({"settings": {}}) + "\n" + json.dumps(record) + "\n")
+    rows, counts = rft_rows(path, lambda ids: "".join(map(chr, ids)), data=gsm)
+    assert [r["reward"] for r in rows] == [0.9, 0.7]
+    assert counts == {"samples": 6, "wrong": 2, "cut": 1, "same path": 1, "rows": 2, "problems with a row": 1}
+    assert rows[0]["response"] == "<Thought>\n40 + 2 = 42\n</Thought>\n<Output>42</Output>"
+    assert rows[0]["instruction"].startswith("Question:") or "Ann has 0 apples" in rows[0]["instruction"]
+    assert rft_rows(path, lambda ids: "".join(map(chr, ids)), data=gsm, per_problem=1)[0][0]["reward"] == 0.9
+    assert rft_rows(path, lambda ids: "".join(map(chr, ids)), data=gsm, splits=("validation",))[0] == []
