@@ -101,3 +101,14 @@ def test_rft_rows_keep_distinct_correct_marked_finished_paths(tmp_path):
     assert rows[0]["instruction"].startswith("Question:") or "Ann has 0 apples" in rows[0]["instruction"]
     assert rft_rows(path, lambda ids: "".join(map(chr, ids)), data=gsm, per_problem=1)[0][0]["reward"] == 0.9
     assert rft_rows(path, lambda ids: "".join(map(chr, ids)), data=gsm, splits=("validation",))[0] == []
+
+
+def test_a_packed_bank_is_read_and_resumed_in_place_of_a_missing_plain_one(tmp_path):
+    items = bank.read_gsm8k(gsm8k_file(tmp_path))
+    out = tmp_path / "bank.jsonl"
+    bank.build_bank(items[:2], engine(), out, settings={"model": "fake"}, log=lambda s: None)
+    bank.pack(out, bank.packed_path(out))
+    out.unlink()  # a fresh clone holds only the committed .gz
+    assert len(bank.read_bank(out)[1]) == 2
+    assert bank.build_bank(items, engine(), out, settings={"model": "fake"}, log=lambda s: None) == 1
+    assert [r["index"] for r in bank.read_bank(out)[1]] == [0, 1, 2]

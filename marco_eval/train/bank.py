@@ -15,7 +15,9 @@ a hash of its id (VALIDATION_SHARE of problems), so a growing bank never moves a
 between splits. The verifier (train/verifier.py) and rejection-sampling SFT read it.
 
 The file opens with a settings line; each finished problem is appended as one line, so a
-killed run resumes where it stopped with the same command. GSM8K test problems (MGSM is
+killed run resumes where it stopped with the same command. `--pack` gzips it beside itself
+(OUT.gz) for committing; a run whose OUT is missing starts from OUT.gz, so the committed
+bank grows across sessions with the same command. GSM8K test problems (MGSM is
 their translation) must never enter: problems equal to an MGSM question are dropped.
 """
 
@@ -88,9 +90,17 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+def packed_path(path: str | Path) -> Path:
+    """Where `--pack` puts a bank for committing: beside it, .gz added."""
+    return Path(path).with_name(Path(path).name + ".gz")
+
+
 def read_bank(path: str | Path) -> tuple[dict, list[dict]]:
-    """(settings, problem records) of a bank file, plain or gzipped; a torn last line is skipped."""
+    """(settings, problem records) of a bank file, plain or gzipped (a plain path that is
+    missing reads its packed copy); a torn last line is skipped."""
     path = Path(path)
+    if not path.is_file() and packed_path(path).is_file():
+        path = packed_path(path)
     if not path.is_file():
         raise InputError(f"no bank at {path}; make one with `marco-eval bank --out {path}`")
     with _open_text(path) as f:
@@ -140,6 +150,10 @@ def build_bank(items: list[BankProblem], engine, out: str | Path, *, settings: d
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.is_file() and packed_path(out).is_file():  # a committed bank: go on from it
+        from marco_eval.files import write_atomic
+
+        write_atomic(out, gzip.decompress(packed_path(out).read_bytes()))
     repair_tail(out)
     if out.is_file() and out.stat().st_size:
         had, records = read_bank(out)
