@@ -299,3 +299,29 @@ def test_reflection_says_on_how_many_problems_the_phrase_went_in(tmp_path):
     assert (row["fixed_reflected"], row["broken_reflected"], row["fixed_elsewhere"], row["broken_elsewhere"]) == \
         ("1", "1", "0", "0")
     assert "The phrase went in on 2 of the 4 problems" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_verifier_run_reads_best_of_n_and_both_rewards_from_the_same_rollouts(tmp_path):
+    """reward=PATH: the store's reward is the verifier's, `confidence` the Marco-o1 reward of
+    the same tokens. The coverage table reads the verifier's best-of-N and weighted vote from
+    the rollouts; the AUROC table gets a row per reward."""
+    records = [dict(rec, rollouts=[dict(r, confidence=round(1 - r["reward"], 2)) for r in rec["rollouts"]])
+               for rec in SEARCH_RECORDS]
+    root = tmp_path / "results"
+    search_run(root, name="sc", system="toy / self_consistency", config="self_consistency", records=records,
+               final_answer="vote")
+    report.report(root, tmp_path / "out")
+    (row,) = csv_rows(tmp_path / "out" / "report" / "search_coverage.csv")
+    # best reward: P0 0.9 -> 10 (right), P1 0.7 -> 5, P2 0.5 -> 2, P3 0.95 -> 13 (right)
+    assert float(row["best_reward"]) == 0.5
+    verifier, confidence = csv_rows(tmp_path / "out" / "report" / "reward_auroc.csv")
+    assert (verifier["system"], confidence["system"]) == ("toy / self_consistency",
+                                                          "toy / self_consistency (confidence reward)")
+    assert float(verifier["auroc_within"]) == pytest.approx(5 / 7, abs=1e-6)
+    assert float(confidence["auroc_within"]) == pytest.approx(2 / 7, abs=1e-6)  # the reverse order, ties aside
+
+
+def test_a_confidence_run_has_one_reward_row(searched):
+    assert len(csv_rows(searched / "report" / "reward_auroc.csv")) == 1
+    (row,) = csv_rows(searched / "report" / "search_coverage.csv")
+    assert float(row["best_reward"]) == 0.5

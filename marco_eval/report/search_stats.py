@@ -27,7 +27,7 @@ from marco_eval.report.memo import once_per_run
 from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, TaskRun
 from marco_eval.search.mcts import RolloutSummary, TracePoint
 from marco_eval.report.statistics import Accuracy, accuracy_of, percentile_interval, resample_indices, same_answer
-from marco_eval.search.final_answer import vote
+from marco_eval.search.final_answer import best_reward, vote
 
 CALIBRATION_BINS = 10  # equal-width reward bins over [0, 1]
 
@@ -77,6 +77,7 @@ class Coverage:
     chosen: Accuracy  # the store's answer: the configured rule's pick
     majority: Accuracy
     weighted: Accuracy
+    best_reward: Accuracy  # the highest-reward rollout (best-of-N by the run's own reward; ties: first)
     oracle: Accuracy  # any rollout correct
     found_not_picked: int  # pick wrong, some rollout correct: a selection failure
     never_found: int  # pick wrong, no rollout correct: a search failure
@@ -109,10 +110,13 @@ def coverage_of(run: TaskRun) -> Coverage:
     majority = np.array([same_answer(majority_answer(run.rollouts[d]), run.targets[d]) for d in docs], dtype=float)
     weighted = np.array([same_answer(weighted_vote_answer(run.rollouts[d]), run.targets[d]) for d in docs],
                         dtype=float)
+    best = np.array([same_answer(best_reward(None, run.rollouts[d]).answer if run.rollouts[d] else None,
+                                 run.targets[d]) for d in docs], dtype=float)
     oracle = (hits > 0).astype(float)
     return Coverage(problems=len(docs), rollouts_per_problem=float(np.mean(sizes)), k_max=k_max,
                     pass_1=accuracy_of(pass_1), pass_k=accuracy_of(pass_k) if pass_k is not None else None,
                     chosen=accuracy_of(chosen), majority=accuracy_of(majority), weighted=accuracy_of(weighted),
+                    best_reward=accuracy_of(best),
                     oracle=accuracy_of(oracle), found_not_picked=int(np.sum((oracle == 1) & (chosen == 0))),
                     never_found=int(np.sum((oracle == 0) & (chosen == 0))),
                     picked_unfound=int(np.sum((oracle == 0) & (chosen == 1))))
@@ -216,10 +220,20 @@ def separation(run: TaskRun) -> Separation:
     return separation_of(run)
 
 
-def separation_of(run: TaskRun) -> Separation:
+@once_per_run
+def confidence_separation(run: TaskRun) -> Separation | None:
+    """The same as `separation` for Marco-o1's confidence reward of the same rollouts, when the
+    run's own reward was another (a verifier: reward=PATH); None when it was the confidence."""
+    rollouts = [r for rs in run.rollouts.values() for r in rs]
+    if any(r.confidence is None for r in rollouts) or all(r.confidence == r.reward for r in rollouts):
+        return None
+    return separation_of(run, score=lambda r: r.confidence)
+
+
+def separation_of(run: TaskRun, score=lambda r: r.reward) -> Separation:
     correct = correct_rollouts(run)
     docs = sorted(correct)
-    rewards = [np.array([r.reward for r in run.rollouts[d]], dtype=float) for d in docs]
+    rewards = [np.array([score(r) for r in run.rollouts[d]], dtype=float) for d in docs]
     labels = [correct[d] for d in docs]
     pooled, within = aurocs_with_ci(rewards, labels)
     reward, label = np.concatenate(rewards), np.concatenate(labels)

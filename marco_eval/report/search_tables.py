@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from marco_eval.report.rollouts import lacking_search_data
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import (
-    Auroc, BudgetPoint, Separation, budget_curve, calibration, coverage, overtakes, separation)
+    Auroc, BudgetPoint, Separation, budget_curve, calibration, confidence_separation, coverage, overtakes, separation)
 from marco_eval.report.statistics import shared_problems
 from marco_eval.report.tables import (
     Table, acc_csv, acc_md, by_task_then_system, mgsm_runs, num, pct, store_source)
@@ -45,10 +45,11 @@ def lacking_sentence(loaded: Loaded) -> str | None:
 def coverage_table(loaded: Loaded) -> Table:
     columns = ["Task", "System", "Pick rule", "n", "Rollouts / problem", "pass@1 % [95% CI]", "pass@k % [95% CI]",
                "Pick % [95% CI]", "Majority vote % [95% CI]", "Reward-weighted vote % [95% CI]",
-               "Oracle % [95% CI]", "Found, not picked", "Never found", "Sources"]
+               "Best-reward rollout % [95% CI]", "Oracle % [95% CI]", "Found, not picked", "Never found", "Sources"]
     csv_columns = ["task", "system", "final_answer", "problems", "rollouts_per_problem", "k",
                    *(f"{name}{end}" for name in ("pass_at_1", "pass_at_k", "pick", "majority_vote",
-                                                 "weighted_vote", "oracle") for end in ("", "_lo", "_hi")),
+                                                 "weighted_vote", "best_reward", "oracle")
+                     for end in ("", "_lo", "_hi")),
                    "found_not_picked", "never_found", "picked_unfound", "sources"]
     md_rows, csv_rows, findings = [], [], []
     for run in with_rollouts(loaded):
@@ -57,24 +58,28 @@ def coverage_table(loaded: Loaded) -> Table:
         source = store_source(run, loaded.root)
         md_rows.append([MGSM_TASKS[run.task], run.system, rule, str(c.problems), f"{c.rollouts_per_problem:.1f}",
                         acc_md(c.pass_1), f"{acc_md(c.pass_k)} (k={c.k_max})" if c.pass_k else "—",
-                        acc_md(c.chosen), acc_md(c.majority), acc_md(c.weighted), acc_md(c.oracle),
+                        acc_md(c.chosen), acc_md(c.majority), acc_md(c.weighted), acc_md(c.best_reward),
+                        acc_md(c.oracle),
                         str(c.found_not_picked), str(c.never_found), source])
         csv_rows.append([run.task, run.system, rule, c.problems, num(c.rollouts_per_problem), c.k_max,
                          *acc_csv(c.pass_1), *acc_csv(c.pass_k), *acc_csv(c.chosen), *acc_csv(c.majority),
-                         *acc_csv(c.weighted), *acc_csv(c.oracle), c.found_not_picked, c.never_found,
+                         *acc_csv(c.weighted), *acc_csv(c.best_reward), *acc_csv(c.oracle), c.found_not_picked,
+                         c.never_found,
                          c.picked_unfound, source])
         findings.append(f"{MGSM_TASKS[run.task]}, {run.system}: some rollout had the right answer on "
                         f"{pct(c.oracle.value)}% of the {c.problems} problems, its {rule} pick on "
                         f"{pct(c.chosen.value)}%. Of the {c.found_not_picked + c.never_found} problems the pick got "
                         f"wrong, {c.found_not_picked} failed at the pick (some rollout had the answer) and "
                         f"{c.never_found} at the search (no rollout had it). Over the same rollouts a majority "
-                        f"vote would score {pct(c.majority.value)}%, a reward-weighted vote {pct(c.weighted.value)}%.")
+                        f"vote would score {pct(c.majority.value)}%, a reward-weighted vote {pct(c.weighted.value)}%, "
+                        f"the single best-rewarded rollout {pct(c.best_reward.value)}%.")
     note = ("From each run's request store (`rollouts`: every rollout or sample, in order). pass@k: the unbiased "
             "estimator 1 − C(n−c, k)/C(n, k) per problem (n rollouts, c correct), averaged; k = the fewest "
             "rollouts any problem has. Pick: the run's own answer (`answer` of the store record: the configured "
             "final-answer rule, compared with the target like the rollouts; lm-eval's filter in the MGSM table "
             "can differ on a few problems). Majority vote (no answer does not vote; ties: first seen) and "
-            "reward-weighted vote (the search's `vote` rule) are derived from the same rollouts of the same run: "
+            "reward-weighted vote (the search's `vote` rule) and the best-rewarded rollout (its `best_reward` rule; "
+            "with a verifier as the run's reward, verifier best-of-N) are derived from the same rollouts of the same run: "
             "no second search. Oracle: a problem counts when any rollout is correct. Found, not picked: problems "
             "some rollout solved but the pick missed (a selection failure); never found: the pick missed and no "
             "rollout solved it (a search failure). CIs: percentile bootstrap over problems.")
@@ -90,25 +95,30 @@ def separation_table(loaded: Loaded) -> Table:
                    "auroc_within", "auroc_within_lo", "auroc_within_hi", "pairs_within", "problems_within",
                    "mean_reward_correct", "mean_reward_wrong", "sources"]
     md_rows, csv_rows, findings = [], [], []
-    for run in with_rollouts(loaded):
-        s = separation(run)
+    # a run whose reward was a verifier gets a second row: the confidence reward of the same rollouts
+    rows = [(run, label, s) for run in with_rollouts(loaded)
+            for label, s in ((run.system, separation(run)),
+                             (f"{run.system} (confidence reward)", confidence_separation(run))) if s is not None]
+    for run, system, s in rows:
         if (sentence := separation_sentence(s)) is not None:
-            findings.append(f"{MGSM_TASKS[run.task]}, {run.system}: {sentence}")
+            findings.append(f"{MGSM_TASKS[run.task]}, {system}: {sentence}")
         if s.pooled.value is None:
             pooled = "— (no correct rollout)" if s.correct == 0 else "— (no wrong rollout)"
         else:
             pooled = auroc_md(s.pooled)
         within = auroc_md(s.within) if s.within.value is not None else "— (no problem has both)"
         source = store_source(run, loaded.root)
-        md_rows.append([MGSM_TASKS[run.task], run.system, str(s.rollouts), str(s.correct), pooled,
+        md_rows.append([MGSM_TASKS[run.task], system, str(s.rollouts), str(s.correct), pooled,
                         f"{s.pooled.pairs:,}", within, f"{s.within.pairs:,} ({s.within.problems})",
                         f"{s.mean_reward_correct:.3f}" if s.mean_reward_correct is not None else "—",
                         f"{s.mean_reward_wrong:.3f}" if s.mean_reward_wrong is not None else "—", source])
-        csv_rows.append([run.task, run.system, s.rollouts, s.correct, num(s.pooled.value), num(s.pooled.lo),
+        csv_rows.append([run.task, system, s.rollouts, s.correct, num(s.pooled.value), num(s.pooled.lo),
                          num(s.pooled.hi), s.pooled.pairs, num(s.within.value), num(s.within.lo), num(s.within.hi),
                          s.within.pairs, s.within.problems, num(s.mean_reward_correct), num(s.mean_reward_wrong),
                          source])
-    note = ("Does the confidence reward know a right rollout from a wrong one? AUROC: the share of (correct, wrong) "
+    note = ("Does the run's reward (the confidence reward unless the run names a verifier, `reward=PATH`; such a run "
+            "also gets a row for the confidence reward of the same rollouts) know a right rollout from a wrong "
+            "one? AUROC: the share of (correct, wrong) "
             "rollout pairs in which the correct one has the higher reward (ties count 1/2; 0.5 = no better than "
             "chance, 1 = perfect). Pooled: every pair of the run, whatever their problems, so a reward that only "
             "knows which problems are easy scores well on it. Within a problem: only pairs of the same problem, "
