@@ -16,7 +16,8 @@
 # MODEL=tiny: a machine that can neither download a model nor be sent one (this project's
 # lent GPUs take 64 MiB) gets a random-weight Qwen2 checkpoint made here, with smollm2's
 # tokenizer ($TOKENIZER, a folder, else the pulled model's; carry its tokenizer files): every
-# code path runs on CUDA, and accuracy means nothing.
+# code path runs on CUDA, and accuracy means nothing (the real-model tests then skip unless
+# smollm2-135m is provisioned).
 # Without the project installed, Python wheels in .whl/ are installed to /tmp/site first
 # (docs/scale-out.md says how to gather them).
 set -uo pipefail
@@ -42,8 +43,10 @@ fi
 ME=("$PY" -m marco_eval.cli)
 LM_EVAL=("${ME[@]}" run)  # lm_eval's CLI with marco_mcts and our tasks registered
 
+EXTRA=""
 if [ "$MODEL" = tiny ]; then
     MODEL=$RAW/tiny_qwen2
+    EXTRA=",token_cap=128"  # random weights never write </Output>: every rollout would run to 1,024 tokens
     "$PY" - "$MODEL" <<'EOF' || exit 2
 import os
 import sys
@@ -92,7 +95,7 @@ rm -rf "$RAW/trees"
 for CONFIG in mcts_step self_consistency; do
     rm -rf "$RAW/mgsm_en_$CONFIG"
     timeout 150 "${LM_EVAL[@]}" --model marco_mcts \
-        --model_args "pretrained=$MODEL,config=$CONFIG,device=$DEVICE,tree_dir=$RAW/trees/$CONFIG" \
+        --model_args "pretrained=$MODEL,config=$CONFIG,device=$DEVICE,tree_dir=$RAW/trees/$CONFIG$EXTRA" \
         --tasks mgsm_en --limit "$LIMIT" --output_path "$RAW/mgsm_en_$CONFIG" --log_samples \
         > "$RAW/mgsm_en_$CONFIG.log" 2>&1 || { status=1; tail -5 "$RAW/mgsm_en_$CONFIG.log"; }
     mkdir -p "$OUT/mgsm_en_$CONFIG"
