@@ -67,13 +67,13 @@ def sample_features(policy, prompt_ids: list[int], completions: list[list[int]],
         except stopped_early:
             pass
         lengths = mask.sum(-1)  # [k]
+        gen = torch.zeros_like(mask, dtype=torch.bool)  # [k, width]: the generated positions
+        for r, c in enumerate(completions):
+            gen[r, len(prompt_ids): len(prompt_ids) + len(c)] = True
         last, mean = [], []
         for L in layers:
             h = model.model.norm(seen[L]).float().cpu()  # [k, width, hidden]
             last.append(h[torch.arange(len(seqs)), lengths - 1])  # [k, hidden]
-            gen = torch.zeros_like(mask, dtype=torch.bool)  # [k, width]: the generated positions
-            for r, c in enumerate(completions):
-                gen[r, len(prompt_ids): len(prompt_ids) + len(c)] = True
             mean.append((h * gen.unsqueeze(-1)).sum(1) / gen.sum(1, keepdim=True).clamp(min=1))  # [k, hidden]
     return torch.stack(last, 1).numpy(), torch.stack(mean, 1).numpy()  # [k, layers, hidden] each
 
