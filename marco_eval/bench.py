@@ -29,10 +29,14 @@ each prompt, which the engine's time includes, so throughput_vs_sampling_prefill
 compares equal work. rows_busy_pct: the share of the batch's rows that decoded, over every
 decode step (rows stand idle while a tree waits on a slower sibling and nothing is queued).
 
-`--backend vllm` (a GPU machine with the [vllm] extra) runs the same search on the vLLM
-backend and compares it with plain vLLM sampling of the same number of tokens from the
-same prompts (prefill included on both sides; vLLM's prefix cache is always on, so there
-is no naive row); engine_calls counts LLM.generate calls, one per search step.
+`--backend vllm` (a GPU machine with the [vllm] extra, or vLLM's CPU build in .venv-vllm)
+runs the same search on the vLLM backend twice, streaming (the default schedule: requests
+join the engine as trees make them) and in lock-step rounds (one LLM.generate per search
+step), and compares both with plain vLLM sampling of the same number of tokens from the
+same prompts. Prefill counts the same way on every side: each prompt is prefilled once
+(the search's requests and sampling's n samples share it through vLLM's prefix cache,
+which is always on, so there is no naive row). mean_in_engine is the streaming run's mean
+number of requests in the engine per step, the vLLM counterpart of rows busy.
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ def make_engine(spec: BenchSpec, **options):
                                 mini_step_tokens=spec.mini_step_tokens, seed=spec.seed, **options)
 
 
-def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict:
-    """The search over `prompts` with `action`, timed; the backend's counters read after."""
+def run_search(engine, prompts: list[str], spec: BenchSpec, action: str, *, lockstep: bool = False) -> dict:
+    """The search over `prompts` with `action`, timed; the backend's counters read after.
+    `lockstep`: lock-step rounds instead of the backend's streaming schedule."""
     from marco_eval.backends.hf import TransformersPolicy
 
     engine.search_config = dataclasses.replace(engine.search_config, action=action)
@@ -109,9 +114,10 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
         policy.kv.clear()
         policy.stopwatch.on, policy.stopwatch.seconds = True, {}
     calls_before = getattr(policy, "generate_calls", 0)
+    steps_before = (getattr(policy, "engine_steps", 0), getattr(policy, "in_flight_steps", 0))
     searches = [engine.make_search(p, until=("</Output>",), max_gen_toks=spec.max_new_tokens) for p in prompts]
     start, cpu_start = time.perf_counter(), time.process_time()
-    results = engine.run(searches)
+    results = engine.run(searches, lockstep=lockstep)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     split = None
     if timed:
@@ -120,9 +126,12 @@ def run_search(engine, prompts: list[str], spec: BenchSpec, action: str) -> dict
     generated = sum(r.generated_tokens for r in results)
     busy = round(100 * policy.row_steps / (policy.decode_steps * policy.max_batch), 1) \
         if timed and policy.decode_steps else None
+    engine_steps = getattr(policy, "engine_steps", 0) - steps_before[0]
+    in_flight = getattr(policy, "in_flight_steps", 0) - steps_before[1]
     return {"rows_busy_pct": busy, "generated": generated, "forwarded": getattr(policy, "forwarded_tokens", None),
             "shared": getattr(policy, "shared_prefill_tokens", 0), "seconds": seconds,
             "cpu_seconds": cpu_seconds, "engine_calls": getattr(policy, "generate_calls", 0) - calls_before,
+            "engine_steps": engine_steps, "mean_in_engine": round(in_flight / engine_steps, 2) if engine_steps else None,
             "search_steps": max(r.policy_calls for r in results), "split": split,
             "outputs": [[x.token_ids for x in r.tree.rollouts] for r in results]}
 
@@ -214,17 +223,27 @@ def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
         prompts = [policy.encode(eng.prompt_text(t)) for t in texts]
         for action in spec.actions:
             engine = run_search(eng, texts, spec, action)
+            lockstep = run_search(eng, texts, spec, action, lockstep=True)
             sampling = run_vllm_sampling(policy, prompts, engine["generated"], spec.seed)
             tps, sampling_tps = engine["generated"] / engine["seconds"], sampling["generated"] / sampling["seconds"]
+            lockstep_tps = lockstep["generated"] / lockstep["seconds"]
             row = {
                 "backend": "vllm", "workload": workload, "action": action, "model": spec.model, "dtype": policy.dtype,
                 "gpu": gpu_name(), "tensor_parallel_size": spec.tensor_parallel_size, "problems": spec.problems,
                 "simulations": spec.simulations, "children": spec.children, "tree_batch": spec.tree_batch,
                 "prompt_tokens": sum(len(p) for p in prompts), "generated_tokens": engine["generated"],
-                "engine_calls": engine["engine_calls"], "search_steps": engine["search_steps"],
-                "tokens_per_s": round(tps, 2), "sampling_tokens_per_s": round(sampling_tps, 2),
+                # streaming: engine steps and the mean number of requests in the engine per step
+                "engine_steps": engine["engine_steps"], "mean_in_engine": engine["mean_in_engine"],
+                "search_steps": engine["search_steps"],
+                "lockstep_engine_calls": lockstep["engine_calls"],  # one LLM.generate per round
+                "tokens_per_s": round(tps, 2), "lockstep_tokens_per_s": round(lockstep_tps, 2),
+                "sampling_tokens_per_s": round(sampling_tps, 2),
                 "throughput_vs_sampling": round(tps / sampling_tps, 3),
-                "seconds": {"engine": round(engine["seconds"], 2), "sampling": round(sampling["seconds"], 2)},
+                "lockstep_throughput_vs_sampling": round(lockstep_tps / sampling_tps, 3),
+                "streaming_vs_lockstep": round(tps / lockstep_tps, 3),
+                "same_outputs_as_lockstep": engine["outputs"] == lockstep["outputs"],
+                "seconds": {"engine": round(engine["seconds"], 2), "lockstep": round(lockstep["seconds"], 2),
+                            "sampling": round(sampling["seconds"], 2)},
             }
             log(json.dumps(row))
             out.append(row)

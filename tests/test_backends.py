@@ -249,11 +249,11 @@ def test_a_sample_depends_on_its_own_seed_only(backend, fake_vllm, monkeypatch):
     assert len({tuple(g.token_ids) for g in policy.generate(crowd)[:3]}) == 3
 
 
-def test_one_engine_call_per_search_step_across_trees(fake_vllm):
+def test_lockstep_makes_one_engine_call_per_search_step_across_trees(fake_vllm):
     policy = vllm_policy()
     cfg = SearchConfig(simulations=3, children=3)
     searches = [Search(cfg, policy.encode(p), policy, max_new_tokens=200, until=("</Output>",)) for p in PROMPTS]
-    results = run_searches(searches, policy, width=3)
+    results = run_searches(searches, policy, width=3, lockstep=True)
     calls = policy.llm.calls
     # every live tree advances one step per round and each round is one LLM.generate
     assert len(calls) == policy.generate_calls == max(r.policy_calls for r in results)
@@ -261,6 +261,66 @@ def test_one_engine_call_per_search_step_across_trees(fake_vllm):
     assert [p["prompt_token_ids"] for p in first_prompts] == [list(policy.encode(p)) for p in PROMPTS for _ in range(3)]
     assert len(first_prompts) == 9 and {sp.n for sp in first_params} == {1}  # each root's 3 children: 3 prompts
     assert sum(r.policy_calls for r in results) > len(calls)  # calls were shared between trees
+
+
+def _tree_record(result):
+    return [(r.answer, r.reward, r.tokens) for r in result.tree.rollouts], result.text
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_streaming_gives_the_trees_of_lockstep(fake_vllm, temperature):
+    """The engine streams (requests join as trees make them, results return as each
+    finishes), yet every tree is the one lock-step rounds build: same rollouts, rewards,
+    answers, greedy or sampled (per-request seeds)."""
+    policy = vllm_policy()
+    cfg = SearchConfig(simulations=3, children=2, temperature=temperature)
+
+    def run(lockstep: bool):
+        searches = [Search(cfg, policy.encode(p), policy, max_new_tokens=200, until=("</Output>",)) for p in PROMPTS]
+        return [_tree_record(r) for r in run_searches(searches, policy, width=2, lockstep=lockstep)]
+
+    calls_before = len(policy.llm.calls)
+    streamed = run(lockstep=False)
+    assert len(policy.llm.calls) == calls_before  # no LLM.generate: requests went through the engine one by one
+    assert policy.engine_steps > 0 and not policy.llm.llm_engine.has_unfinished_requests()
+    assert streamed == run(lockstep=True)
+
+
+def test_streaming_keeps_the_engine_full_without_rounds(fake_vllm):
+    """Requests from later trees enter the engine while an earlier tree's long request still
+    runs (no round barrier), and no more than max_num_seqs are ever in the engine."""
+    policy = vllm_policy(engine_args={"max_num_seqs": 3})
+    assert policy.max_in_flight == 3
+    engine = policy.llm.llm_engine
+    seen = []
+    step = engine.step
+
+    def watched_step():
+        seen.append(len(engine.running) + len(engine.waiting))
+        return step()
+
+    engine.step = watched_step
+    cfg = SearchConfig(strategy="sampling", samples=1, temperature=0.0)
+    budgets = [40, 5, 5, 5]  # the first tree's request runs 40 steps, the others 5
+    searches = [Search(cfg, policy.encode(f"Q{i}?\n"), policy, max_new_tokens=n) for i, n in enumerate(budgets)]
+    finished = []
+    run_searches(searches, policy, width=4, on_done=lambda i, r: finished.append(i))
+    assert max(seen) == 3 and len(engine.added) == 4
+    # the fourth tree's request entered when a short one left, and finished long before the first
+    assert finished == [1, 2, 3, 0] and engine.steps == 40
+
+
+def test_a_failed_stream_leaves_no_request_in_the_engine(fake_vllm):
+    policy = vllm_policy()
+    req = Continue(tuple(ids("Q: x\n")), 40, (), 1.0, 0.95, seed=1)
+    pending = [("a", req), ("b", req)]
+
+    def push(key, generation):
+        raise KeyError(key)  # a bug in the caller, mid-stream
+
+    with pytest.raises(KeyError):
+        policy.generate_stream(lambda n: [pending.pop()] if pending else [], push)
+    assert not policy.llm.llm_engine.has_unfinished_requests()
 
 
 @pytest.mark.parametrize("gpu,advice", [(True, "pip install 'marco-eval[vllm]'"),
@@ -320,51 +380,68 @@ def ray_cluster():
 
 
 @pytest.fixture
-def replicas(ray_cluster, fake_vllm):
-    from marco_eval.backends.replicas import RayReplicas
+def engine(ray_cluster, fake_vllm, monkeypatch):
+    """An Engine with backend=vllm, data_parallel_size=2 on the CPU build: its policy is the
+    replica pool, one core each."""
+    from marco_eval.engine import Engine
 
-    _, options = build(None, backend="vllm", pretrained="scripted_lm:FLAT", data_parallel_size=2)
-    pool = RayReplicas(options, scripted_lm.CharTokenizer(), on_cpu=True)
-    yield pool
-    pool.close()
-
-
-def _searches(codec, n=5):
-    cfg = SearchConfig(simulations=2, children=2, temperature=1.0)
-    return [Search(cfg, codec.encode(f"Q{i}: {'x' * i}?\n"), codec, max_new_tokens=60, until=("</Output>",))
-            for i in range(n)]
+    monkeypatch.setenv("FAKE_VLLM_CPU", "1")
+    monkeypatch.setattr("marco_eval.backends.codec.load_tokenizer", lambda *a: scripted_lm.CharTokenizer())
+    eng = Engine(*build(None, backend="vllm", pretrained="scripted_lm:FLAT", data_parallel_size=2,
+                        simulations=2, children=2, temperature=1.0, chat_template="off"))
+    yield eng
+    eng.policy.close()
 
 
-def test_replicas_split_whole_trees_and_match_one_engine(replicas):
-    searches = _searches(replicas)
-    done = []
-    results = replicas.run_searches(searches, width=2, on_done=lambda i, r: done.append(i))
-    assert sorted(done) == list(range(5))
+def _searches(engine, n=5):
+    return [engine.make_search(f"Q{i}: {'x' * i}?\n", until=("</Output>",), max_gen_toks=60) for i in range(n)]
+
+
+def _alone(n=5):
+    """The same searches on one engine in this process."""
     single = vllm_policy("FLAT")
-    alone = run_searches(_searches(single), single, width=2)
+    cfg = SearchConfig(simulations=2, children=2, temperature=1.0)
+    searches = [Search(cfg, single.encode(f"Q{i}: {'x' * i}?\n"), single, max_new_tokens=60, until=("</Output>",))
+                for i in range(n)]
+    return single, run_searches(searches, single, width=2)
+
+
+def test_replicas_split_whole_trees_and_match_one_engine(engine):
+    from marco_eval.search.policy import Policy
+
+    pool = engine.policy
+    assert isinstance(pool, Policy)  # Engine.policy is a policy, whatever the backend
+    searches = _searches(engine)
+    done = []
+    results = engine.run(searches, on_done=lambda i, r: done.append(i), width=2)
+    assert sorted(done) == list(range(5))
+    single, alone = _alone()
     for search, got, want in zip(searches, results, alone, strict=True):
         assert got.text == want.text and [r.reward for r in got.tree.rollouts] == [r.reward for r in want.tree.rollouts]
         assert search.tree is got.tree  # the parent's Search holds the tree for export
     pairs = [(list(ids("Q: x\n")), list(ids(w))) for w in ("Step 1", "Step 2", "St", "x")]
-    assert replicas.score_many(pairs) == single.score_many(pairs)
+    assert pool.score_many(pairs) == single.score_many(pairs)
+    requests = [Continue(ids(f"Q{i}: x\n"), 20, (), 1.0, 0.95, seed=i) for i in range(3)]
+    assert [g.token_ids for g in pool.generate(requests)] == [g.token_ids for g in single.generate(requests)]
 
 
-def test_replicas_are_persistent_one_engine_each_on_their_own_core(replicas):
-    before = replicas.info()
+def test_replicas_are_persistent_one_engine_each_on_their_own_core(engine):
+    pool = engine.policy
+    before = pool.info()
     assert len({w["pid"] for w in before}) == 2
     assert [w["omp_bind"] for w in before] == ["0", "1"]  # vLLM's CPU threads bound apart
-    replicas.run_searches(_searches(replicas, 2), width=1)
-    after = replicas.info()
+    engine.run(_searches(engine, 2), width=1)
+    after = pool.info()
     assert [w["pid"] for w in after] == [w["pid"] for w in before]
-    assert all(a["generate_calls"] > b["generate_calls"] for a, b in zip(after, before))
+    assert all(a["engine_steps"] > b["engine_steps"] for a, b in zip(after, before))  # each streamed its share
 
 
-def test_a_killed_replicas_problems_go_to_the_others(replicas, ray_cluster):
-    ray_cluster.kill(replicas.replicas[1])
-    results = replicas.run_searches(_searches(replicas), width=2)
-    single = vllm_policy("FLAT")
-    assert [r.text for r in results] == [r.text for r in run_searches(_searches(single), single, width=2)]
-    assert replicas.alive == [0]
+def test_a_killed_replicas_problems_go_to_the_others(engine, ray_cluster):
+    pool = engine.policy
+    ray_cluster.kill(pool.replicas[1])
+    results = engine.run(_searches(engine), width=2)
+    assert [r.text for r in results] == [r.text for r in _alone()[1]]
+    assert pool.alive == [0]
 
 
 def test_cpu_replicas_need_a_core_each():
@@ -446,8 +523,12 @@ def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeyp
     assert len(rows) == len(lines) == 1
     row = rows[0]
     assert row["backend"] == "vllm" and row["generated_tokens"] > 0 and row["prompt_tokens"] > 0
-    assert row["engine_calls"] == row["search_steps"] > 1  # both trees in every engine call
-    assert row["tokens_per_s"] > 0 and row["sampling_tokens_per_s"] > 0 and row["throughput_vs_sampling"] > 0
+    assert row["lockstep_engine_calls"] == row["search_steps"] > 1  # lock-step: both trees in every engine call
+    assert row["engine_steps"] > row["search_steps"] and row["mean_in_engine"] > 1  # streaming: many requests at once
+    assert row["same_outputs_as_lockstep"] is True
+    for key in ("tokens_per_s", "lockstep_tokens_per_s", "sampling_tokens_per_s", "throughput_vs_sampling",
+                "lockstep_throughput_vs_sampling", "streaming_vs_lockstep"):
+        assert row[key] > 0, key
 
 
 def test_bench_backend_vllm_without_vllm_fails_in_one_line(monkeypatch, capsys):

@@ -165,3 +165,23 @@ def test_dtype_auto_on_a_gpu_without_native_bf16_is_fp16(monkeypatch):
         assert pick_dtype("auto", "cuda") == torch.bfloat16
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4
         assert pick_dtype("auto", "cuda:0") == torch.float16
+
+
+@pytest.mark.parametrize("action", ["step", "mini_step"])
+def test_streaming_gives_the_trees_of_lockstep_on_a_real_model(monkeypatch, action):
+    """The transformers backend streams (rows join a running batch as trees make requests);
+    lock-step rounds batch differently, yet greedy searches on a real Qwen2 build the same
+    trees: the same rollouts, answers and rewards (to float32 noise of another batch shape)."""
+    policy = make_policy(monkeypatch, "cpu")
+    config = SearchConfig(simulations=3, children=2, action=action, mini_step_tokens=4, max_depth=3,
+                          action_max_tokens=6, rollout_max_tokens=10, step_delimiters=["e"], temperature=0.0)
+    prompts = [SHOTS + "Q: one?\n", SHOTS + "Q: two plus two?\n", "Q: " + "long " * 12 + "?\n"]
+
+    def trees(lockstep: bool):
+        searches = [Search(config, list(ids(p)), policy, max_new_tokens=24) for p in prompts]
+        results = run_searches(searches, policy, width=2, lockstep=lockstep)
+        return [[(x.token_ids, x.reward) for x in r.tree.rollouts] for r in results]
+
+    streamed, rounds = trees(lockstep=False), trees(lockstep=True)
+    assert [[ids_ for ids_, _ in t] for t in streamed] == [[ids_ for ids_, _ in t] for t in rounds]
+    assert [r for t in streamed for _, r in t] == pytest.approx([r for t in rounds for _, r in t], abs=1e-5)

@@ -199,28 +199,86 @@ def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):
 
 def test_two_replicas_on_ray_give_the_answers_of_one_engine(vl):
     """data_parallel_size=2 on vLLM's CPU build: two engines on a local two-core Ray, one core
-    each (VLLM_CPU_OMP_THREADS_BIND 0 and 1); greedy searches give the texts one engine gives."""
+    each (VLLM_CPU_OMP_THREADS_BIND 0 and 1), each streaming its share of whole searches;
+    greedy searches give the texts one engine gives."""
     import ray
 
-    from marco_eval.backends.codec import load_tokenizer
-    from marco_eval.backends.replicas import RayReplicas
-    from marco_eval.settings import build
+    from marco_eval.engine import Engine
     from marco_eval.search import Search, SearchConfig, run_searches
+    from marco_eval.settings import build
 
-    _, options = build(None, pretrained=vl.name, backend="vllm", dtype="float32", data_parallel_size=2,
-                       kv_cache_mb=256, max_model_len=2048, **{"vllm_args.enforce_eager": "true"})
+    cfg = SearchConfig(strategy="sampling", samples=1, temperature=0.0)
+    engine = Engine(*build(None, pretrained=vl.name, backend="vllm", dtype="float32", data_parallel_size=2,
+                           kv_cache_mb=256, max_model_len=2048, chat_template="off", strategy="sampling", samples=1,
+                           temperature=0.0, **{"vllm_args.enforce_eager": "true"}))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        pool = RayReplicas(options, load_tokenizer(vl.name), on_cpu=True)
+        pool = engine.policy
         assert sorted(i["omp_bind"] for i in pool.info()) == ["0", "1"]
-        cfg = SearchConfig(strategy="sampling", samples=1, temperature=0.0)
         questions = [f"Question: what is {a} + {a + 1}?\n" for a in range(4)]
-        got = pool.run_searches([Search(cfg, pool.encode(q), pool, max_new_tokens=24) for q in questions], width=2)
+        got = engine.run([engine.make_search(q, max_gen_toks=24) for q in questions], width=2)
+        assert all(i["engine_steps"] > 0 for i in pool.info())  # both replicas streamed, none ran rounds
         want = run_searches([Search(cfg, vl.encode(q), vl, max_new_tokens=24) for q in questions], vl, width=2)
         assert [r.text for r in got] == [r.text for r in want]
         pool.close()
     finally:
         ray.shutdown()
+
+
+# ---------------------------------------------------------------- streaming: requests join the engine as trees make them
+def _stream(vl, requests, per_pull=2):
+    """generate_stream over `requests`, at most `per_pull` handed over per engine step."""
+    queue, got = list(enumerate(requests)), {}
+
+    def pull(n):
+        out = queue[:min(n, per_pull)]
+        del queue[:len(out)]
+        return out
+
+    vl.generate_stream(pull, got.__setitem__)
+    return [got[i] for i in range(len(requests))]
+
+
+def test_streamed_samples_depend_on_their_own_seed_only(vl):
+    """Requests joining a running engine at different steps sample what they sample alone:
+    per-request seeds, raw log-probs (to kernel noise of another batch), stop strings."""
+    p = prompt(vl)
+    requests = [Continue(p, 10 + 6 * i, ("\n\n",) if i % 2 else (), temperature=0.7, top_p=0.95, seed=i)
+                for i in range(6)]
+    streamed = _stream(vl, requests)
+    for req, g in zip(requests, streamed):
+        alone = vl.generate([req])[0]
+        assert (g.token_ids, g.finish, g.stop) == (alone.token_ids, alone.finish, alone.stop)
+        assert g.logprobs == pytest.approx(alone.logprobs, abs=TOL)
+        assert g.finish != "stop" or g.stop == "\n\n"
+
+
+@pytest.mark.parametrize("stop,max_new", [(("\n\n",), 60), ((), 12)])
+def test_streamed_greedy_ids_and_finish_match_the_transformers_backend(vl, hf, stop, max_new):
+    text = "Solve it. Write the answer inside <Output> and </Output>.\nQuestion: what is 2 + 2?\n"
+    req = Continue(prompt(vl, text), max_new, stop, temperature=0.0)
+    a, b = _stream(vl, [req])[0], hf.generate([req])[0]
+    assert (a.token_ids, a.finish, a.stop) == (b.token_ids, b.finish, b.stop)
+    assert a.logprobs == pytest.approx(b.logprobs, abs=TOL)
+
+
+def test_streaming_gives_the_trees_of_lockstep(vl):
+    """Greedy MCTS searches, streamed and in lock-step rounds: the same trees."""
+    from marco_eval.search import Search, SearchConfig, run_searches
+
+    cfg = SearchConfig(simulations=2, children=2, temperature=0.0, action="mini_step", mini_step_tokens=8,
+                       rollout_max_tokens=40)
+    questions = [f"Question: what is {a} + {a + 1}?\n" for a in range(3)]
+
+    def trees(lockstep):
+        searches = [Search(cfg, vl.encode(q), vl, max_new_tokens=48) for q in questions]
+        return [[(x.token_ids, round(x.reward, 4)) for x in r.tree.rollouts]
+                for r in run_searches(searches, vl, width=3, lockstep=lockstep)]
+
+    steps = vl.engine_steps
+    streamed = trees(False)
+    assert vl.engine_steps > steps
+    assert streamed == trees(True)
 
 
 # ---------------------------------------------------------------- mistakes under plain lm_eval (issue #32): one line each

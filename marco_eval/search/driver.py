@@ -53,10 +53,24 @@ def run_searches(
     policy: Policy,
     width: int = 8,
     on_done: Callable[[int, SearchResult], None] | None = None,
+    *,
+    lockstep: bool = False,
 ) -> list[SearchResult]:
+    """Run every search to the end, `width` trees live at a time.
+
+    Args:
+        searches: not started yet.
+        policy: answers their requests; a StreamingPolicy gets the continuous schedule.
+        width: trees live at once.
+        on_done: called with (index, result) the moment each search finishes.
+        lockstep: use lock-step rounds even on a StreamingPolicy (benchmarks compare the two
+            schedules; the results are the same).
+    Returns:
+        The results in the order of `searches`.
+    """
     if width <= 0:
         raise ValueError(f"width={width}: must be a positive integer")
-    if isinstance(policy, StreamingPolicy):
+    if isinstance(policy, StreamingPolicy) and not lockstep:
         return _run_continuous(searches, policy, width, on_done)
     results: list[SearchResult | None] = [None] * len(searches)
     waiting = deque(range(len(searches)))

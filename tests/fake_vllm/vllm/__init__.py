@@ -9,6 +9,11 @@ are raw (before temperature); the token that completes a stop string, or EOS, is
 token_ids; finish_reason "stop" with stop_reason = the stop string (the EOS id for EOS), or
 "length"; temperature above 2 or an empty stop string is refused, one below 0.01 raised to
 0.01; CompletionOutput is built by keyword and Logprob lives in vllm.logprobs.
+
+`LLM.llm_engine` is the request-level engine (`add_request`, `step`, `abort_request`): at
+most max_num_seqs requests run, the rest wait in arrival order; a step makes one token for
+each running request, so a short request comes back before a long one that started first.
+Only final outputs are given (RequestOutputKind.FINAL_ONLY, which the fake requires).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from vllm.logprobs import Logprob  # like vLLM: the class lives in vllm.logprobs, not exported here
+from vllm.sampling_params import RequestOutputKind
 
 __all__ = ["LLM", "SamplingParams", "TokensPrompt", "CompletionOutput", "RequestOutput"]
 
@@ -72,7 +78,7 @@ def TokensPrompt(*, prompt_token_ids):  # a TypedDict in vLLM
 class SamplingParams:
     def __init__(self, n=1, temperature=1.0, top_p=1.0, seed=None, max_tokens=16, stop=None,
                  include_stop_str_in_output=False, logprobs=None, prompt_logprobs=None, ignore_eos=False,
-                 min_tokens=0):
+                 min_tokens=0, output_kind=RequestOutputKind.CUMULATIVE):
         if temperature < 1e-5 and n > 1:
             raise ValueError(f"n must be 1 when using greedy sampling, got {n}.")
         if temperature > 2.0:
@@ -90,6 +96,7 @@ class SamplingParams:
         self.include_stop_str_in_output = include_stop_str_in_output
         self.logprobs, self.prompt_logprobs = logprobs, prompt_logprobs
         self.ignore_eos, self.min_tokens = ignore_eos, min_tokens
+        self.output_kind = output_kind
 
 
 def _entries(logp: list[float], k: int, chosen: int | None, decode) -> dict[int, Logprob]:
@@ -126,7 +133,8 @@ class LLM:
         self.model = getattr(importlib.import_module(module), attr)
         self.engine_args = engine_args
         max_len = engine_args.get("max_model_len") or self.model.max_length
-        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=max_len, dtype="float32"))
+        self.llm_engine = LLMEngine(self, SimpleNamespace(max_model_len=max_len, dtype="float32"),
+                                    engine_args.get("max_num_seqs") or 256)
         self.calls: list[tuple[list[dict], list[SamplingParams]]] = []
         LLM.built += 1
 
@@ -140,6 +148,8 @@ class LLM:
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError("the lengths of prompts and sampling_params must be the same")
+        if self.llm_engine.has_unfinished_requests():  # vLLM would hand them to this call's caller
+            raise AssertionError("fake vllm: LLM.generate while the engine streams other requests")
         self.calls.append((prompts, params))
         return [self._request(str(i), p["prompt_token_ids"], sp) for i, (p, sp) in enumerate(zip(prompts, params))]
 
@@ -179,3 +189,49 @@ class LLM:
         return CompletionOutput(index=index, text=decode(ids), token_ids=ids, cumulative_logprob=None,
                                 logprobs=lps if sp.logprobs is not None else None, finish_reason=finish,
                                 stop_reason=reason)
+
+
+class LLMEngine:
+    """The request-level engine under LLM (module docstring)."""
+
+    def __init__(self, llm: LLM, model_config, max_num_seqs: int):
+        self.llm, self.model_config = llm, model_config
+        self.vllm_config = SimpleNamespace(model_config=model_config,
+                                           scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
+        self.waiting: list[tuple[str, RequestOutput]] = []
+        self.running: dict[str, list] = {}  # request id -> [steps left, its output]
+        self.steps = 0
+        self.added: list[str] = []  # request ids in the order they arrived
+
+    def add_request(self, request_id, prompt, params) -> str:
+        if not isinstance(request_id, str):
+            raise TypeError(f"request_id must be a string, got {type(request_id)}")
+        if not isinstance(prompt, dict) or "prompt_token_ids" not in prompt:
+            raise TypeError("fake vllm: prompts must be TokensPrompt (token ids), not text")
+        if params.output_kind is not RequestOutputKind.FINAL_ONLY:
+            raise AssertionError("fake vllm: the engine streams every step's output unless FINAL_ONLY is asked for")
+        if request_id in self.running or any(r == request_id for r, _ in self.waiting):
+            raise ValueError(f"request id {request_id} is already in the engine")
+        self.waiting.append((request_id, self.llm._request(request_id, prompt["prompt_token_ids"], params)))
+        self.added.append(request_id)
+        return request_id
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def abort_request(self, request_ids, internal: bool = False) -> None:
+        self.waiting = [(r, o) for r, o in self.waiting if r not in request_ids]
+        for r in request_ids:
+            self.running.pop(r, None)
+
+    def step(self) -> list[RequestOutput]:
+        while self.waiting and len(self.running) < self.vllm_config.scheduler_config.max_num_seqs:
+            request_id, out = self.waiting.pop(0)
+            self.running[request_id] = [max(1, len(out.outputs[0].token_ids)), out]
+        self.steps += 1
+        done = []
+        for request_id, entry in list(self.running.items()):
+            entry[0] -= 1
+            if entry[0] == 0:
+                done.append(self.running.pop(request_id)[1])
+        return done
