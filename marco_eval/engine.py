@@ -4,10 +4,12 @@ Everything that evaluates with the search goes through here: the lm-eval adapter
 (`marco_mcts`, lm.py), `marco-eval synth` and `marco-eval bench`. The engine
 
 - builds the policy on first use: a backend (backends/), or, for backend=vllm with
-  data_parallel_size > 1, engine replicas on Ray that run whole searches themselves;
+  data_parallel_size > 1, a pool of engine replicas on Ray, each running whole searches
+  with an Engine of its own (EngineReplica, data_parallel.py);
 - formats prompts: the model's chat template, the system prompt, the response prefix;
 - builds `Search` objects: prompt ids, token budget, stop strings, answer reader, reward;
-- runs a batch of searches through the one right driver, calling back per finished one;
+- runs a batch of searches: through the driver (continuous batching when the backend
+  streams), or split whole between the replicas; calling back per finished one;
 - fingerprints the model and settings for the request store.
 
 It never imports lm-eval: the adapter translates lm-eval's requests into these calls.
@@ -18,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Sequence
 
 from marco_eval import settings
 from marco_eval import store as request_store
 from marco_eval.answers import answer_reader
+from marco_eval.backends.replicas import Replica, bind_threads
+from marco_eval.data_parallel import ReplicaPool, SearchJob, run_split, serve_jobs
 from marco_eval.errors import InputError, first_line
 from marco_eval.models import ALIASES, ModelError, resolve
 from marco_eval.progress import ProgressThread, SearchProgress, Snapshot
@@ -30,24 +34,6 @@ from marco_eval.search import Search, SearchResult, rollout_reward, run_searches
 from marco_eval.search.reward import VerifierReward
 
 OnDone = Callable[[int, SearchResult], None]
-
-
-@runtime_checkable
-class SearchRunner(Protocol):
-    """A policy that runs whole searches itself (the data-parallel replicas: trees split
-    over engines) instead of answering the driver's requests."""
-
-    def run_searches(self, searches: list[Search], width: int, on_done: OnDone | None = None) -> list[SearchResult]:
-        """Run every search to the end.
-
-        Args:
-            searches: built against this runner as their codec.
-            width: trees in lock-step per engine.
-            on_done: called with (index, result) as each search finishes, in any order.
-        Returns:
-            The results in the order of `searches`.
-        """
-        ...
 
 
 class Engine:
@@ -88,7 +74,8 @@ class Engine:
     # ------------------------------------------------------------------ the model
     @property
     def policy(self):
-        """The loaded backend (a LoadedModel and Policy), or the data-parallel replicas."""
+        """The loaded backend (a LoadedModel and Policy), or the pool of data-parallel replicas
+        (a Policy too, whose calls are split between them)."""
         if self._policy is None:
             o = self.options
             try:
@@ -108,7 +95,8 @@ class Engine:
 
             vllm = import_vllm()  # fail in one line here rather than in every replica
             o = dataclasses.replace(o, pretrained=resolve(o.pretrained))  # pull an alias once, here
-            return RayReplicas(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code), on_cpu=on_cpu(vllm))
+            return RayReplicas(o, load_tokenizer(o.pretrained, o.revision, o.trust_remote_code), on_cpu=on_cpu(vllm),
+                               actor=EngineReplica, actor_args=(self.search_config,))
         from marco_eval.backends import build_policy
 
         return build_policy(o)
@@ -161,26 +149,43 @@ class Engine:
         except ValueError as e:  # the prompt does not fit the model's context
             raise InputError(f"{label}: {e}") from None
         budget = min(int(budget), policy.max_length - len(prompt_ids), self.options.token_cap or budget)
-        until = tuple(s for s in until if s)  # an empty stop string would stop at once (vLLM refuses it)
-        return Search(self.search_config, prompt_ids, policy, max_new_tokens=budget, until=until,
-                      answer_fn=self.answer_fn, reward=self.reward)
+        return self.build_search(prompt_ids, max_new_tokens=budget, until=until)
+
+    def build_search(self, prompt_ids: Sequence[int], *, max_new_tokens: int, until: Sequence[str] = (),
+                     config: settings.SearchConfig | None = None) -> Search:
+        """A Search around this engine's policy, answer reader and reward.
+
+        Args:
+            prompt_ids: the prompt as the model sees it, token ids.
+            max_new_tokens: the token budget, already capped.
+            until: stop strings (empty ones dropped: they would stop at once, and vLLM refuses them).
+            config: the search's knobs; None: the engine's.
+        Returns:
+            A Search ready for `run`.
+        """
+        until = tuple(s for s in until if s)
+        return Search(config or self.search_config, prompt_ids, self.policy, max_new_tokens=max_new_tokens,
+                      until=until, answer_fn=self.answer_fn, reward=self.reward)
 
     # ------------------------------------------------------------------ running
-    def run(self, searches: list[Search], on_done: OnDone | None = None, *,
-            progress: Callable[[Snapshot], None] | None = None, every: float = 1.0) -> list[SearchResult]:
-        """Run searches to the end, `options.tree_batch` trees at a time, through the replicas
-        when there are some, else the driver (continuous batching when the backend streams).
+    def run(self, searches: list[Search], on_done: OnDone | None = None, *, width: int | None = None,
+            lockstep: bool = False, progress: Callable[[Snapshot], None] | None = None,
+            every: float = 1.0) -> list[SearchResult]:
+        """Run searches to the end: split whole between the replicas when there are some, else
+        through the driver (continuous batching when the backend streams).
 
         Args:
             searches: from `make_search`.
             on_done: called with (index, result) the moment each search finishes.
+            width: trees live at once (per replica); None: options.tree_batch.
+            lockstep: lock-step rounds even on a streaming backend (the bench compares them).
             progress: called with a progress.Snapshot every `every` seconds while they run
                 (tokens/s, trees in flight, simulations, batch rows, ETA).
             every: seconds between progress calls.
         Returns:
             The results in the order of `searches`.
         """
-        width, policy = self.options.tree_batch, self.policy
+        width, policy = width or self.options.tree_batch, self.policy
         tracker = SearchProgress(searches, policy)
 
         def done(i: int, result: SearchResult) -> None:
@@ -189,6 +194,20 @@ class Engine:
                 on_done(i, result)
 
         with ProgressThread(tracker, progress, every) if progress is not None else contextlib.nullcontext():
-            if isinstance(policy, SearchRunner):
-                return policy.run_searches(searches, width=width, on_done=done)
-            return run_searches(searches, policy, width=width, on_done=done)
+            if isinstance(policy, ReplicaPool):
+                return run_split(policy, searches, width, done)
+            return run_searches(searches, policy, width=width, on_done=done, lockstep=lockstep)
+
+
+class EngineReplica(Replica):
+    """A data-parallel replica (backends/replicas.py) that runs whole searches through an
+    Engine of its own (data_parallel.py)."""
+
+    def __init__(self, options: settings.ModelOptions, omp_bind: str | None, search_config: settings.SearchConfig):
+        bind_threads(omp_bind)
+        self.engine = Engine(search_config, options)
+        self.policy = self.engine.policy
+
+    def search(self, indices: list[int], jobs: list[SearchJob], width: int):
+        """Run the jobs; yields (index, SearchResult) as each finishes (data_parallel.serve_jobs)."""
+        yield from serve_jobs(self.engine, indices, jobs, width)

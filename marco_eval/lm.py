@@ -9,7 +9,7 @@ SearchConfig / ModelOptions (marco_eval/settings.py) as an override; unknown key
 before the model loads. This module only translates: the engine (engine.py) builds the
 model, prompts and searches and runs them. lm-eval's TemplateLM does the tokenising of
 loglikelihood pairs; the backend scores them. Scale-out: backend=vllm with
-data_parallel_size=N (engine replicas on Ray, backends/replicas.py), or the transformers
+data_parallel_size=N (engine replicas on Ray, data_parallel.py), or the transformers
 backend under `accelerate launch -m lm_eval` (ranks.py).
 """
 

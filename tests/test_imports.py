@@ -90,3 +90,18 @@ def test_the_search_imports_no_backend_torch_or_lm_eval():
             bad = {m for m in imports_of(path, known) if m.split(".")[0] in ("torch", "lm_eval", "transformers")
                    or m.startswith(("marco_eval.backends", "marco_eval.engine", "marco_eval.lm"))}
             assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_backends_answer_requests_and_never_run_searches():
+    """Scheduling searches is the engine's job (engine.py, data_parallel.py): a backend takes
+    the policy protocols from the search package, never Search itself or the driver."""
+    known = modules()
+    for name, path in known.items():
+        if name.startswith("marco_eval.backends"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            names = {(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     for alias in node.names}
+            bad = {f"{m}.{n}" for m, n in names if m and m.startswith("marco_eval.search")
+                   and (n in ("Search", "run_searches", "drive") or m in ("marco_eval.search.mcts",
+                                                                         "marco_eval.search.driver"))}
+            assert not bad, f"{name} imports {sorted(bad)}"

@@ -3,7 +3,7 @@
 config.SearchConfig   every knob, documented          reward        Marco-o1's confidence reward
 policy.Policy         what a backend must provide     tree          nodes, rollouts, statistics
 mcts.Search           select/expand/simulate/backup   final_answer  which rollout is the answer
-driver                many trees in lock-step         export        tree JSON files
+driver                many trees: streamed or rounds  export        tree JSON files
 """
 
 from marco_eval.search.config import SearchConfig

@@ -2,7 +2,7 @@
 
     search = Search(config, prompt_ids, codec, max_new_tokens=512, until=("</Output>",))
     result = drive(search, policy)            # one tree
-    results = run_searches(searches, policy)  # many trees in lock-step (driver.py)
+    results = run_searches(searches, policy)  # many trees at once (driver.py)
 
 Writing the search as a generator keeps each MCTS phase a short function that reads like
 the paper, while letting a driver put the requests of many trees into one batched model
