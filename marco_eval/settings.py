@@ -2,7 +2,7 @@
 
 Precedence: dataclass defaults < `config=` YAML (model_configs/NAME.yaml or any path)
 < `--model_args key=value` overrides. Every key is checked before any model loads: an
-unknown key, a wrong type or an out-of-range value is a one-line ValueError that names
+unknown key, a wrong type or an out-of-range value is a one-line ConfigError that names
 the key and the fix.
 """
 
@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from marco_eval.errors import UserError, first_line, require
+from marco_eval.errors import ConfigError, first_line, need
 from marco_eval.models import ALIASES
 from marco_eval.paths import MODEL_CONFIGS_DIR
 from marco_eval.search.config import SearchConfig
@@ -26,10 +26,6 @@ DEFAULT_SYSTEM_PROMPT = (
     "the final result inside <Output> and </Output>. Think mostly in English; write the Output "
     "in the language of the question."
 )
-
-
-class ConfigError(UserError, ValueError):
-    """Bad configuration; the message is one line naming the problem and the fix."""
 
 
 @dataclass
@@ -240,11 +236,6 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
     if options.token_cap is None and options.pretrained in ALIASES:
         options.token_cap = ALIASES[options.pretrained].token_cap
     return search, options
-
-
-def need(ok, message: str) -> None:
-    """A settings check: raise ConfigError(message) unless `ok` (errors.require, this error)."""
-    require(ok, message, ConfigError)
 
 
 def validate_options(o: ModelOptions) -> None:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from marco_eval.settings import ConfigError
-from marco_eval.errors import first_line
+from marco_eval.errors import ConfigError, first_line
 
 T = TypeVar("T")
 

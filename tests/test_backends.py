@@ -20,7 +20,8 @@ import pytest
 
 import scripted_lm
 from marco_eval.backends.vllm import BackendUnavailable, finish_of, to_generation
-from marco_eval.settings import ConfigError, build
+from marco_eval.errors import ConfigError
+from marco_eval.settings import build
 from marco_eval.search import Search, SearchConfig, rollout_reward, run_searches, token_confidence
 from marco_eval.search.policy import Continue
 

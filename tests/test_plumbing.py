@@ -13,7 +13,7 @@ import pytest
 
 from marco_eval import settings
 from marco_eval import models
-from marco_eval.settings import ConfigError
+from marco_eval.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from fakes import ScriptedPolicy
-from marco_eval.settings import ConfigError
+from marco_eval.errors import ConfigError
 from marco_eval.search import Search, SearchConfig, run_searches
 from marco_eval.train import data, problems, synth
 from marco_eval.jsonl import read_json_rows, write_jsonl_atomic

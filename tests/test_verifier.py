@@ -43,7 +43,7 @@ def test_selection_picks_the_layer_that_separates_within_problems():
 
 
 def test_config_errors_name_the_key(tmp_path):
-    from marco_eval.settings import ConfigError
+    from marco_eval.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'layer' is not a verifier config key"):
         verifier.load_config(None, ["layer=3"])
@@ -174,10 +174,11 @@ def test_a_search_with_the_verifier_as_its_reward_on_the_real_backend(smollm_pat
 def test_a_reward_that_is_not_a_verifier_is_one_line(tmp_path):
     from marco_eval import settings
     from marco_eval.engine import Engine
+    from marco_eval.errors import ConfigError
 
-    with pytest.raises(settings.ConfigError, match="reward='/nowhere': use confidence, or the folder"):
+    with pytest.raises(ConfigError, match="reward='/nowhere': use confidence, or the folder"):
         Engine.from_settings(None, pretrained="test/fake", reward="/nowhere")
-    with pytest.raises(settings.ConfigError, match="transformers backend; drop backend=vllm"):
+    with pytest.raises(ConfigError, match="transformers backend; drop backend=vllm"):
         settings.build(None, reward=str(tmp_path), backend="vllm")
 
 

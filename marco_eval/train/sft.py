@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from marco_eval.settings import DEFAULT_SYSTEM_PROMPT, ConfigError, need
-from marco_eval.errors import InputError, UserError, first_line
+from marco_eval.errors import ConfigError, InputError, UserError, first_line, need
+from marco_eval.settings import DEFAULT_SYSTEM_PROMPT
 from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
