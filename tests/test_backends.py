@@ -568,7 +568,8 @@ def test_vllm_engine_argument_values_take_the_fields_types(fake_vllm):
 def test_coerce_literal_union_and_unknown_types():
     from typing import Literal
 
-    from marco_eval.settings import coerce, type_name
+    from marco_eval.backends.coerce import coerce
+    from marco_eval.structured import type_name
 
     mode = Literal["auto", "slow"] | str
     assert coerce("k", "slow", Literal["auto", "slow"]) == "slow"
