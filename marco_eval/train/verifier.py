@@ -56,14 +56,16 @@ class VerifierConfig:
     max_problems: int = 0  # 0: the whole bank; N: its first N problems
     overwrite: bool = False  # replace an existing output_dir
 
+    def __post_init__(self):
+        """Every instance is checked (structured.merge builds it once every layer is merged)."""
+        need(self.layers and self.l2, "layers and l2 need at least one value each")
+        need(all(x > 0 for x in self.l2), f"l2={self.l2}: strengths must be positive")
+        need(self.max_problems >= 0, f"max_problems={self.max_problems}: 0 (all) or a positive count")
+
 
 def load_config(path: str | None, overrides: list[str] = ()) -> VerifierConfig:
-    c = load_structured(VerifierConfig, path, overrides, what="verifier config", examples="training/configs/",
-                        example_override="l2=[0.01]")
-    need(c.layers and c.l2, "layers and l2 need at least one value each")
-    need(all(x > 0 for x in c.l2), f"l2={c.l2}: strengths must be positive")
-    need(c.max_problems >= 0, f"max_problems={c.max_problems}: 0 (all) or a positive count")
-    return c
+    return load_structured(VerifierConfig, path, overrides, what="verifier config", examples="training/configs/",
+                           example_override="l2=[0.01]")
 
 
 # ---------------------------------------------------------------------- the head
