@@ -27,7 +27,7 @@ from marco_eval import store as request_store
 from marco_eval.answers import answer_reader
 from marco_eval.backends.replicas import Replica, bind_threads
 from marco_eval.data_parallel import ReplicaPool, SearchJob, run_split, serve_jobs
-from marco_eval.errors import InputError, first_line
+from marco_eval.errors import ConfigError, InputError, first_line
 from marco_eval.models import ALIASES, ModelError, resolve
 from marco_eval.progress import ProgressThread, SearchProgress, Snapshot
 from marco_eval.search import Search, SearchResult, rollout_reward, run_searches
@@ -61,8 +61,8 @@ class Engine:
         if options.pretrained not in ALIASES:
             resolve(options.pretrained)  # a missing path or a folder without weights fails now, not after a load
         if options.reward != "confidence" and not (Path(options.reward).expanduser() / "config.json").is_file():
-            raise settings.ConfigError(f"reward={options.reward!r}: use confidence, or the folder of a verifier "
-                                         f"checkpoint (marco-eval verifier makes one)")
+            raise ConfigError(f"reward={options.reward!r}: use confidence, or the folder of a verifier "
+                              f"checkpoint (marco-eval verifier makes one)")
         self._policy = None
         self._fingerprint: str | None = None
 

@@ -31,6 +31,10 @@ class InputError(UserError, ValueError):
     """A request the model cannot serve: a prompt longer than its context, a bad token budget."""
 
 
+class ConfigError(UserError, ValueError):
+    """A bad setting (model_args, a config YAML, a training config or its overrides)."""
+
+
 # Functions that recognise another library's error for bad input and return our one-line
 # UserError for it (or None): the hook registers one for lm-eval's unknown task names.
 TRANSLATORS: list = []
@@ -56,6 +60,11 @@ def require(condition, message: str, error: type[Exception] = ValueError) -> Non
     and how to fix it, one check a line."""
     if not condition:
         raise error(message)
+
+
+def need(ok, message: str) -> None:
+    """A settings check: raise ConfigError(message) unless `ok`."""
+    require(ok, message, ConfigError)
 
 
 def first_line(exc: BaseException) -> str:

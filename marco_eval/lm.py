@@ -28,7 +28,7 @@ from marco_eval import settings
 from marco_eval import progress
 from marco_eval import store as request_store
 from marco_eval.engine import Engine
-from marco_eval.errors import install_excepthook
+from marco_eval.errors import ConfigError, install_excepthook
 from marco_eval.files import write_json_atomic
 from marco_eval.ranks import Ranks
 from marco_eval.search.export import tree_document
@@ -84,8 +84,8 @@ class MarcoMCTSLM(TemplateLM):
         self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
         if self.ranks.world_size > 1:
             if options.backend == "vllm":
-                raise settings.ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
-                                             "instead of accelerate launch")
+                raise ConfigError("backend=vllm runs in one process: use data_parallel_size=N "
+                                  "instead of accelerate launch")
             options.device = self.ranks.device  # one GPU per rank, as lm-eval's hf model does
         self.engine = Engine(search_config, options)
         # A bad store path fails now; under accelerate each rank keeps its own file.
@@ -124,7 +124,7 @@ class MarcoMCTSLM(TemplateLM):
             return
         found = db.get(USE_CACHE_MARKER)
         if (found is None and len(db)) or (found is not None and found != self.fingerprint()):
-            raise settings.ConfigError(
+            raise ConfigError(
                 f"--use_cache {db.filename} holds answers of another model or config; give a new cache path, "
                 "or resume marco_mcts runs with store=PATH in --model_args")
         db[USE_CACHE_MARKER] = self.fingerprint()

@@ -20,7 +20,8 @@ import pytest
 
 import scripted_lm
 from marco_eval.backends.vllm import BackendUnavailable, finish_of, to_generation
-from marco_eval.settings import ConfigError, build
+from marco_eval.errors import ConfigError
+from marco_eval.settings import build
 from marco_eval.search import Search, SearchConfig, rollout_reward, run_searches, token_confidence
 from marco_eval.search.policy import Continue
 
@@ -648,7 +649,8 @@ def test_vllm_engine_argument_values_take_the_fields_types(fake_vllm):
 def test_coerce_literal_union_and_unknown_types():
     from typing import Literal
 
-    from marco_eval.settings import coerce, type_name
+    from marco_eval.backends.coerce import coerce
+    from marco_eval.structured import type_name
 
     mode = Literal["auto", "slow"] | str
     assert coerce("k", "slow", Literal["auto", "slow"]) == "slow"

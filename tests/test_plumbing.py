@@ -13,7 +13,7 @@ import pytest
 
 from marco_eval import settings
 from marco_eval import models
-from marco_eval.settings import ConfigError
+from marco_eval.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,41 @@ def test_marco_eval_run_wrapper_lists_tasks():
 def test_yaml_then_overrides():
     search, options = settings.build("mcts_step", simulations="3", temperature="0.5", tree_batch=2)
     assert (search.action, search.simulations, search.temperature, options.tree_batch) == ("step", 3, 0.5, 2)
+
+
+def test_defaults_then_yaml_then_model_args(tmp_path):
+    """Each layer wins over the one below, only for the keys it names; vllm_args merges."""
+    path = tmp_path / "run.yaml"
+    path.write_text("simulations: 5\nchildren: 3\nbackend: vllm\nvllm_args:\n  max_num_seqs: 4\n  enforce_eager: true\n")
+    search, options = settings.build(str(path), simulations=2, **{"vllm_args.max_num_seqs": "8"})
+    assert (search.simulations, search.children, search.exploration) == (2, 3, 1.0)
+    assert options.vllm_args == {"max_num_seqs": 8, "enforce_eager": True}
+    assert settings.build(str(path))[0].simulations == 5
+
+
+def test_model_args_text_takes_each_keys_type():
+    search, options = settings.build(None, step_delimiters="###", kv_reuse="false", top_p="1",
+                                     response_prefix="true", tree_dir="")
+    assert search.step_delimiters == ["###"] and search.top_p == 1.0 and type(search.top_p) is float
+    assert options.kv_reuse is False and options.response_prefix == "true" and options.tree_dir == ""
+    assert settings.build("mcts_step", step_delimiters="###")[0].step_delimiters == ["###"]  # replaces the YAML's list
+
+
+@pytest.mark.parametrize("where,key,value,needle", [
+    ("model_args", "simulations", "x", "simulations='x': expected int (from model_args)"),
+    ("yaml", "simulations", "x", "simulations='x': expected int (from config file "),
+    ("model_args", "simulatons", 3, "unknown key 'simulatons' in model_args; did you mean 'simulations'? every key is in"),
+    ("yaml", "simulatons", 3, "unknown key 'simulatons' in config file "),
+    ("yaml", "simulatons", 3, "; did you mean 'simulations'? every key is in the README's `--model_args` section"),
+    ("model_args", "vllm_args.", 1, "unknown key 'vllm_args.' in model_args"),
+    ("yaml", "simulations", 0, "simulations=0: must be a positive integer"),
+])
+def test_mistakes_are_one_line_from_either_layer(where, key, value, needle, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{key}: {value}\n" if where == "yaml" else "")
+    with pytest.raises(ConfigError) as err:
+        settings.build(str(path), **({key: value} if where == "model_args" else {}))
+    assert needle in str(err.value) and "\n" not in str(err.value), err.value
 
 
 def test_every_shipped_config_loads_with_the_values_it_names():

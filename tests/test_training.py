@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from fakes import ScriptedPolicy
-from marco_eval.settings import ConfigError
+from marco_eval.errors import ConfigError
 from marco_eval.search import Search, SearchConfig, run_searches
 from marco_eval.train import data, problems, synth
 from marco_eval.jsonl import read_json_rows, write_jsonl_atomic
@@ -245,17 +245,36 @@ def test_train_config_yaml_overrides_and_errors(tmp_path):
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: smollm2-135m\ndata:\n  - path: a.jsonl\n  - path: b.jsonl\n    format: synth\n"
-                   "learning_rate: 1.0e-5\n", encoding="utf-8")
-    c = load_config(str(cfg), ["learning_rate=3e-4", "data.1.weight=2", "filters.dedup=pair"])
-    assert c.learning_rate == 3e-4 and c.data[1].weight == 2.0 and c.data[1].format == "synth"
+                   "learning_rate: 1.0e-5\nmax_steps: 5\n", encoding="utf-8")
+    c = load_config(str(cfg), ["learning_rate=3e-4", "data.1.weight=2", "filters.dedup=pair", "max_steps=7"])
+    # defaults < YAML < overrides: each layer wins over the one below, and only where it speaks
+    assert (c.model, c.learning_rate, c.max_steps, c.max_length) == ("smollm2-135m", 3e-4, 7, 2048)
+    assert c.data[1].weight == 2.0 and c.data[1].format == "synth"
     assert c.filters.dedup == "pair" and c.data[0].format == "marco"
-    for bad, message in ((["lr=1"], "'lr' is not a training config key"),
-                         (["epochs=many"], "epochs"), (["precision=int8"], "use one of auto")):
-        with pytest.raises(ConfigError, match=message):
+    assert load_config(str(cfg)).learning_rate == 1e-5
+    assert load_config(str(cfg), ["system_prompt="]).system_prompt == ""  # text fields take the text as written
+    for bad, message in (
+            (["lr=1"], "unknown key 'lr' in override 'lr=1'; the keys are the fields of TrainConfig"),
+            (["learning_rat=1"], "unknown key 'learning_rat' in override 'learning_rat=1'; did you mean 'learning_rate'?"),
+            (["data.1.wieght=2"], "unknown key 'data.1.wieght' in override 'data.1.wieght=2'; did you mean 'data.1.weight'?"),
+            (["data.2.weight=2"], "unknown key 'data.2.weight' in override 'data.2.weight=2'; data has 2 item(s), numbered from 0"),
+            (["epochs=many"], "epochs='many': expected float (from override 'epochs=many')"),
+            (["precision=int8"], "precision='int8': use one of auto"),
+            (["learning_rate"], "override 'learning_rate': write key=value, e.g. learning_rate=2e-5")):
+        with pytest.raises(ConfigError) as err:
             load_config(str(cfg), bad)
-    cfg.write_text("model: m\ndata:\n  - pth: a.jsonl\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="Did you mean: 'path'"):
-        load_config(str(cfg))
+        assert message in str(err.value) and "\n" not in str(err.value), err.value
+    for text, message in (
+            ("model: m\ndata:\n  - pth: a.jsonl\n", f"unknown key 'data.0.pth' in training config {cfg}; "
+                                                       "did you mean 'data.0.path'?"),
+            ("filters:\n  dedp: x\ndata:\n  - path: a\n", "did you mean 'filters.dedup'?"),
+            ("data:\n  - path: a\n    weight: x\n", f"data.0.weight='x': expected float (from training config {cfg})"),
+            ("data:\n  - format: marco\n", "data.0.path has no value and no default"),
+            ("model: m\n", "no data sources")):
+        cfg.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as err:
+            load_config(str(cfg))
+        assert message in str(err.value) and "\n" not in str(err.value), err.value
 
 
 def test_shipped_training_configs_load():

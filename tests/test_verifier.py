@@ -4,6 +4,7 @@ saved as a sequence-classification checkpoint that scores exactly as the head di
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -43,13 +44,16 @@ def test_selection_picks_the_layer_that_separates_within_problems():
 
 
 def test_config_errors_name_the_key(tmp_path):
-    from marco_eval.settings import ConfigError
+    from marco_eval.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="'layer' is not a verifier config key"):
+    with pytest.raises(ConfigError, match=re.escape("unknown key 'layer' in override 'layer=3'; did you mean 'layers'?")):
         verifier.load_config(None, ["layer=3"])
-    with pytest.raises(ConfigError, match="l2="):
+    with pytest.raises(ConfigError, match=re.escape("l2=[0.0]: strengths must be positive")):
         verifier.load_config(None, ["l2=[0]"])
+    with pytest.raises(ConfigError, match=re.escape("layers.0='x': expected int (from override 'layers=x')")):
+        verifier.load_config(None, ["layers=x"])
     assert verifier.load_config(None, ["layers=[4, 8]", "max_problems=10"]).layers == [4, 8]
+    assert verifier.load_config(None, ["layers=8"]).layers == [8]  # one value for a list: a list of one
 
 
 @pytest.mark.slow
@@ -174,10 +178,11 @@ def test_a_search_with_the_verifier_as_its_reward_on_the_real_backend(smollm_pat
 def test_a_reward_that_is_not_a_verifier_is_one_line(tmp_path):
     from marco_eval import settings
     from marco_eval.engine import Engine
+    from marco_eval.errors import ConfigError
 
-    with pytest.raises(settings.ConfigError, match="reward='/nowhere': use confidence, or the folder"):
+    with pytest.raises(ConfigError, match="reward='/nowhere': use confidence, or the folder"):
         Engine.from_settings(None, pretrained="test/fake", reward="/nowhere")
-    with pytest.raises(settings.ConfigError, match="transformers backend; drop backend=vllm"):
+    with pytest.raises(ConfigError, match="transformers backend; drop backend=vllm"):
         settings.build(None, reward=str(tmp_path), backend="vllm")
 
 

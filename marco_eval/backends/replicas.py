@@ -22,9 +22,9 @@ import os
 from typing import Iterator, Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.errors import first_line
+from marco_eval.errors import ConfigError, first_line
 from marco_eval.search.policy import Continue, Generation
-from marco_eval.settings import ConfigError, ModelOptions
+from marco_eval.settings import ModelOptions
 
 
 class Replica:

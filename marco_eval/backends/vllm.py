@@ -152,7 +152,9 @@ def check_engine_args(vllm, engine_args: dict) -> dict:
     fields' types (model_args gives text: vllm_args.max_num_seqs=8 -> 8)."""
     import difflib
 
-    from marco_eval.settings import ConfigError, coerce, type_name
+    from marco_eval.backends.coerce import coerce
+    from marco_eval.errors import ConfigError
+    from marco_eval.structured import type_name
 
     types = engine_arg_types(vllm)
     out = {}

@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from marco_eval.settings import DEFAULT_SYSTEM_PROMPT, ConfigError, need
-from marco_eval.errors import InputError, UserError, first_line
+from marco_eval.errors import ConfigError, InputError, UserError, first_line, need
+from marco_eval.settings import DEFAULT_SYSTEM_PROMPT
 from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
@@ -61,25 +61,24 @@ class TrainConfig:
     trust_remote_code: bool = False
     trainer_args: dict = field(default_factory=dict)  # any other SFTConfig / TrainingArguments key
 
+    def __post_init__(self):
+        """Every instance is checked (structured.merge builds it once every layer is merged)."""
+        need(self.data, "no data sources: list at least one under `data:` (path, format, weight)")
+        need(self.precision in PRECISIONS, f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        need(self.model_dtype in ("float32", "bfloat16", "float16"),
+             f"model_dtype={self.model_dtype!r}: use float32, bfloat16 or float16")
+        need(self.max_length > 0, f"max_length={self.max_length}: must be a positive number of tokens")
+        need(self.learning_rate > 0, f"learning_rate={self.learning_rate}: must be positive")
+        need(self.per_device_batch_size > 0 and self.gradient_accumulation_steps > 0, "batch sizes must be positive")
+        need(self.epochs > 0 or self.max_steps > 0, "set epochs > 0 or max_steps > 0")
+        need(self.output_dir.strip() not in ("", ".", "/"), f"output_dir={self.output_dir!r}: name a new directory")
+
 
 # ---------------------------------------------------------------------- config
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
-    """Defaults < YAML < `key=value` overrides, type-checked; a ConfigError names the bad key."""
-    out = load_structured(TrainConfig, path, overrides, what="training config", examples="training/configs/",
-                          example_override="learning_rate=2e-5")
-    validate(out)
-    return out
-
-
-def validate(c: TrainConfig) -> None:
-    need(c.data, "no data sources: list at least one under `data:` (path, format, weight)")
-    need(c.precision in PRECISIONS, f"precision={c.precision!r}: use one of {', '.join(PRECISIONS)}")
-    need(c.model_dtype in ("float32", "bfloat16", "float16"), f"model_dtype={c.model_dtype!r}: use float32, bfloat16 or float16")
-    need(c.max_length > 0, f"max_length={c.max_length}: must be a positive number of tokens")
-    need(c.learning_rate > 0, f"learning_rate={c.learning_rate}: must be positive")
-    need(c.per_device_batch_size > 0 and c.gradient_accumulation_steps > 0, "batch sizes must be positive")
-    need(c.epochs > 0 or c.max_steps > 0, "set epochs > 0 or max_steps > 0")
-    need(c.output_dir.strip() not in ("", ".", "/"), f"output_dir={c.output_dir!r}: name a new directory")
+    """Defaults < YAML < `key=value` overrides, type-checked and validated; a ConfigError names the bad key."""
+    return load_structured(TrainConfig, path, overrides, what="training config", examples="training/configs/",
+                           example_override="learning_rate=2e-5")
 
 
 def resolved_precision(precision: str) -> str:

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_eval.settings import ConfigError
-from marco_eval.errors import require
+from marco_eval.errors import ConfigError, need
 from marco_eval.structured import load_structured
 from marco_eval.train.verifier_features import POOLINGS, Features, extract
 
@@ -57,14 +56,16 @@ class VerifierConfig:
     max_problems: int = 0  # 0: the whole bank; N: its first N problems
     overwrite: bool = False  # replace an existing output_dir
 
+    def __post_init__(self):
+        """Every instance is checked (structured.merge builds it once every layer is merged)."""
+        need(self.layers and self.l2, "layers and l2 need at least one value each")
+        need(all(x > 0 for x in self.l2), f"l2={self.l2}: strengths must be positive")
+        need(self.max_problems >= 0, f"max_problems={self.max_problems}: 0 (all) or a positive count")
+
 
 def load_config(path: str | None, overrides: list[str] = ()) -> VerifierConfig:
-    c = load_structured(VerifierConfig, path, overrides, what="verifier config", examples="training/configs/",
-                        example_override="l2=[0.01]")
-    require(c.layers and c.l2, "layers and l2 need at least one value each", ConfigError)
-    require(all(x > 0 for x in c.l2), f"l2={c.l2}: strengths must be positive", ConfigError)
-    require(c.max_problems >= 0, f"max_problems={c.max_problems}: 0 (all) or a positive count", ConfigError)
-    return c
+    return load_structured(VerifierConfig, path, overrides, what="verifier config", examples="training/configs/",
+                           example_override="l2=[0.01]")
 
 
 # ---------------------------------------------------------------------- the head
@@ -112,7 +113,7 @@ def _rounded(auroc) -> list:
 def select(f: Features, c: VerifierConfig, log=print) -> tuple[list[dict], dict]:
     """Every candidate's validation separation, and the best last-token one (with its head)."""
     train, val = ~f.validation, f.validation
-    require(val.any() and train.any(), "the bank needs problems in both splits; sample more problems", ConfigError)
+    need(val.any() and train.any(), "the bank needs problems in both splits; sample more problems")
     candidates, best = [], None
     for pooling in POOLINGS:
         for i, layer in enumerate(f.layers):
