@@ -150,6 +150,8 @@ def _put(cfg, fields: dict, key: str, value, text: bool) -> None:
     given, typ = value, _type_at(fields, key, cfg)
     if text and isinstance(value, str) and not _holds_text(typ):
         value = _read_text(value)
+    if text and isinstance(value, float) and value.is_integer() and _unwrap(typ) is int:
+        value = int(value)  # lm-eval reads "-5" as -5.0: the number the user typed is an int
     item = _list_item(typ)
     if item is not None and isinstance(value, (str, int, float)):  # bool is an int
         value = [value]

@@ -83,6 +83,9 @@ def test_model_args_text_takes_each_keys_type():
     ("yaml", "simulatons", 3, "; did you mean 'simulations'? every key is in the README's `--model_args` section"),
     ("model_args", "vllm_args.", 1, "unknown key 'vllm_args.' in model_args"),
     ("yaml", "simulations", 0, "simulations=0: must be a positive integer"),
+    # lm-eval reads "-5" as -5.0: the range check speaks, not a type error about a float
+    ("model_args", "kv_cache_mb", -5.0, "kv_cache_mb=-5: must be >= 0"),
+    ("model_args", "simulations", 4.5, "simulations=4.5: expected int (from model_args)"),
 ])
 def test_mistakes_are_one_line_from_either_layer(where, key, value, needle, tmp_path):
     path = tmp_path / "run.yaml"
