@@ -35,6 +35,11 @@ class ConfigError(UserError, ValueError):
     """A bad setting (model_args, a config YAML, a training config or its overrides)."""
 
 
+class ReportError(UserError, ValueError):
+    """A results folder the report cannot read, or runs it cannot compare: the message names
+    the file, the problem and the fix."""
+
+
 # Functions that recognise another library's error for bad input and return our one-line
 # UserError for it (or None): the hook registers one for lm-eval's unknown task names.
 TRANSLATORS: list = []

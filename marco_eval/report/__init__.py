@@ -19,11 +19,12 @@ regress.py the `marco-eval regress` command.
 This package's namespace is what callers (the CLI, tests) use; the modules are how it is kept.
 """
 
+from marco_eval.errors import ReportError
 from marco_eval.report.compare import compare
 from marco_eval.report.load import load
 from marco_eval.report.manifest import load_manifest
 from marco_eval.report.mgsm_tables import verdict_word
-from marco_eval.report.schema import DEFAULT_EXCLUDE, TABLES_DIR, ReportError
+from marco_eval.report.schema import DEFAULT_EXCLUDE, TABLES_DIR
 from marco_eval.report.slim import slim_run
 from marco_eval.report.statistics import Paired, bootstrap_ci, mcnemar_exact
 from marco_eval.report.write import report

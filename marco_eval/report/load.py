@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from marco_eval import translation
+from marco_eval.errors import ReportError
 from marco_eval.report.manifest import manifest_for
 from marco_eval.report.reading import read_json, read_jsonl, rel
 from marco_eval.report.rollouts import attach_search_data, check_search_fields
 from marco_eval.report.schema import (
     DEFAULT_EXCLUDE, JUDGE_SUMMARY, MGSM_TASKS, STORE, STORE_FIELDS, TOKENS, TRAINING_SUMMARY, TRANSLATION_TASKS,
-    JudgeRow, Loaded, Manifest, ReportError, RunFile, TaskRun)
+    JudgeRow, Loaded, Manifest, RunFile, TaskRun)
 from marco_eval.report.summaries import load_judge_summary, load_training_summary
 from marco_eval.search.final_answer import WALKS_THE_TREE
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from marco_eval.errors import ReportError
 from marco_eval.report.reading import read_json
-from marco_eval.report.schema import MANIFEST, MANIFEST_OPTIONAL, MANIFEST_REQUIRED, Manifest, ReportError
+from marco_eval.report.schema import MANIFEST, MANIFEST_OPTIONAL, MANIFEST_REQUIRED, Manifest
 
 # Where the README documents run.json; error messages send the reader there.
 README_SECTION = "README, 'Report: marco-eval report'"

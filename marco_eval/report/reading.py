@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from marco_eval import jsonl
-from marco_eval.report.schema import ReportError
+from marco_eval.errors import ReportError
 
 
 def read_json(path: Path, what: str = "JSON"):

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from marco_eval import settings
+from marco_eval.errors import ReportError
 from marco_eval.report.load import load, load_results_file, load_translations
 from marco_eval.report.reading import rel
-from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, TRANSLATION_TASKS, ReportError, TaskRun
+from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, TRANSLATION_TASKS, TaskRun
 from marco_eval.report.statistics import (
     bootstrap_means, holm, mcnemar_worse, paired, paired_corpus_bootstrap, percentile_interval, shared_problems,
     shifted_bootstrap_p)

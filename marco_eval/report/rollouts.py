@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marco_eval.report.schema import ROLLOUT_FIELDS, TRACE_FIELDS, ReportError, TaskRun
+from marco_eval.errors import ReportError
+from marco_eval.report.schema import ROLLOUT_FIELDS, TRACE_FIELDS, TaskRun
 from marco_eval.search.mcts import RolloutSummary, TracePoint
 
 

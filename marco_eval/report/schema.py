@@ -1,5 +1,5 @@
-"""What the report reads and builds on: task names, file names, statistics settings, the
-one error type, and the records the loaders fill (a manifest, a results file, one task of it)."""
+"""What the report reads and builds on: task names, file names, statistics settings, and
+the records the loaders fill (a manifest, a results file, one task of it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_eval.errors import UserError
 from marco_eval.search.mcts import RolloutSummary, TracePoint
 
 MGSM_TASKS = {"mgsm_en": "MGSM-En", "mgsm_zh": "MGSM-Zh"}
@@ -37,10 +36,6 @@ STORE_FIELDS = {"task": str, "doc_id": int, "candidates": list, "generated_token
 # Per-rollout data and the anytime trace: optional, stores written before them lack both.
 ROLLOUT_FIELDS = {"answer": (str, type(None)), "reward": (int, float), "tokens": int, "finish": str}
 TRACE_FIELDS = {"answer": (str, type(None)), "tokens": int}
-
-
-class ReportError(UserError, ValueError):
-    """Bad or mixed-up input; the message is one line naming the file, the problem and the fix."""
 
 
 @dataclass

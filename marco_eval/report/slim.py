@@ -5,11 +5,12 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
+from marco_eval.errors import ReportError
 from marco_eval.files import write_atomic
 from marco_eval.jsonl import write_jsonl_atomic
 from marco_eval.report.manifest import README_SECTION, load_manifest
 from marco_eval.report.reading import read_jsonl
-from marco_eval.report.schema import JUDGE_SUMMARY, MANIFEST, STORE, TOKENS, ReportError
+from marco_eval.report.schema import JUDGE_SUMMARY, MANIFEST, STORE, TOKENS
 
 
 # `resps` and the store's `text` go too: a model's reasoning often restates the problem

@@ -23,9 +23,10 @@ import numpy as np
 
 from marco_eval import translation
 from marco_eval.answers import answers_match
+from marco_eval.errors import ReportError
 from marco_eval.report.memo import once_per_run
 from marco_eval.report.reading import rel
-from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, ReportError, TaskRun
+from marco_eval.report.schema import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, TaskRun
 
 
 def shared_problems(a: TaskRun, b: TaskRun, root: Path) -> list[int]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from marco_eval.errors import ReportError
 from marco_eval.report.reading import read_json, rel
-from marco_eval.report.schema import MANIFEST, JudgeRow, ReportError, TrainingRun
+from marco_eval.report.schema import MANIFEST, JudgeRow, TrainingRun
 
 TRAINING_REQUIRED = {"base_model": str, "train_rows": int, "steps": int, "losses": list, "data": dict,
                      "config": dict, "train_seconds": (int, float), "wall_seconds": (int, float)}

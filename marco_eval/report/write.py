@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from marco_eval.errors import ReportError
 from marco_eval.files import write_atomic
 from marco_eval.report.in_short import in_short
 from marco_eval.report.load import load
 from marco_eval.report.mgsm_tables import Verdict, accuracy_table, cost_table, test_at_table, verdict_table, verdicts
 from marco_eval.report.plots import accuracy_figure, png_bytes
 from marco_eval.report.render import command_line, render_csv, render_markdown, render_readme
-from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded, ReportError
+from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded
 from marco_eval.report.reflection import reflection_table
 from marco_eval.report.search_stats import BudgetPoint
 from marco_eval.report.search_plots import CALIBRATION_PLOT, budget_figure, budget_plot_name, calibration_figure
