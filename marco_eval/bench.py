@@ -232,6 +232,7 @@ def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
                 "gpu": gpu_name(), "tensor_parallel_size": spec.tensor_parallel_size, "problems": spec.problems,
                 "simulations": spec.simulations, "children": spec.children, "tree_batch": spec.tree_batch,
                 "prompt_tokens": sum(len(p) for p in prompts), "generated_tokens": engine["generated"],
+                "lockstep_generated_tokens": lockstep["generated"],  # sampled searches may differ (vLLM's batch numerics)
                 # streaming: engine steps and the mean number of requests in the engine per step
                 "engine_steps": engine["engine_steps"], "mean_in_engine": engine["mean_in_engine"],
                 "search_steps": engine["search_steps"],

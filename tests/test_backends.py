@@ -526,7 +526,7 @@ def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeyp
     assert row["backend"] == "vllm" and row["generated_tokens"] > 0 and row["prompt_tokens"] > 0
     assert row["lockstep_engine_calls"] == row["search_steps"] > 1  # lock-step: both trees in every engine call
     assert row["engine_steps"] > row["search_steps"] and row["mean_in_engine"] > 1  # streaming: many requests at once
-    assert row["same_outputs_as_lockstep"] is True
+    assert row["same_outputs_as_lockstep"] is True and row["lockstep_generated_tokens"] == row["generated_tokens"]
     for key in ("tokens_per_s", "lockstep_tokens_per_s", "sampling_tokens_per_s", "throughput_vs_sampling",
                 "lockstep_throughput_vs_sampling", "streaming_vs_lockstep"):
         assert row[key] > 0, key
