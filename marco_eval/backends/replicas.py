@@ -139,7 +139,7 @@ class RayReplicas(TokenizerCodec):
 
     def stream(self, replica: int, method: str, *args) -> Iterator:
         """Call a streaming method (a generator) of one replica; yields each item as it
-        arrives. A replica that dies raises `lost(error)` is true of."""
+        arrives. If the replica dies meanwhile, the error raised is one `lost` recognises."""
         ray = import_ray()
         for ref in getattr(self.replicas[replica], method).options(num_returns="streaming").remote(*args):
             yield ray.get(ref)
