@@ -59,15 +59,32 @@ def cmd_tree_show(args) -> int:
 def cmd_tree_check(args) -> int:
     from pathlib import Path
 
-    from marco_eval.search.export import check_tree_document
+    from marco_eval.search.export import check_tree_document, verifier_of
     from marco_eval.treeview import load_tree
 
     files = [f for p in map(Path, args.paths) for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
     if not files:
         raise DataError(f"no tree files in {' '.join(args.paths)}")
+    verifiers: dict[str, object] = {}  # checkpoint -> its values, loaded once
+
+    def values_for(f: Path, doc: dict):
+        name = verifier_of(doc)
+        if name is None:
+            return None
+        path = args.verifier or name
+        if path not in verifiers:
+            if not (Path(path).expanduser() / "config.json").is_file():
+                raise DataError(f"{f}: its rewards are the values of verifier {name}, which is not here; "
+                                f"pass --verifier PATH (the same checkpoint) to recompute them")
+            from marco_eval.backends.verifier import CheckpointVerifier
+
+            verifiers[path] = CheckpointVerifier(path, device=args.device)
+        return verifiers[path]
+
     bad = 0
     for f in files:
-        problems = check_tree_document(load_tree(f))
+        doc = load_tree(f)
+        problems = check_tree_document(doc, values=values_for(f, doc))
         bad += bool(problems)
         for line in problems:
             print(f"{f}: {line}")
@@ -110,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_tree_show)
     check = tree.add_parser("check", help="verify tree invariants (rewards recompute, visit counts, action lengths)")
     check.add_argument("paths", nargs="+", help="tree JSON files or directories of them")
+    check.add_argument("--verifier", help="the verifier checkpoint whose values are the trees' rewards (default: "
+                       "the path the tree file names)")
+    check.add_argument("--device", default="auto", help="where the verifier runs: auto, cpu, cuda[:N] (default auto)")
     check.set_defaults(func=cmd_tree_check)
     store = sub.add_parser("store", help="request stores (store=PATH)").add_subparsers(dest="store_command",
                                                                                         required=True)

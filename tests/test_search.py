@@ -527,6 +527,33 @@ def test_a_verifier_reward_values_every_rollout_in_both_schedules(strategy):
     assert all(seq[:len(pol.encode(PROMPT))] == pol.encode(PROMPT) for seq in pol.scored)
 
 
+def test_tree_check_recomputes_a_verifiers_values_from_the_file():
+    from marco_eval.search.export import check_tree_document, rollout_sequences, verifier_of
+    from marco_eval.search.reward import VerifierReward
+
+    def script(prefix, seed):
+        return ("Step 1.\n\n" if "Step " not in prefix else "") + f"<Output>{7 if seed % 3 else 5}</Output>"
+
+    pol = _valued(ScriptedPolicy)(script)
+    search = make(pol, reward=VerifierReward("ckpt/v1"), seed=1, strategy="mcts", simulations=4, children=2,
+                  temperature=0.7, final_answer="best_reward")
+    (result,) = run_searches([search], pol)
+    doc = json.loads(json.dumps(tree_document(search, result, 0, PROMPT)))
+    assert verifier_of(doc) == "ckpt/v1" and verifier_of({"reward": "confidence"}) is None
+    # the file alone gives back every sequence the verifier was asked to value, in rollout order
+    assert rollout_sequences(doc) == pol.scored
+    asked = []
+
+    def values(seqs):
+        asked.extend(seqs)
+        return pol.value_many(seqs)
+    assert check_tree_document(doc, values=values) == [] and len(asked) == len(doc["rollouts"])
+    doc["rollouts"][1]["reward"] = round(doc["rollouts"][1]["reward"] - 0.05, 6)  # beyond the bf16 allowance
+    assert check_tree_document(doc, values=values) == [
+        f"rollout 1: reward {doc['rollouts'][1]['reward']} but recomputes to {pol.value_many([asked[1]])[0]}"]
+    assert check_tree_document(doc) == []  # no verifier at hand: only the bounds are checked
+
+
 def test_a_verifier_reward_without_a_verifier_is_a_clear_error():
     from marco_eval.search.reward import VerifierReward
 

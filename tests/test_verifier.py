@@ -175,6 +175,39 @@ def test_a_search_with_the_verifier_as_its_reward_on_the_real_backend(smollm_pat
     assert max(values) == pytest.approx(max(r.reward for r in result.rollouts))
 
 
+@pytest.mark.slow
+def test_tree_check_recomputes_verifier_values_with_the_checkpoint_alone(tmp_path, capsys, smollm_path,
+                                                                        verifier_checkpoints):
+    import json
+
+    from marco_eval.backends.hf import TransformersPolicy
+    from marco_eval.cli import main as cli_main
+    from marco_eval.search import Search, SearchConfig, run_searches
+    from marco_eval.search.export import tree_document
+    from marco_eval.search.reward import VerifierReward
+
+    own = str(verifier_checkpoints[0])
+    policy = TransformersPolicy(smollm_path, dtype="float32", max_batch=4, verifier=own)
+    config = SearchConfig(simulations=2, children=2, action="mini_step", mini_step_tokens=6, rollout_max_tokens=12)
+    search = Search(config, policy.encode("What is 2 + 3?\n"), policy, max_new_tokens=24, reward=VerifierReward(own))
+    (result,) = run_searches([search], policy)
+    doc = tree_document(search, result, 0, "What is 2 + 3?\n")
+    tree = tmp_path / "mgsm_en_0_0_0.json"
+    tree.write_text(json.dumps(doc))
+    assert cli_main(["tree", "check", str(tree), "--device", "cpu"]) == 0  # the file names its verifier
+    assert "1 sound" in capsys.readouterr().out
+    doc["rollouts"][0]["reward"] = min(1.0, doc["rollouts"][0]["reward"] + 0.1)
+    tree.write_text(json.dumps(doc))
+    assert cli_main(["tree", "check", str(tree)]) == 1
+    assert "rollout 0: reward" in capsys.readouterr().out
+    doc["reward"] = "verifier:/moved/away"
+    tree.write_text(json.dumps(doc))
+    assert cli_main(["tree", "check", str(tree)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "which is not here; pass --verifier PATH" in err and "\n" not in err
+    assert cli_main(["tree", "check", str(tree), "--verifier", str(verifier_checkpoints[1])]) == 1  # another head
+
+
 def test_a_reward_that_is_not_a_verifier_is_one_line(tmp_path):
     from marco_eval import settings
     from marco_eval.engine import Engine

@@ -54,24 +54,60 @@ def layer_outputs(model, layers: list[int]):
 stopped_early = _Enough  # what a forward under layer_outputs raises once it has every layer
 
 
+def verifier_config(path: str | Path, what: str):
+    """(folder, config) of a verifier checkpoint; `what` names where the path came from in
+    the one-line InputError for anything else."""
+    from transformers import AutoConfig
+
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{what}: not a verifier checkpoint (no config.json); give a folder made by "
+                         f"`marco-eval verifier`")
+    config = AutoConfig.from_pretrained(folder)
+    if getattr(config, "num_labels", None) != 1 or not any(a.endswith("ForSequenceClassification")
+                                                          for a in config.architectures or ()):
+        raise InputError(f"{what}: a verifier is a sequence-classification checkpoint with one "
+                         f"label; this one is {config.architectures} with {config.num_labels} labels")
+    return folder, config
+
+
+def suffix_of(config) -> str:
+    """What the verifier expects appended to every sequence (train/verifier.py)."""
+    return getattr(config, "marco_eval_verifier", {}).get("suffix", "")
+
+
+class CheckpointVerifier:
+    """A verifier checkpoint on its own, with its own tokenizer: search.export.Values for
+    `marco-eval tree check`, which recomputes the values a search backed up without the
+    policy that made them."""
+
+    def __init__(self, path: str | Path, *, device: str = "auto", dtype: str = "float32"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from marco_eval.backends.device import resolve_device
+
+        folder, config = verifier_config(path, what=f"verifier {path}")
+        self.device = resolve_device(device)
+        self.suffix = tuple(AutoTokenizer.from_pretrained(folder).encode(suffix_of(config), add_special_tokens=False))
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            folder, dtype=getattr(torch, dtype)).to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, sequences: Sequence[Sequence[int]]) -> list[float]:
+        out = []
+        for seq in sequences:
+            ids = torch.tensor([[*seq, *self.suffix]], device=self.device)  # [1, len]
+            out.append(float(torch.sigmoid(self.model(input_ids=ids).logits[0, 0].float())))
+        return out
+
+
 class VerifierHead:
     """A verifier checkpoint, ready to value sequences for a TransformersPolicy."""
 
     def __init__(self, path: str, policy):
-        from transformers import AutoConfig
-
-        folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise InputError(f"reward={path}: not a verifier checkpoint (no config.json); give `confidence` or "
-                             f"a folder made by `marco-eval verifier`")
-        config = AutoConfig.from_pretrained(folder)
-        if getattr(config, "num_labels", None) != 1 or not any(a.endswith("ForSequenceClassification")
-                                                              for a in config.architectures or ()):
-            raise InputError(f"reward={path}: a verifier is a sequence-classification checkpoint with one "
-                             f"label; this one is {config.architectures} with {config.num_labels} labels")
+        folder, config = verifier_config(path, what=f"reward={path}")
         self.path, self.layer = str(folder), config.num_hidden_layers
-        # what the verifier expects appended to every sequence (train/verifier.py)
-        self.suffix = tuple(policy.encode(getattr(config, "marco_eval_verifier", {}).get("suffix", "")))
+        self.suffix = tuple(policy.encode(suffix_of(config)))
         self.weight, self.model = None, None
         if self._same_body(policy, folder):
             score = self._tensor(folder, "score.weight")  # [1, hidden]

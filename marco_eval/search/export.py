@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Sequence
 
 from marco_eval.search.mcts import Search, SearchResult
 from marco_eval.search.reward import REWARDS, reward_name
 
 SCHEMA_VERSION = 1
+VERIFIER_PREFIX = "verifier:"  # reward_name of a VerifierReward: "verifier:" + its checkpoint
+
+# A verifier's values of whole sequences (prompt + completion ids), as the search asked them.
+Values = Callable[[Sequence[Sequence[int]]], list[float]]
 
 
 def tree_document(search: Search, result: SearchResult, request_index: int, prompt: str) -> dict:
@@ -45,12 +50,35 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
     }
 
 
-def check_tree_document(doc: dict, tol: float = 1e-4) -> list[str]:
+def verifier_of(doc: dict) -> str | None:
+    """The checkpoint whose values are a tree's rewards, or None when its reward is not a verifier."""
+    name = doc.get("reward", "confidence")
+    return name[len(VERIFIER_PREFIX):] if name.startswith(VERIFIER_PREFIX) else None
+
+
+def rollout_sequences(doc: dict) -> list[list[int]]:
+    """Each rollout's whole sequence as a verifier valued it: the prompt, the actions on its
+    node's path (less the part the rollout itself carries), then the rollout's own ids."""
+    nodes = {n["id"]: n for n in doc["nodes"]}
+    out = []
+    for r in doc["rollouts"]:
+        path, node = [], nodes[r["node"]]
+        while node["parent"] is not None:
+            path[:0] = node["token_ids"]
+            node = nodes[node["parent"]]
+        out.append([*doc["prompt_token_ids"], *path[: len(path) - r["continuation_start"]], *r["token_ids"]])
+    return out
+
+
+def check_tree_document(doc: dict, tol: float = 1e-4, values: Values | None = None,
+                        verifier_tol: float = 0.02) -> list[str]:
     """The invariants a tree file must keep; returns the problems found (empty = sound).
 
-    - each rollout's reward lies in [0, 1] and, for a reward the file can recompute (REWARDS:
-      the confidence reward; files without a "reward" field used it), recomputes from its
-      own token_logprobs and top5_logprobs;
+    - each rollout's reward lies in [0, 1] and recomputes: the confidence reward (REWARDS;
+      files without a "reward" field used it) from the rollout's own token_logprobs and
+      top5_logprobs, within `tol`; a verifier's value, when `values` is given, by asking it
+      again of the rollout's sequence, within `verifier_tol` (the search may have run in
+      bf16 on other hardware than the check);
     - visits(n) = rollout_visits(n) + sum(visits(children of n));
     - mini_step actions are exactly mini_step_tokens long unless terminal or reflected;
     - step actions end at a delimiter, the end of the thought, a terminal state, a
@@ -59,14 +87,18 @@ def check_tree_document(doc: dict, tol: float = 1e-4) -> list[str]:
     problems = []
     cfg = doc["config"]
     recompute = REWARDS.get(doc.get("reward", "confidence"))
+    valued = values(rollout_sequences(doc)) if values is not None and verifier_of(doc) is not None else None
     for i, r in enumerate(doc["rollouts"]):
         if not 0.0 <= r["reward"] <= 1.0:
             problems.append(f"rollout {i}: reward {r['reward']} outside [0, 1]")
             continue
-        if recompute is None:
+        if recompute is not None:
+            again, within = recompute(r["token_logprobs"], r["top5_logprobs"]), tol
+        elif valued is not None:
+            again, within = valued[i], verifier_tol
+        else:
             continue
-        again = recompute(r["token_logprobs"], r["top5_logprobs"])
-        if abs(again - r["reward"]) > tol:
+        if abs(again - r["reward"]) > within:
             problems.append(f"rollout {i}: reward {r['reward']} but recomputes to {again}")
     nodes = {n["id"]: n for n in doc["nodes"]}
     for n in doc["nodes"]:
