@@ -321,6 +321,32 @@ def test_a_verifier_run_reads_best_of_n_and_both_rewards_from_the_same_rollouts(
     assert float(confidence["auroc_within"]) == pytest.approx(2 / 7, abs=1e-6)  # the reverse order, ties aside
 
 
+def test_verifier_picks_get_verdicts_against_runs_of_the_confidence_reward(tmp_path):
+    """The verifier's best-of-N and weighted vote are read from one run's samples and each is
+    tested against greedy CoT and self-consistency; the verifier run is never a baseline."""
+    records = [dict(rec, rollouts=[dict(r, confidence=0.5) for r in rec["rollouts"]]) for rec in SEARCH_RECORDS]
+    for r in records[3]["rollouts"][1:]:  # P3: 13 (0.95) against 9 three times at 0.4: 9 wins the vote (1.2)
+        r["reward"] = 0.4
+    root = tmp_path / "results"
+    search_run(root, name="scv", system="toy / sc_verifier", config="self_consistency", records=records,
+               final_answer="vote")
+    # the verifier run's own config says so (reward=PATH)
+    doc_path = next((root / "scv").rglob("results_*.json"))
+    doc = json.loads(doc_path.read_text())
+    doc["config"]["marco_eval_config"]["reward"] = "checkpoints/v"
+    doc_path.write_text(json.dumps(doc))
+    for name, scores in (("base", [0, 0, 0, 1]), ("sc", [1, 0, 0, 0])):
+        write_run(root, name, f"toy / {name}", {"mgsm_en": scores}, config=name, model=MODEL)
+    report.report(root, tmp_path / "out")
+    rows = csv_rows(tmp_path / "out" / "report" / "verdict.csv")
+    got = {(r["search"], r["against"]): float(r["search_acc"]) for r in rows}
+    # best reward: P0 10 (right), P1 5, P2 2, P3 13 (right); weighted vote: P0 10 (1.7, right), P1 5 (1.3), P2 2, P3 9
+    assert got == {("toy / sc_verifier (verifier best-of-N)", "toy / base"): 0.5,
+                   ("toy / sc_verifier (verifier best-of-N)", "toy / sc"): 0.5,
+                   ("toy / sc_verifier (verifier-weighted vote)", "toy / base"): 0.25,
+                   ("toy / sc_verifier (verifier-weighted vote)", "toy / sc"): 0.25}
+
+
 def test_a_confidence_run_has_one_reward_row(searched):
     assert len(csv_rows(searched / "report" / "reward_auroc.csv")) == 1
     (row,) = csv_rows(searched / "report" / "search_coverage.csv")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from marco_eval.report.picks import verifier_picks, verifier_rewarded
 from marco_eval.report.reading import rel
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.statistics import Accuracy, Paired, accuracy_of, holm, paired, run_accuracy, test_at_n
@@ -123,11 +124,14 @@ SIGNIFICANCE = 0.05  # the verdict table's threshold on the Holm-corrected exact
 
 
 def verdict_pairs(loaded: Loaded) -> list[tuple[TaskRun, TaskRun]]:
-    """(search run, run without search) of the same model and task: every MCTS row against greedy
-    CoT and the compute-matched sampling baselines."""
-    runs = by_task_then_system(mgsm_runs(loaded).values())
-    return [(s, b) for s in runs if s.strategy == "mcts" for b in runs
-            if b.strategy == "sampling" and b.task == s.task and b.manifest.model == s.manifest.model]
+    """(new configuration, run without search) of the same model and task: every MCTS row and
+    every verifier pick of a verifier-rewarded sampling run (picks.py) against greedy CoT and
+    the compute-matched sampling baselines of the confidence reward."""
+    runs = mgsm_runs(loaded).values()
+    searches = by_task_then_system([r for r in runs if r.strategy == "mcts"]
+                                   + [pick for r in runs for pick in verifier_picks(r)])
+    against = by_task_then_system(r for r in runs if r.strategy == "sampling" and not verifier_rewarded(r))
+    return [(s, b) for s in searches for b in against if b.task == s.task and b.manifest.model == s.manifest.model]
 
 
 def verdict_word(delta: float, p: float) -> str:
@@ -187,8 +191,10 @@ def verdict_table(found: list[Verdict]) -> Table:
                            f"worse in {counts['search worse']} and not significantly different in "
                            f"{counts['no significant difference']} (each at p < {SIGNIFICANCE} after Holm's "
                            f"correction for making {n} comparisons; the uncorrected p is in the table too).")
-    note = ("Every MCTS row (strategy `mcts` in the run's recorded config) against every row of the same model "
-            "without search (strategy `sampling`: greedy CoT, self-consistency, best-of-N) on the problems both "
+    note = ("Every MCTS row (strategy `mcts` in the run's recorded config), and each verifier pick of a "
+            "self-consistency run whose reward was a verifier (verifier best-of-N, verifier-weighted vote: read from "
+            "the same stored samples), against every row of the same model without search (strategy `sampling` "
+            "with the confidence reward: greedy CoT, self-consistency, best-of-N) on the problems both "
             "scored, filter `{filter}`. p (McNemar): the exact McNemar test of that one comparison, uncorrected; "
             "p Holm: the same p after Holm's step-down correction over every comparison in this table (one "
             "family), which keeps the chance of any false \"better\" or \"worse\" below "
