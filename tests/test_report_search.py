@@ -345,6 +345,15 @@ def test_verifier_picks_get_verdicts_against_runs_of_the_confidence_reward(tmp_p
                    ("toy / sc_verifier (verifier best-of-N)", "toy / sc"): 0.5,
                    ("toy / sc_verifier (verifier-weighted vote)", "toy / base"): 0.25,
                    ("toy / sc_verifier (verifier-weighted vote)", "toy / sc"): 0.25}
+    readme = (tmp_path / "out" / "README.md").read_text()
+    # majority over the same samples: P0 10, P1 5, P2 1 (first of the ties), P3 9: 1 of 4
+    assert ("**MGSM-En, toy / sc_verifier.** Against no search: verifier best-of-N 50.00% against base's 25.00% "
+            "on 4 problems (Δ +25.00 points, Holm p = 1.000: no significant difference), sc's 25.00% on 4 problems "
+            "(Δ +25.00 points") in readme
+    assert ("From the same 4 problems' samples: majority vote 25.00%, verifier-weighted vote 25.00% (Δ +0.00 points "
+            "over the majority, 0 vs 0 problems, McNemar p = 1.000), verifier best-of-3 50.00%, any sample right "
+            "75.00%.") in readme
+    assert "The verifier: pooled over problems" in readme and "The confidence reward of the same samples: " in readme
 
 
 def test_a_confidence_run_has_one_reward_row(searched):

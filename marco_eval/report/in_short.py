@@ -9,7 +9,9 @@ with per-rollout data, so a reader who stops at the top still learns them:
 - how well its reward separates right rollouts from wrong ones: pooled over problems, and within
   a problem, where a pick is made (the "better than chance" verdict is read on that one);
 
-then one sentence per reflection run. Every number is one its own section also shows, from
+then a paragraph per self-consistency run whose reward was a verifier (issue #27): its picks
+against no search, its weighted vote against the majority of the same samples, and the
+verifier's separation beside the confidence reward's; then one sentence per reflection run. Every number is one its own section also shows, from
 the same functions; nothing here is computed twice in two ways."""
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from marco_eval.report.mgsm_tables import SIGNIFICANCE, Verdict
+from marco_eval.report.picks import PICKS, verifier_rewarded
 from marco_eval.report.reflection import fixed_and_broken, greedy_partner, is_reflection
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
-from marco_eval.report.search_stats import correct_rollouts, coverage, separation
+from marco_eval.report.search_stats import (
+    confidence_separation, correct_rollouts, coverage, majority_answer, separation, weighted_vote_answer)
 from marco_eval.report.search_tables import (
     overtake, overtake_words, problems, separation_sentence, voting_runs, with_rollouts)
-from marco_eval.report.statistics import mcnemar_exact, shared_problems
+from marco_eval.report.statistics import mcnemar_exact, same_answer, shared_problems
 from marco_eval.report.tables import by_task_then_system, mgsm_runs, p_text, pct, signed
+from marco_eval.search.final_answer import best_reward
 
 NOTHING_YET = ("No MCTS run has per-rollout data yet (see \"Where the search gains and loses\"), so there is "
                "nothing to sum up here; the verdicts are in \"Does the search pay?\".")
@@ -100,6 +105,43 @@ def reward_words(search: TaskRun) -> str:
     return f" Its reward: {sentence}" if sentence else ""
 
 
+def coverage_of_pick(run: TaskRun, label: str) -> float:
+    """The accuracy of one verifier pick over all the run's problems, as the coverage table has it."""
+    c = coverage(run)
+    return c.best_reward.value if PICKS[label] is best_reward else c.weighted.value
+
+
+def verifier_words(run: TaskRun, found: list[Verdict]) -> str:
+    """A sampling run whose reward was a verifier: each verifier pick against no search, the
+    weighted vote against the majority vote of the very same samples (paired), and both
+    rewards' separation of right from wrong samples."""
+    c = coverage(run)
+    mine = [v for v in found if v.search.results_file == run.results_file and v.search.task == run.task]
+    picks = []
+    for label in PICKS:
+        theirs = [v for v in mine if v.search.system.endswith(f"({label})")]
+        clauses = [f"{config_name(v.against)}'s {pct(v.pair.run_value - v.pair.delta)}% on {v.pair.n} problems "
+                   f"(Δ {signed(v.pair.delta)} points, Holm p = {p_text(v.p_holm)}: {v.word})" for v in theirs]
+        if clauses:
+            picks.append(f"{label} {pct(coverage_of_pick(run, label))}% against {', '.join(clauses)}")
+    majority = {d: same_answer(majority_answer(rs), run.targets[d]) for d, rs in run.rollouts.items()}
+    weighted = {d: same_answer(weighted_vote_answer(rs), run.targets[d]) for d, rs in run.rollouts.items()}
+    docs = sorted(majority)
+    wins, losses, p = mcnemar_exact(np.array([weighted[d] for d in docs], dtype=float),
+                                    np.array([majority[d] for d in docs], dtype=float))
+    text = (f" From the same {c.problems} problems' samples: majority vote {pct(c.majority.value)}%, "
+            f"verifier-weighted vote {pct(c.weighted.value)}% (Δ {signed(c.weighted.value - c.majority.value)} points "
+            f"over the majority, {wins} vs {losses} problems, McNemar p = {p_text(p)}), verifier best-of-"
+            f"{c.k_max} {pct(c.best_reward.value)}%, any sample right {pct(c.oracle.value)}%.")
+    if picks:
+        text = f" Against no search: {'; '.join(picks)}." + text
+    for name, sep in (("The verifier", separation(run)), ("The confidence reward of the same samples",
+                                                          confidence_separation(run))):
+        if sep is not None and (sentence := separation_sentence(sep)):
+            text += f" {name}: {sentence}"
+    return text
+
+
 def reflection_words(run: TaskRun, loaded: Loaded) -> str | None:
     greedy = greedy_partner(run, loaded)
     if greedy is None:
@@ -112,7 +154,9 @@ def reflection_words(run: TaskRun, loaded: Loaded) -> str | None:
 
 
 def in_short(loaded: Loaded, found: list[Verdict]) -> list[str]:
-    """One paragraph per MCTS run with per-rollout data, then one sentence per reflection run.
+    """One paragraph per MCTS run with per-rollout data, then a paragraph per self-consistency run whose reward was a verifier (issue #27): its picks
+against no search, its weighted vote against the majority of the same samples, and the
+verifier's separation beside the confidence reward's; then one sentence per reflection run.
 
     Args:
         loaded: the loaded results.
@@ -124,12 +168,13 @@ def in_short(loaded: Loaded, found: list[Verdict]) -> list[str]:
     """
     paragraphs = []
     for run in with_rollouts(loaded):
-        if run.strategy != "mcts":
-            continue
-        voters = voting_runs(run, loaded, among=with_rollouts)
-        paragraphs.append(f"**{MGSM_TASKS[run.task]}, {run.system}.** " + against_no_search(run, found)
-                          + at_equal_tokens(run, loaded) + find_or_pick(run, voters, loaded.root)
-                          + reward_words(run))
+        head = f"**{MGSM_TASKS[run.task]}, {run.system}.**"
+        if run.strategy == "mcts":
+            voters = voting_runs(run, loaded, among=with_rollouts)
+            paragraphs.append(head + " " + against_no_search(run, found) + at_equal_tokens(run, loaded)
+                              + find_or_pick(run, voters, loaded.root) + reward_words(run))
+        elif verifier_rewarded(run):
+            paragraphs.append(head + verifier_words(run, found))
     if not paragraphs:
         paragraphs.append(NOTHING_YET)
     reflections = [r for r in by_task_then_system(mgsm_runs(loaded).values()) if is_reflection(r)]

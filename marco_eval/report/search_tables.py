@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from marco_eval.report.picks import verifier_rewarded
 from marco_eval.report.rollouts import lacking_search_data
 from marco_eval.report.schema import MGSM_TASKS, Loaded, TaskRun
 from marco_eval.report.search_stats import (
@@ -226,10 +227,11 @@ def overtake(search: TaskRun, vote: TaskRun, root) -> Overtake:
 
 def voting_runs(search: TaskRun, loaded: Loaded, among=with_traces) -> list[TaskRun]:
     """The runs of the same model and task without search whose pick is a vote (self-consistency):
-    the baseline a search must beat. `among` picks the runs that have what the caller reads
+    the baseline a search must beat (a verifier's vote is a new configuration, not a baseline:
+    picks.py). `among` picks the runs that have what the caller reads
     (with_traces: an anytime trace; with_rollouts: per-rollout data)."""
     return [r for r in among(loaded) if r.task == search.task and r.strategy == "sampling"
-            and r.final_rule == "vote" and r.manifest.model == search.manifest.model]
+            and r.final_rule == "vote" and r.manifest.model == search.manifest.model and not verifier_rewarded(r)]
 
 
 def overtake_words(o: Overtake) -> str:
