@@ -251,10 +251,13 @@ def test_train_config_yaml_overrides_and_errors(tmp_path):
     assert (c.model, c.learning_rate, c.max_steps, c.max_length) == ("smollm2-135m", 3e-4, 7, 2048)
     assert c.data[1].weight == 2.0 and c.data[1].format == "synth"
     assert c.filters.dedup == "pair" and c.data[0].format == "marco"
-    assert load_config(str(cfg)).learning_rate == 1e-5
+    assert load_config(str(cfg)).learning_rate == 1e-5 and load_config(str(cfg)).lora.r == 0  # full-parameter
+    assert load_config(str(cfg), ["lora.r=16"]).lora.r == 16
     assert load_config(str(cfg), ["system_prompt="]).system_prompt == ""  # text fields take the text as written
     for bad, message in (
-            (["lr=1"], "unknown key 'lr' in override 'lr=1'; the keys are the fields of TrainConfig"),
+            (["xyz=1"], "unknown key 'xyz' in override 'xyz=1'; the keys are the fields of TrainConfig"),
+            (["lora.alpah=8"], "unknown key 'lora.alpah' in override 'lora.alpah=8'; did you mean 'lora.alpha'?"),
+            (["lora.r=-1"], "lora.r=-1: use 0 (full-parameter) or a positive rank"),
             (["learning_rat=1"], "unknown key 'learning_rat' in override 'learning_rat=1'; did you mean 'learning_rate'?"),
             (["data.1.wieght=2"], "unknown key 'data.1.wieght' in override 'data.1.wieght=2'; did you mean 'data.1.weight'?"),
             (["data.2.weight=2"], "unknown key 'data.2.weight' in override 'data.2.weight=2'; data has 2 item(s), numbered from 0"),
@@ -337,6 +340,33 @@ def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_p
     req = SimpleNamespace(args=("Sam has 3 apples and buys 4 more. How many apples?", {"until": ["</Output>"]}))
     text = lm.generate_until([req], disable_tqdm=True)[0]
     assert isinstance(text, str) and 0 < lm.stats[0]["generated_tokens"] <= 6
+
+
+@pytest.mark.slow
+def test_lora_sft_merges_into_a_standard_checkpoint(tmp_path, smollm_path, one_thread):
+    pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from marco_eval.train.sft import load_config, train
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", worked_rows(4))
+    out = tmp_path / "ckpt"
+    c = load_config(None, [f"model={smollm_path}", f"output_dir={out}", f"data=[{{path: '{tmp_path / 'rows.jsonl'}'}}]",
+                           "system_prompt=''", "max_length=160", "learning_rate=3e-3", "lr_scheduler=constant",
+                           "warmup=0", "max_steps=3", "per_device_batch_size=2", "gradient_accumulation_steps=1",
+                           "precision=fp32", "lora.r=8", "lora.dropout=0"])
+    summary = train(c, log=lambda s: None)
+    losses = [e["loss"] for e in summary["losses"]]
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "chat_template.jinja").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)  # no peft needed to load it
+    base = AutoModelForCausalLM.from_pretrained(smollm_path, dtype=torch.float32)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    moved = [n for (n, a), (_, b) in zip(merged.named_parameters(), base.named_parameters()) if not torch.equal(a, b)]
+    assert moved and all(n.endswith("proj.weight") for n in moved)  # only the adapted linears changed
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert not torch.allclose(merged(ids).logits, base(ids).logits)
 
 
 @pytest.mark.slow

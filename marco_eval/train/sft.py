@@ -1,4 +1,5 @@
-"""Full-parameter CoT SFT with TRL's SFTTrainer, from one OmegaConf YAML plus key=value overrides.
+"""CoT SFT with TRL's SFTTrainer, from one OmegaConf YAML plus key=value overrides:
+full-parameter, or LoRA adapters merged on save (`lora.r=16`); a standard checkpoint either way.
 
     marco-eval train training/configs/sft_cpu_small.yaml max_steps=20 output_dir=checkpoints/try
     accelerate launch --config_file training/accelerate/zero3.yaml -m marco_eval.train.sft \\
@@ -32,6 +33,21 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
+class LoraSettings:
+    """Low-rank adapters (peft) in place of full-parameter training. The adapters are merged
+    into the base weights in fp32 when training ends, so the output is a standard checkpoint
+    either way (the adapters alone are kept beside it, in adapter/)."""
+    r: int = 0  # adapter rank; 0 = full-parameter SFT
+    alpha: int = 32  # the update is scaled by alpha / r
+    dropout: float = 0.05
+    targets: str = "all-linear"  # peft target_modules: "all-linear" (every linear but the head) or a regex
+
+    def __post_init__(self):
+        need(self.r >= 0, f"lora.r={self.r}: use 0 (full-parameter) or a positive rank")
+        need(0 <= self.dropout < 1, f"lora.dropout={self.dropout}: must be in [0, 1)")
+
+
+@dataclass
 class TrainConfig:
     model: str = "qwen2.5-coder-0.5b"  # alias, local checkpoint or Hugging Face id
     output_dir: str = "checkpoints/marco-o1-cot"
@@ -59,6 +75,9 @@ class TrainConfig:
     overwrite: bool = False  # replace an existing OUTPUT_DIR
     report_to: str = "none"  # none | tensorboard | wandb ...
     trust_remote_code: bool = False
+    # lora.r > 0 trains adapters instead (with model_dtype=bfloat16 the frozen base is half the
+    # memory traffic of fp32 master weights under autocast)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     trainer_args: dict = field(default_factory=dict)  # any other SFTConfig / TrainingArguments key
 
     def __post_init__(self):
@@ -195,10 +214,17 @@ def train(c: TrainConfig, log=print, command: str | None = None) -> dict:
         shutil.rmtree(staging)  # leftovers of a killed run
     tokenizer = load_tokenizer(c, base)
     dataset, counts = prepare_data(c, tokenizer, log)
-    trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if c.lora.r and args.world_size > 1:
+        raise ConfigError("lora.r > 0 trains on one process; launch without accelerate's multi-process "
+                          "config, or set lora.r=0 for full-parameter training")
+    trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_config(c.lora) if c.lora.r else None)
     result = trainer.train(resume_from_checkpoint=resume_from)
     done_dir = staging / "final"
-    trainer.save_model(str(done_dir))  # weights, config, generation config, tokenizer + chat template
+    if c.lora.r:
+        save_merged(trainer, base, tokenizer, done_dir, c.trust_remote_code)
+    else:
+        trainer.save_model(str(done_dir))  # weights, config, generation config, tokenizer + chat template
     summary = {
         "base_model": c.model, "base_model_path": base, "config": asdict(c),
         "data": {label: asdict(n) for label, n in counts.items()}, "train_rows": len(dataset),
@@ -216,6 +242,27 @@ def train(c: TrainConfig, log=print, command: str | None = None) -> dict:
         publish(done_dir, final, staging)
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def lora_config(lora: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.targets,
+                      task_type="CAUSAL_LM")
+
+
+def save_merged(trainer, base: str, tokenizer, done_dir: Path, trust_remote_code: bool) -> None:
+    """The adapters in done_dir/adapter, and merged into the base weights loaded again in fp32
+    (a bf16 base would round the small updates away) as a standard checkpoint in done_dir."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    trainer.model.save_pretrained(str(done_dir / "adapter"))
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(model, str(done_dir / "adapter")).merge_and_unload()
+    merged.save_pretrained(str(done_dir))
+    tokenizer.save_pretrained(str(done_dir))
 
 
 def publish(done_dir: Path, final: Path, staging: Path) -> None:
