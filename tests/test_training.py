@@ -315,19 +315,26 @@ def worked_rows(n: int) -> list[dict]:
             for p in problems.generate(n, seed=5, langs=("en",))]
 
 
+def tiny_config(tmp_path, smollm_path, *overrides):
+    """Three constant-rate steps on 4 worked rows into tmp_path/ckpt."""
+    from marco_eval.train.sft import load_config
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", worked_rows(4))
+    return load_config(None, [f"model={smollm_path}", f"output_dir={tmp_path / 'ckpt'}",
+                              f"data=[{{path: '{tmp_path / 'rows.jsonl'}'}}]", "system_prompt=''", "max_length=160",
+                              "lr_scheduler=constant", "warmup=0", "max_steps=3", "per_device_batch_size=2",
+                              "gradient_accumulation_steps=1", "precision=fp32", *overrides])
+
+
 @pytest.mark.slow
 def test_sft_on_cpu_loss_falls_and_checkpoint_generates_through_marco_mcts(tmp_path, smollm_path, one_thread):
     pytest.importorskip("trl")
     from marco_eval.lm import MarcoMCTSLM
-    from marco_eval.train.sft import load_config, train
+    from marco_eval.train.sft import train
 
-    write_jsonl_atomic(tmp_path / "rows.jsonl", worked_rows(4))
     out = tmp_path / "ckpt"
-    c = load_config(None, [f"model={smollm_path}", f"output_dir={out}", f"data=[{{path: '{tmp_path / 'rows.jsonl'}'}}]",
-                           "system_prompt=''", "max_length=160", "learning_rate=3e-4", "lr_scheduler=constant",
-                           "warmup=0", "max_steps=3", "per_device_batch_size=2", "gradient_accumulation_steps=1",
-                           "precision=fp32"])
-    summary = train(c, log=lambda s: None, command="marco-eval train toy.yaml")
+    summary = train(tiny_config(tmp_path, smollm_path, "learning_rate=3e-4"), log=lambda s: None,
+                    command="marco-eval train toy.yaml")
     losses = [e["loss"] for e in summary["losses"]]
     assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], losses
     assert summary["data"]["rows"]["kept"] == 4 and summary["train_rows"] == 4
@@ -348,15 +355,11 @@ def test_lora_sft_merges_into_a_standard_checkpoint(tmp_path, smollm_path, one_t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from marco_eval.train.sft import load_config, train
+    from marco_eval.train.sft import train
 
-    write_jsonl_atomic(tmp_path / "rows.jsonl", worked_rows(4))
     out = tmp_path / "ckpt"
-    c = load_config(None, [f"model={smollm_path}", f"output_dir={out}", f"data=[{{path: '{tmp_path / 'rows.jsonl'}'}}]",
-                           "system_prompt=''", "max_length=160", "learning_rate=3e-3", "lr_scheduler=constant",
-                           "warmup=0", "max_steps=3", "per_device_batch_size=2", "gradient_accumulation_steps=1",
-                           "precision=fp32", "lora.r=8", "lora.dropout=0"])
-    summary = train(c, log=lambda s: None)
+    summary = train(tiny_config(tmp_path, smollm_path, "learning_rate=3e-3", "lora.r=8", "lora.dropout=0"),
+                    log=lambda s: None)
     losses = [e["loss"] for e in summary["losses"]]
     assert len(losses) == 3 and losses[-1] < losses[0], losses
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "chat_template.jinja").is_file()
