@@ -78,8 +78,6 @@ class ModelOptions:
         need(self.store != "", "store=: give a file path for the request store (e.g. store=results/run.jsonl)")
         need(self.chat_template in ("auto", "on", "off"), f"chat_template={self.chat_template!r}: use auto, on or off")
         need(self.answer in ("number", "output", "none"), f"answer={self.answer!r}: use number, output or none")
-        need(self.reward == "confidence" or self.backend == "hf",
-             f"reward={self.reward}: a verifier reward runs on the transformers backend; drop backend=vllm")
 
     def _validate_scale_out(self) -> None:
         defaults = {f.name: field_default(f) for f in fields(ModelOptions)}

@@ -215,8 +215,7 @@ def test_a_reward_that_is_not_a_verifier_is_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match="reward='/nowhere': use confidence, or the folder"):
         Engine.from_settings(None, pretrained="test/fake", reward="/nowhere")
-    with pytest.raises(ConfigError, match="transformers backend; drop backend=vllm"):
-        settings.build(None, reward=str(tmp_path), backend="vllm")
+    settings.build(None, reward=str(tmp_path), backend="vllm")  # vLLM runs it beside the engine (test_vllm_real)
 
 
 @pytest.mark.slow
@@ -233,6 +232,10 @@ def test_the_engine_searches_with_reward_path_and_fingerprints_the_verifier(smol
     assert all(0 < r.confidence <= 1 for r in result.rollouts)
     plain = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32", samples=3,
                                  chat_template="off")
+    (unvalued,) = plain.run([plain.make_search("What is 2 + 3?\n", max_gen_toks=10)])
+    # the verifier only values the samples: the same seeds draw the same samples as without it
+    assert [r.token_ids for r in unvalued.tree.rollouts] == [r.token_ids for r in result.tree.rollouts]
+    assert [r.confidence for r in unvalued.rollouts] == pytest.approx([r.confidence for r in result.rollouts])
     other = Engine.from_settings("self_consistency", pretrained=smollm_path, dtype="float32", samples=3,
                                  chat_template="off", reward=str(verifier_checkpoints[1]))
     assert len({engine.fingerprint(), plain.fingerprint(), other.fingerprint()}) == 3

@@ -197,6 +197,39 @@ def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):
     assert doc["config"]["strategy"] == "mcts" and doc["rollouts"]
 
 
+def test_lm_eval_with_a_verifier_reward_on_vllm(tmp_path, smollm):
+    """reward=PATH with backend=vllm: the verifier runs with transformers beside the engine,
+    MCTS backs its values up, and `tree check` values every rollout again from the checkpoint."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from marco_eval.train import verifier
+
+    tok = AutoTokenizer.from_pretrained(smollm)
+    head = np.random.default_rng(0).normal(size=576).astype(np.float32) / 24  # smollm2's hidden size
+    ckpt = tmp_path / "verifier"
+    verifier.save_checkpoint(smollm, {"layer": 6, "l2": 0.01, "weights": head}, tok.eos_token_id, tok, ckpt,
+                             "\nIs it right?")
+    bin_dir = Path(sys.executable).parent
+    trees = tmp_path / "trees"
+    args = (f"pretrained=smollm2-135m,backend=vllm,dtype=float32,kv_cache_mb=256,max_model_len=2048,"
+            f"vllm_args.enforce_eager=true,config=mcts_step,simulations=2,tree_dir={trees},"
+            f"reward={ckpt}")
+    env = {**os.environ, "MGSM_DATA_DIR": os.environ.get("MGSM_DATA_DIR", str(REPO.parent / "shared/data/mgsm"))}
+    if not Path(env["MGSM_DATA_DIR"]).is_dir():
+        pytest.skip("no MGSM data beside the clone")
+    proc = subprocess.run([str(bin_dir / "lm_eval"), "--model", "marco_mcts", "--model_args", args, "--tasks",
+                           "mgsm_en", "--limit", "1", "--output_path", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (tree,) = trees.glob("*.json")
+    doc = json.loads(tree.read_text())
+    assert doc["reward"] == f"verifier:{ckpt}" and len({r["reward"] for r in doc["rollouts"]}) > 1
+    check = subprocess.run([str(bin_dir / "marco-eval"), "tree", "check", str(trees), "--device", "cpu"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and "1 sound" in check.stdout, check.stdout + check.stderr
+
+
 def test_two_replicas_on_ray_give_the_answers_of_one_engine(vl):
     """data_parallel_size=2 on vLLM's CPU build: two engines on a local two-core Ray, one core
     each (VLLM_CPU_OMP_THREADS_BIND 0 and 1), each streaming its share of whole searches;

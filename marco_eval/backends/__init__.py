@@ -21,7 +21,8 @@ def build_policy(options):
         return VLLMPolicy(resolve(o.pretrained), dtype=o.dtype, revision=o.revision,
                           trust_remote_code=o.trust_remote_code, tensor_parallel_size=o.tensor_parallel_size,
                           gpu_memory_utilization=o.gpu_memory_utilization, max_model_len=o.max_model_len,
-                          kv_cache_mb=o.kv_cache_mb, engine_args=o.vllm_args)
+                          kv_cache_mb=o.kv_cache_mb, engine_args=o.vllm_args,
+                          verifier=None if o.reward == "confidence" else o.reward)
     from marco_eval.backends.hf import TransformersPolicy
 
     return TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device, max_batch=o.max_batch,

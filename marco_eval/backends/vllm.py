@@ -212,7 +212,7 @@ class VLLMPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", revision: str | None = None,
                  trust_remote_code: bool = False, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
-                 kv_cache_mb: int = 2048, engine_args: dict | None = None):
+                 kv_cache_mb: int = 2048, engine_args: dict | None = None, verifier: str | None = None):
         """Args:
             pretrained: local checkpoint directory or Hugging Face id.
             dtype: weights and compute ("auto": the checkpoint's).
@@ -224,6 +224,10 @@ class VLLMPolicy(TokenizerCodec):
             kv_cache_mb: the KV cache in MiB on the CPU build (vLLM's kv_cache_memory_bytes).
             engine_args: any other vLLM engine arguments (model_args vllm_args.NAME=VALUE),
                 checked against vllm.EngineArgs before the engine loads.
+            verifier: a verifier checkpoint (train/verifier.py) whose values `value_many`
+                returns (reward=PATH). It runs with transformers beside the engine, in the
+                engine's dtype, on the first GPU when there is one: vLLM's own pooling mode
+                would need a second engine and, on the CPU build, a second KV cache.
         """
         self._vllm = import_vllm()
         self.engine_args = llm_kwargs(
@@ -245,6 +249,11 @@ class VLLMPolicy(TokenizerCodec):
         self.engine_steps = 0  # LLMEngine.step calls while streaming
         self.in_flight_steps = 0  # requests in the engine summed over those steps (/ engine_steps: mean batch)
         self._request_ids = itertools.count()
+        self.verifier = None
+        if verifier:
+            from marco_eval.backends.verifier import CheckpointVerifier
+
+            self.verifier = CheckpointVerifier(verifier, dtype=self.dtype)
 
     # ------------------------------------------------------------------ generation
     def sampling_params(self, req: Continue, **extra):
@@ -299,6 +308,13 @@ class VLLMPolicy(TokenizerCodec):
         finally:
             if keys:  # a failure in the search or in vLLM: leave no orphan requests running
                 engine.abort_request(list(keys))
+
+    # ------------------------------------------------------------------ verifier values
+    def value_many(self, sequences: Sequence[tuple[int, ...]]) -> list[float]:
+        """search.policy.Verifier: the verifier's value of each whole sequence."""
+        if self.verifier is None:
+            raise TypeError("this policy was built without a verifier; build it with verifier=PATH (reward=PATH)")
+        return self.verifier(sequences)
 
     # ------------------------------------------------------------------ scoring (loglikelihood)
     def score_many(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
