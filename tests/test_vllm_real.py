@@ -175,6 +175,17 @@ def test_the_confidence_reward_of_a_vllm_sample_is_the_transformers_ones(vl, hf)
     assert 0 < rollout_reward(chosen, top5) < 1
 
 
+def run_mgsm_en(model_args: str, limit: int, output: Path) -> None:
+    """lm_eval --model marco_mcts on the first `limit` MGSM-En problems; skips without the data."""
+    env = {**os.environ, "MGSM_DATA_DIR": os.environ.get("MGSM_DATA_DIR", str(REPO.parent / "shared/data/mgsm"))}
+    if not Path(env["MGSM_DATA_DIR"]).is_dir():
+        pytest.skip("no MGSM data beside the clone")
+    proc = subprocess.run([str(Path(sys.executable).parent / "lm_eval"), "--model", "marco_mcts", "--model_args",
+                           model_args, "--tasks", "mgsm_en", "--limit", str(limit), "--output_path", str(output)],
+                          capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):
     """lm_eval --model marco_mcts --model_args ...backend=vllm --tasks mgsm_en --limit 2: the
     trees pass `marco-eval tree check` (rewards recomputed from their stored log-probs)."""
@@ -182,13 +193,7 @@ def test_lm_eval_end_to_end_with_backend_vllm(tmp_path, smollm):
     trees = tmp_path / "trees"
     args = (f"pretrained=smollm2-135m,backend=vllm,dtype=float32,kv_cache_mb=256,max_model_len=2048,"
             f"vllm_args.enforce_eager=true,config=mcts_step,simulations=2,tree_dir={trees}")
-    env = {**os.environ, "MGSM_DATA_DIR": os.environ.get("MGSM_DATA_DIR", str(REPO.parent / "shared/data/mgsm"))}
-    if not Path(env["MGSM_DATA_DIR"]).is_dir():
-        pytest.skip("no MGSM data beside the clone")
-    proc = subprocess.run([str(bin_dir / "lm_eval"), "--model", "marco_mcts", "--model_args", args, "--tasks",
-                           "mgsm_en", "--limit", "2", "--output_path", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_mgsm_en(args, 2, tmp_path / "out")
     files = sorted(trees.glob("*.json"))
     assert len(files) == 2
     check = subprocess.run([str(bin_dir / "marco-eval"), "tree", "check", str(trees)], capture_output=True, text=True)
@@ -215,13 +220,7 @@ def test_lm_eval_with_a_verifier_reward_on_vllm(tmp_path, smollm):
     args = (f"pretrained=smollm2-135m,backend=vllm,dtype=float32,kv_cache_mb=256,max_model_len=2048,"
             f"vllm_args.enforce_eager=true,config=mcts_step,simulations=2,tree_dir={trees},"
             f"reward={ckpt}")
-    env = {**os.environ, "MGSM_DATA_DIR": os.environ.get("MGSM_DATA_DIR", str(REPO.parent / "shared/data/mgsm"))}
-    if not Path(env["MGSM_DATA_DIR"]).is_dir():
-        pytest.skip("no MGSM data beside the clone")
-    proc = subprocess.run([str(bin_dir / "lm_eval"), "--model", "marco_mcts", "--model_args", args, "--tasks",
-                           "mgsm_en", "--limit", "1", "--output_path", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_mgsm_en(args, 1, tmp_path / "out")
     (tree,) = trees.glob("*.json")
     doc = json.loads(tree.read_text())
     assert doc["reward"] == f"verifier:{ckpt}" and len({r["reward"] for r in doc["rollouts"]}) > 1
