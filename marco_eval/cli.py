@@ -226,6 +226,8 @@ def add_bank_parser(sub) -> None:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a search/model option (repeatable)")
     s.add_argument("--max-gen-toks", dest="max_gen_toks", type=int, default=1024, help="token budget per sample")
     s.add_argument("--pack", metavar="DST.jsonl.gz", help="instead of sampling, gzip the bank at --out into DST")
+    s.add_argument("--merge", metavar="PART.jsonl", help="instead of sampling, append the problems of bank PART "
+                   "(another --start slice, same settings) that --out lacks")
     s.add_argument("--rows", metavar="ROWS.jsonl", help="instead of sampling, write rejection-sampling SFT rows "
                    "(distinct correct paths, Marco-o1 format) from the bank at --out")
     s.add_argument("--per-problem", dest="per_problem", type=int, default=4, help="with --rows: paths per problem")

@@ -69,6 +69,21 @@ def test_pack_gzips_a_bank_that_reads_the_same(tmp_path):
     assert bank.read_bank(tmp_path / "bank.jsonl.gz") == bank.read_bank(out)
 
 
+def test_slices_sampled_apart_merge_into_one_bank(tmp_path):
+    items = bank.read_gsm8k(gsm8k_file(tmp_path))
+    settings = {"model": "fake", "config": "self_consistency"}
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    bank.build_bank(items[:2], engine(), one, settings=settings, log=lambda s: None)
+    bank.build_bank(items[1:], engine(), two, settings=settings, log=lambda s: None)  # overlaps on problem 1
+    assert bank.merge(one, two) == 1 and bank.merge(one, two) == 0
+    assert [r["index"] for r in bank.read_bank(one)[1]] == [0, 1, 2]
+    assert bank.build_bank(items, engine(), one, settings=settings, log=lambda s: None) == 0  # nothing left
+    other = tmp_path / "other.jsonl"
+    bank.build_bank(items[:1], engine(), other, settings={"model": "other"}, log=lambda s: None)
+    with pytest.raises(InputError, match="other settings"):
+        bank.merge(one, other)
+
+
 def test_missing_data_is_one_line(tmp_path):
     with pytest.raises(InputError, match="GSM8K_DATA_DIR"):
         bank.gsm8k_file(tmp_path / "nowhere.jsonl")

@@ -15,7 +15,8 @@ a hash of its id (VALIDATION_SHARE of problems), so a growing bank never moves a
 between splits. The verifier (train/verifier.py) and rejection-sampling SFT read it.
 
 The file opens with a settings line; each finished problem is appended as one line, so a
-killed run resumes where it stopped with the same command. `--pack` gzips it beside itself
+killed run resumes where it stopped with the same command; `--merge PART` appends a bank
+sampled elsewhere (another --start slice, the same settings). `--pack` gzips it beside itself
 (OUT.gz) for committing; a run whose OUT is missing starts from OUT.gz, so the committed
 bank grows across sessions with the same command. GSM8K test problems (MGSM is
 their translation) must never enter: problems equal to an MGSM question are dropped.
@@ -183,6 +184,23 @@ def build_bank(items: list[BankProblem], engine, out: str | Path, *, settings: d
     return finished
 
 
+def merge(into: str | Path, part: str | Path) -> int:
+    """Append the problems of bank `part` that `into` lacks (one process per core, or per
+    machine, each sampling its own --start slice, then one bank); returns how many.
+    Both must have been made with the same settings."""
+    ours, records = read_bank(into)
+    theirs, more = read_bank(part)
+    if ours != theirs:
+        raise InputError(f"{part} was made with other settings ({theirs}) than {into} ({ours}); "
+                         f"only banks of the same command (but --start/--problems) merge")
+    repair_tail(into)
+    have = {r["problem_id"] for r in records}
+    new = [r for r in more if r["problem_id"] not in have]
+    for record in new:
+        append_jsonl(into, record)
+    return len(new)
+
+
 def pack(src: str | Path, dst: str | Path) -> int:
     """Gzip a bank for committing (atomically); returns its problem count."""
     from marco_eval.files import write_atomic
@@ -199,6 +217,9 @@ def main(args) -> int:
 
     if args.pack:
         print(f"{pack(args.out, args.pack)} problems packed into {args.pack}")
+        return 0
+    if args.merge:
+        print(f"{merge(args.out, args.merge)} problems of {args.merge} appended to {args.out}")
         return 0
     overrides = parse_overrides(args.set or [])
     engine = Engine.from_settings(args.config, pretrained=args.model, **overrides)
