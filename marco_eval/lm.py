@@ -174,7 +174,8 @@ class MarcoMCTSLM(TemplateLM):
                                "seconds_since_start": seconds})
             if tree_dir is not None:
                 name = f"{getattr(req, 'task_name', 'request')}_{getattr(req, 'doc_id', i)}_{getattr(req, 'repeats', 0)}_{i}.json"
-                write_json_atomic(tree_dir / name, tree_document(searches[j], result, i, req.args[0]))
+                write_json_atomic(tree_dir / name, tree_document(searches[j], result, i, req.args[0],
+                                                                      dtype=str(self.policy.dtype)))
             if self.store is not None:
                 self.store.add({"key": keys[i], "fingerprint": self.fingerprint(),
                                 "task": getattr(req, "task_name", None), "doc_id": getattr(req, "doc_id", None),

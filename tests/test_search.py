@@ -538,7 +538,7 @@ def test_tree_check_recomputes_a_verifiers_values_from_the_file():
     search = make(pol, reward=VerifierReward("ckpt/v1"), seed=1, strategy="mcts", simulations=4, children=2,
                   temperature=0.7, final_answer="best_reward")
     (result,) = run_searches([search], pol)
-    doc = json.loads(json.dumps(tree_document(search, result, 0, PROMPT)))
+    doc = json.loads(json.dumps(tree_document(search, result, 0, PROMPT, dtype="float32")))
     assert verifier_of(doc) == "ckpt/v1" and verifier_of({"reward": "confidence"}) is None
     # the file alone gives back every sequence the verifier was asked to value, in rollout order
     assert rollout_sequences(doc) == pol.scored
@@ -548,9 +548,13 @@ def test_tree_check_recomputes_a_verifiers_values_from_the_file():
         asked.extend(seqs)
         return pol.value_many(seqs)
     assert check_tree_document(doc, values=values) == [] and len(asked) == len(doc["rollouts"])
-    doc["rollouts"][1]["reward"] = round(doc["rollouts"][1]["reward"] - 0.05, 6)  # beyond the bf16 allowance
+    value = doc["rollouts"][1]["reward"]
+    doc["rollouts"][1]["reward"] = round(value - 0.05, 6)  # 0.2 -> 0.15: 0.35 in log-odds
     assert check_tree_document(doc, values=values) == [
-        f"rollout 1: reward {doc['rollouts'][1]['reward']} but recomputes to {pol.value_many([asked[1]])[0]}"]
+        f"rollout 1: reward {doc['rollouts'][1]['reward']} but recomputes to {value}"]
+    assert check_tree_document(dict(doc, dtype="bfloat16"), values=values) == []  # within bf16's allowance
+    doc["rollouts"][1]["reward"] = 0.9 if value < 0.5 else 0.2  # well beyond it
+    assert len(check_tree_document(dict(doc, dtype="bfloat16"), values=values)) == 1
     assert check_tree_document(doc) == []  # no verifier at hand: only the bounds are checked
 
 

@@ -191,12 +191,12 @@ def test_tree_check_recomputes_verifier_values_with_the_checkpoint_alone(tmp_pat
     config = SearchConfig(simulations=2, children=2, action="mini_step", mini_step_tokens=6, rollout_max_tokens=12)
     search = Search(config, policy.encode("What is 2 + 3?\n"), policy, max_new_tokens=24, reward=VerifierReward(own))
     (result,) = run_searches([search], policy)
-    doc = tree_document(search, result, 0, "What is 2 + 3?\n")
+    doc = tree_document(search, result, 0, "What is 2 + 3?\n", dtype="float32")
     tree = tmp_path / "mgsm_en_0_0_0.json"
     tree.write_text(json.dumps(doc))
     assert cli_main(["tree", "check", str(tree), "--device", "cpu"]) == 0  # the file names its verifier
     assert "1 sound" in capsys.readouterr().out
-    doc["rollouts"][0]["reward"] = min(1.0, doc["rollouts"][0]["reward"] + 0.1)
+    doc["rollouts"][0]["reward"] = min(1.0, doc["rollouts"][0]["reward"] + 0.05)  # beyond fp32's 0.05 log-odds
     tree.write_text(json.dumps(doc))
     assert cli_main(["tree", "check", str(tree)]) == 1
     assert "rollout 0: reward" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Sequence
 
 from marco_eval.search.mcts import Search, SearchResult
@@ -15,7 +16,10 @@ VERIFIER_PREFIX = "verifier:"  # reward_name of a VerifierReward: "verifier:" + 
 Values = Callable[[Sequence[Sequence[int]]], list[float]]
 
 
-def tree_document(search: Search, result: SearchResult, request_index: int, prompt: str) -> dict:
+def tree_document(search: Search, result: SearchResult, request_index: int, prompt: str,
+                  dtype: str | None = None) -> dict:
+    """One request's search as a JSON-able document; `dtype` is the policy's (how closely a
+    verifier's values can be recomputed)."""
     tree, decode = search.tree, search.codec.decode
     return {
         "schema_version": SCHEMA_VERSION,
@@ -24,6 +28,7 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
         "prompt_token_ids": tree.prompt_ids,
         "config": dataclasses.asdict(search.config),
         "reward": reward_name(search.reward),  # what made every rollout's reward and node value
+        "dtype": dtype,
         "max_new_tokens": search.max_new_tokens,
         "until": list(search.until),
         "answer_text": result.text,
@@ -70,15 +75,26 @@ def rollout_sequences(doc: dict) -> list[list[int]]:
     return out
 
 
-def check_tree_document(doc: dict, tol: float = 1e-4, values: Values | None = None,
-                        verifier_tol: float = 0.02) -> list[str]:
+def verifier_logit_tol(dtype: str | None) -> float:
+    """How far (in log-odds) a verifier's value recomputed in fp32 may lie from the search's:
+    a float32 search differs in the last bits only. In bf16 the value the search read off its
+    own decode-time keys/values moved by up to 0.50 log-odds from the fp32 value on
+    qwen2.5-coder-0.5b (0.03 to 0.06 in probability), so low precision gets twice that."""
+    return 0.05 if dtype == "float32" else 1.0
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
+def check_tree_document(doc: dict, tol: float = 1e-4, values: Values | None = None) -> list[str]:
     """The invariants a tree file must keep; returns the problems found (empty = sound).
 
     - each rollout's reward lies in [0, 1] and recomputes: the confidence reward (REWARDS;
       files without a "reward" field used it) from the rollout's own token_logprobs and
       top5_logprobs, within `tol`; a verifier's value, when `values` is given, by asking it
-      again of the rollout's sequence, within `verifier_tol` (the search may have run in
-      bf16 on other hardware than the check);
+      again of the rollout's sequence, within verifier_logit_tol(the file's dtype) in log-odds;
     - visits(n) = rollout_visits(n) + sum(visits(children of n));
     - mini_step actions are exactly mini_step_tokens long unless terminal or reflected;
     - step actions end at a delimiter, the end of the thought, a terminal state, a
@@ -93,12 +109,14 @@ def check_tree_document(doc: dict, tol: float = 1e-4, values: Values | None = No
             problems.append(f"rollout {i}: reward {r['reward']} outside [0, 1]")
             continue
         if recompute is not None:
-            again, within = recompute(r["token_logprobs"], r["top5_logprobs"]), tol
+            again = recompute(r["token_logprobs"], r["top5_logprobs"])
+            off = abs(again - r["reward"]) > tol
         elif valued is not None:
-            again, within = valued[i], verifier_tol
+            again = valued[i]
+            off = abs(_logit(again) - _logit(r["reward"])) > verifier_logit_tol(doc.get("dtype"))
         else:
             continue
-        if abs(again - r["reward"]) > within:
+        if off:
             problems.append(f"rollout {i}: reward {r['reward']} but recomputes to {again}")
     nodes = {n["id"]: n for n in doc["nodes"]}
     for n in doc["nodes"]:
