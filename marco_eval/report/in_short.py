@@ -11,8 +11,8 @@ with per-rollout data, so a reader who stops at the top still learns them:
 
 then a paragraph per self-consistency run whose reward was a verifier (issue #27): its picks
 against no search, its weighted vote against the majority of the same samples, and the
-verifier's separation beside the confidence reward's; then one sentence per reflection run. Every number is one its own section also shows, from
-the same functions; nothing here is computed twice in two ways."""
+verifier's separation beside the confidence reward's; then one sentence per reflection run.
+Every number is one its own section also shows, from the same functions."""
 
 from __future__ import annotations
 
@@ -154,9 +154,8 @@ def reflection_words(run: TaskRun, loaded: Loaded) -> str | None:
 
 
 def in_short(loaded: Loaded, found: list[Verdict]) -> list[str]:
-    """One paragraph per MCTS run with per-rollout data, then a paragraph per self-consistency run whose reward was a verifier (issue #27): its picks
-against no search, its weighted vote against the majority of the same samples, and the
-verifier's separation beside the confidence reward's; then one sentence per reflection run.
+    """One paragraph per MCTS run with per-rollout data and per verifier-rewarded sampling run,
+    then one sentence per reflection run.
 
     Args:
         loaded: the loaded results.

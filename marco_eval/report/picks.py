@@ -9,7 +9,7 @@ against greedy CoT and a vote like any run:
     verifier-weighted vote  the answer whose samples' values sum highest (final_answer vote)
 
 The run's lm-eval scores are its configured rule's; these are recomputed from the store with
-the report's answer matching (search_stats.same_answer), the same for both rules.
+the report's answer matching (statistics.same_answer), the same for both rules.
 """
 
 from __future__ import annotations
