@@ -81,14 +81,14 @@ def cmd_tree_check(args) -> int:
             verifiers[path] = CheckpointVerifier(path, device=args.device)
         return verifiers[path]
 
-    bad = 0
+    bad = rollouts = 0
     for f in files:
         doc = load_tree(f)
         problems = check_tree_document(doc, values=values_for(f, doc))
         bad += bool(problems)
+        rollouts += len(doc["rollouts"])
         for line in problems:
             print(f"{f}: {line}")
-    rollouts = sum(len(load_tree(f)["rollouts"]) for f in files)
     print(f"{len(files)} trees, {rollouts} rollouts checked: {len(files) - bad} sound, {bad} with problems")
     return 1 if bad else 0
 

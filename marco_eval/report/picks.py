@@ -35,9 +35,8 @@ def verifier_picks(run: TaskRun) -> list[TaskRun]:
         return []
     out = []
     for label, rule in PICKS.items():
-        scores = {d: float(same_answer(rule(None, rs).answer if rs else None, run.targets[d]))
-                  for d, rs in run.rollouts.items()}
+        answers = {d: rule(None, rs).answer if rs else None for d, rs in run.rollouts.items()}
+        scores = {d: float(same_answer(a, run.targets[d])) for d, a in answers.items()}
         out.append(dataclasses.replace(run, system=f"{run.system} ({label})", scores=scores, final_rule=rule.__name__,
-                                       answers={d: rule(None, rs).answer if rs else None
-                                                for d, rs in run.rollouts.items()}))
+                                       answers=answers))
     return out

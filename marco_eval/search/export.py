@@ -7,10 +7,9 @@ import math
 from typing import Callable, Sequence
 
 from marco_eval.search.mcts import Search, SearchResult
-from marco_eval.search.reward import REWARDS, reward_name
+from marco_eval.search.reward import REWARDS, VERIFIER_PREFIX, reward_name
 
 SCHEMA_VERSION = 1
-VERIFIER_PREFIX = "verifier:"  # reward_name of a VerifierReward: "verifier:" + its checkpoint
 
 # A verifier's values of whole sequences (prompt + completion ids), as the search asked them.
 Values = Callable[[Sequence[Sequence[int]]], list[float]]

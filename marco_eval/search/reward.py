@@ -54,6 +54,7 @@ class VerifierReward:
 
 
 Reward = RewardFn | VerifierReward  # what Search(reward=...) takes
+VERIFIER_PREFIX = "verifier:"  # how a tree file names a VerifierReward: the prefix, then its checkpoint
 
 # Rewards a tree file can name and `marco-eval tree check` can recompute from the file alone.
 REWARDS: dict[str, RewardFn] = {"confidence": rollout_reward}
@@ -63,5 +64,5 @@ def reward_name(reward: Reward) -> str:
     """The name a tree file records for `reward`: its REWARDS key, "verifier:NAME", else the
     function's name."""
     if isinstance(reward, VerifierReward):
-        return f"verifier:{reward.name}"
+        return f"{VERIFIER_PREFIX}{reward.name}"
     return next((name for name, fn in REWARDS.items() if fn is reward), getattr(reward, "__name__", repr(reward)))
