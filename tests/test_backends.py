@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -514,15 +515,24 @@ def test_ranks_shard_requests_through_lm_eval(hf_loads_scripted, monkeypatch, tm
 
 # ---------------------------------------------------------------- marco-eval bench --backend vllm
 def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeypatch):
-    from marco_eval import bench
+    from marco_eval import bench, bench_vllm
 
-    monkeypatch.setattr(bench, "mgsm_prompts", lambda n, few_shot: PROMPTS[:n])
+    monkeypatch.setattr(bench_vllm, "mgsm_prompts", lambda n, few_shot: PROMPTS[:n])
     spec = bench.BenchSpec(model="scripted_lm:MODEL", backend="vllm", workloads=("zero_shot",), actions=("step",),
-                           problems=2, simulations=2, children=2, max_new_tokens=40, tree_batch=2)
+                           problems=2, simulations=2, children=2, max_new_tokens=40, tree_batch=2, repeats=3)
     lines = []
     rows = bench.bench(spec, log=lines.append)
     assert len(rows) == len(lines) == 1
     row = rows[0]
+    # three interleaved repeats; each figure the median of the repeats' own
+    assert row["repeats"] == 3 and all(len(v) == 3 for v in row["per_repeat"].values())
+    for key, values in row["per_repeat"].items():
+        assert abs(row[key] - sorted(values)[1]) < 0.01, key
+    # every run starts from an empty prefix cache: the lock-step run (the streamed run's very
+    # trees) prefills as much as streaming did, not nothing; sampling prefills its prompts once
+    prefill = row["prefill_tokens"]
+    assert prefill["lockstep"] == prefill["streaming"] >= row["prompt_tokens"]
+    assert 0 < prefill["sampling"] <= row["prompt_tokens"]
     assert row["backend"] == "vllm" and row["generated_tokens"] > 0 and row["prompt_tokens"] > 0
     assert row["lockstep_engine_calls"] == row["search_steps"] > 1  # lock-step: both trees in every engine call
     assert row["engine_steps"] > row["search_steps"] and row["mean_in_engine"] > 1  # streaming: many requests at once
@@ -530,6 +540,27 @@ def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeyp
     for key in ("tokens_per_s", "lockstep_tokens_per_s", "sampling_tokens_per_s", "throughput_vs_sampling",
                 "lockstep_throughput_vs_sampling", "streaming_vs_lockstep"):
         assert row[key] > 0, key
+
+
+def test_bench_repeats_report_medians_of_in_repeat_ratios(monkeypatch):
+    """hf: repeats 2..N rerun the engine and sampling back to back; each ratio is taken within
+    its repeat, and the row's figure is the median of those (not a ratio of medians)."""
+    from marco_eval import bench
+
+    engine_seconds, sampling_seconds = iter([2.0, 4.0]), iter([1.0, 4.0])
+    monkeypatch.setattr(bench, "run_search", lambda *a, **k: {"generated": 100, "seconds": next(engine_seconds),
+                                                              "cpu_seconds": 1.0})
+    monkeypatch.setattr(bench, "run_sampling", lambda *a, **k: {"generated": 100, "seconds": next(sampling_seconds),
+                                                                "cpu_seconds": 1.0, "prefill_once_seconds": 0.0})
+    first = ({"generated": 100, "seconds": 1.0, "cpu_seconds": 1.0},
+             {"generated": 100, "seconds": 1.0, "cpu_seconds": 1.0, "prefill_once_seconds": 0.0})
+    spec = bench.BenchSpec(repeats=3)
+    got = bench.repeated_engine_vs_sampling(SimpleNamespace(policy=None), [], [], spec, "step", first)
+    assert got["repeats"] == 3
+    assert got["per_repeat"]["throughput_vs_sampling"] == [1.0, 0.5, 1.0]
+    assert got["throughput_vs_sampling"] == 1.0  # median of [1, 0.5, 1]; the ratio of medians, 50 / 100, is 0.5
+    assert got["per_repeat"]["tokens_per_s"] == [100.0, 50.0, 25.0] and got["tokens_per_s"] == 50.0
+    assert got["sampling_tokens_per_s"] == 100.0  # median of [100, 100, 25]
 
 
 def test_bench_backend_vllm_without_vllm_fails_in_one_line(monkeypatch, capsys):

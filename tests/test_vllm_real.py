@@ -348,3 +348,21 @@ def test_lm_eval_mistakes_on_the_vllm_path_are_one_line(model_args, tmp_path, sm
     out = tmp_path / "out"
     assert_one_line_error(lm_eval(f"pretrained=smollm2-135m,{model_args}", out=out), needle, 1)
     assert not out.exists()
+
+
+def test_prefix_cache_hits_are_counted_and_the_bench_can_empty_the_cache(vl):
+    """The backend counts the prompt positions vLLM's prefix cache served (the bench's
+    prefill_tokens), and LLM.reset_prefix_cache empties the cache between timed runs."""
+    long_prompt = prompt(vl, "Question: " + "Tom has 3 apples and buys 4 more. " * 12 + "How many?\n")
+    req = Continue(long_prompt, 4, (), temperature=0.0)
+    assert vl.llm.reset_prefix_cache()
+    before = (vl.prompt_tokens, vl.cached_prompt_tokens)
+    vl.generate([req])
+    vl.generate([req])  # the same prompt again: served from the cache but for its last block
+    served = vl.cached_prompt_tokens - before[1]
+    assert vl.prompt_tokens - before[0] == 2 * len(long_prompt)
+    assert len(long_prompt) // 2 < served < len(long_prompt)
+    assert vl.llm.reset_prefix_cache()
+    mark = vl.cached_prompt_tokens
+    _stream(vl, [req])  # streamed requests are counted too; after the reset nothing is served
+    assert vl.cached_prompt_tokens == mark

@@ -248,6 +248,10 @@ class VLLMPolicy(TokenizerCodec):
         self.generate_calls = 0  # LLM.generate calls made for the search (lock-step: one per search step)
         self.engine_steps = 0  # LLMEngine.step calls while streaming
         self.in_flight_steps = 0  # requests in the engine summed over those steps (/ engine_steps: mean batch)
+        # Prompt positions of finished search requests, and how many of them vLLM's prefix cache
+        # served (RequestOutput.num_cached_tokens): the difference is what the engine prefilled.
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
         self._request_ids = itertools.count()
         self.verifier = None
         if verifier:
@@ -276,7 +280,13 @@ class VLLMPolicy(TokenizerCodec):
         prompts, params = self.build_requests(requests)
         self.generate_calls += 1
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        for result in outputs:
+            self._count_prompt(result)
         return [only_generation(result) for result in outputs]
+
+    def _count_prompt(self, result) -> None:
+        self.prompt_tokens += len(result.prompt_token_ids or ())
+        self.cached_prompt_tokens += result.num_cached_tokens or 0
 
     def generate_stream(self, pull: Callable[[int], list[tuple[Hashable, Continue]]],
                         push: Callable[[Hashable, Generation], None]) -> None:
@@ -304,6 +314,7 @@ class VLLMPolicy(TokenizerCodec):
                 self.in_flight_steps += len(keys)
                 for result in engine.step():
                     if result.finished and result.request_id in keys:
+                        self._count_prompt(result)
                         push(keys.pop(result.request_id), only_generation(result))
         finally:
             if keys:  # a failure in the search or in vLLM: leave no orphan requests running

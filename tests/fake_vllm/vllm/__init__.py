@@ -14,6 +14,10 @@ token_ids; finish_reason "stop" with stop_reason = the stop string (the EOS id f
 most max_num_seqs requests run, the rest wait in arrival order; a step makes one token for
 each running request, so a short request comes back before a long one that started first.
 Only final outputs are given (RequestOutputKind.FINAL_ONLY, which the fake requires).
+
+Prefix caching, counted only: `num_cached_tokens` is the longest run of whole 16-token
+blocks a request's prompt shares with an earlier request's (never the last prompt token,
+which vLLM always computes); `reset_prefix_cache()` forgets them.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class RequestOutput:
     prompt_logprobs: list[dict[int, Logprob] | None] | None
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = True
+    num_cached_tokens: int = 0
 
 
 def TokensPrompt(*, prompt_token_ids):  # a TypedDict in vLLM
@@ -136,7 +141,21 @@ class LLM:
         self.llm_engine = LLMEngine(self, SimpleNamespace(max_model_len=max_len, dtype="float32"),
                                     engine_args.get("max_num_seqs") or 256)
         self.calls: list[tuple[list[dict], list[SamplingParams]]] = []
+        self._cached_blocks: set[tuple[int, ...]] = set()  # prompt prefixes of whole blocks seen
         LLM.built += 1
+
+    def reset_prefix_cache(self, reset_running_requests: bool = False, reset_connector: bool = False) -> bool:
+        self._cached_blocks.clear()
+        return True
+
+    def _cached_tokens(self, prompt: list[int], block: int = 16) -> int:
+        cached = 0
+        for end in range(block, len(prompt), block):  # a block ending at the last token is recomputed
+            if tuple(prompt[:end]) not in self._cached_blocks:
+                break
+            cached = end
+        self._cached_blocks.update(tuple(prompt[:end]) for end in range(block, len(prompt) + 1, block))
+        return cached
 
     def get_tokenizer(self):
         return self.model.tokenizer
@@ -162,7 +181,8 @@ class LLM:
             prompt_lp = [None] + [_entries(self.model.next_logprobs(prompt[:i]), sp.prompt_logprobs, prompt[i], decode)
                                   for i in range(1, len(prompt))]
         samples = [self._sample(list(prompt), sp, index) for index in range(sp.n)]
-        return RequestOutput(request_id, list(prompt), prompt_lp, samples)
+        return RequestOutput(request_id, list(prompt), prompt_lp, samples,
+                             num_cached_tokens=self._cached_tokens(list(prompt)))
 
     def _sample(self, prompt, sp: SamplingParams, index: int) -> CompletionOutput:
         rng = random.Random(None if sp.seed is None else sp.seed + index)
