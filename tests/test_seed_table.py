@@ -84,8 +84,21 @@ def test_runs_records_and_slims(fake_bin, tmp_path):
 
 @pytest.mark.parametrize("env, needle", [({"LIMIT": "300"}, "LIMIT=300: use 1..250"),
                                          ({"LIMIT": "ten"}, "LIMIT=ten"),
-                                         ({"LANGS": "fr"}, "LANGS has 'fr': use en and/or zh")])
+                                         ({"LANGS": "fr"}, "LANGS has 'fr': use en and/or zh"),
+                                         ({"TAG": "../x"}, "TAG=../x: use lower-case letters")])
 def test_bad_knobs_stop_at_once(fake_bin, tmp_path, env, needle):
     done = run_script(fake_bin, tmp_path, **env)
     assert done.returncode == 2 and needle in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "results" / "mgsm").exists()
+
+
+def test_a_tag_keeps_another_checkpoints_run_of_the_same_config_apart(fake_bin, tmp_path):
+    assert run_script(fake_bin, tmp_path).returncode == 0
+    done = run_script(fake_bin, tmp_path, MODEL="ckpt/tuned", TAG="rft")
+    assert done.returncode == 0, done.stderr
+    mgsm = tmp_path / "results" / "mgsm"
+    assert sorted(p.name for p in mgsm.iterdir()) == ["en_base_cot", "en_base_cot_rft"]
+    manifest = json.loads((mgsm / "en_base_cot_rft" / "run.json").read_text())
+    assert "store=" + str(tmp_path / "results" / "runs" / "mgsm_en_base_cot_rft") in manifest["command"]
+    systems = sorted(t.system for t in report.load(tmp_path / "results").tasks)
+    assert systems == ["toy-model / base_cot", "tuned / base_cot"]
