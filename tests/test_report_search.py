@@ -356,6 +356,28 @@ def test_verifier_picks_get_verdicts_against_runs_of_the_confidence_reward(tmp_p
     assert "The verifier: pooled over problems" in readme and "The confidence reward of the same samples: " in readme
 
 
+@pytest.mark.parametrize("final_answer, picks", [("max_value", ["verifier best-of-N", "verifier-weighted vote"]),
+                                                  ("vote", ["verifier best-of-N"])])
+def test_an_mcts_run_with_a_verifier_is_also_read_by_the_flat_picks(tmp_path, final_answer, picks):
+    """An MCTS run whose reward was a verifier is its own row under its configured rule; the
+    verifier picks read from its rollouts are rows beside it, but not a repeat of its own rule."""
+    root = tmp_path / "results"
+    records = [dict(rec, rollouts=[dict(r, confidence=0.5) for r in rec["rollouts"]]) for rec in SEARCH_RECORDS]
+    search_run(root, name="mv", system="toy / mcts_v", records=records, final_answer=final_answer)
+    doc_path = next((root / "mv").rglob("results_*.json"))
+    doc = json.loads(doc_path.read_text())
+    doc["config"]["marco_eval_config"]["reward"] = "checkpoints/v"
+    doc_path.write_text(json.dumps(doc))
+    write_run(root, "base", "toy / base", {"mgsm_en": [0, 0, 0, 1]}, config="base", model=MODEL)
+    report.report(root, tmp_path / "out")
+    rows = csv_rows(tmp_path / "out" / "report" / "verdict.csv")
+    assert [r["search"] for r in rows] == ["toy / mcts_v"] + [f"toy / mcts_v ({label})" for label in picks]
+    # best reward: P0 10 (right), P1 5, P2 2, P3 13 (right)
+    assert float(rows[1]["search_acc"]) == 0.5
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "Read from its own rollouts: verifier best-of-N 50.00% against base's 25.00% on 4 problems" in readme
+
+
 def test_a_confidence_run_has_one_reward_row(searched):
     assert len(csv_rows(searched / "report" / "reward_auroc.csv")) == 1
     (row,) = csv_rows(searched / "report" / "search_coverage.csv")

@@ -11,7 +11,9 @@ with per-rollout data, so a reader who stops at the top still learns them:
 
 then a paragraph per self-consistency run whose reward was a verifier (issue #27): its picks
 against no search, its weighted vote against the majority of the same samples, and the
-verifier's separation beside the confidence reward's; then one sentence per reflection run.
+verifier's separation beside the confidence reward's (an MCTS run with a verifier gets the
+picks read from its rollouts at the end of its own paragraph); then one sentence per
+reflection run.
 Every number is one its own section also shows, from the same functions."""
 
 from __future__ import annotations
@@ -111,11 +113,8 @@ def coverage_of_pick(run: TaskRun, label: str) -> float:
     return c.best_reward.value if PICKS[label] is best_reward else c.weighted.value
 
 
-def verifier_words(run: TaskRun, found: list[Verdict]) -> str:
-    """A sampling run whose reward was a verifier: each verifier pick against no search, the
-    weighted vote against the majority vote of the very same samples (paired), and both
-    rewards' separation of right from wrong samples."""
-    c = coverage(run)
+def picks_words(run: TaskRun, found: list[Verdict]) -> str:
+    """Each verifier pick read from a run's rollouts (picks.py) against no search, from the verdicts."""
     mine = [v for v in found if v.search.results_file == run.results_file and v.search.task == run.task]
     picks = []
     for label in PICKS:
@@ -124,6 +123,17 @@ def verifier_words(run: TaskRun, found: list[Verdict]) -> str:
                    f"(Δ {signed(v.pair.delta)} points, Holm p = {p_text(v.p_holm)}: {v.word})" for v in theirs]
         if clauses:
             picks.append(f"{label} {pct(coverage_of_pick(run, label))}% against {', '.join(clauses)}")
+    if not picks:
+        return ""
+    read = "Read from its own rollouts" if run.strategy == "mcts" else "Against no search"
+    return f" {read}: {'; '.join(picks)}."
+
+
+def verifier_words(run: TaskRun, found: list[Verdict]) -> str:
+    """A sampling run whose reward was a verifier: each verifier pick against no search, the
+    weighted vote against the majority vote of the very same samples (paired), and both
+    rewards' separation of right from wrong samples."""
+    c = coverage(run)
     majority = {d: same_answer(majority_answer(rs), run.targets[d]) for d, rs in run.rollouts.items()}
     weighted = {d: same_answer(weighted_vote_answer(rs), run.targets[d]) for d, rs in run.rollouts.items()}
     docs = sorted(majority)
@@ -133,8 +143,7 @@ def verifier_words(run: TaskRun, found: list[Verdict]) -> str:
             f"verifier-weighted vote {pct(c.weighted.value)}% (Δ {signed(c.weighted.value - c.majority.value)} points "
             f"over the majority, {wins} vs {losses} problems, McNemar p = {p_text(p)}), verifier best-of-"
             f"{c.k_max} {pct(c.best_reward.value)}%, any sample right {pct(c.oracle.value)}%.")
-    if picks:
-        text = f" Against no search: {'; '.join(picks)}." + text
+    text = picks_words(run, found) + text
     for name, sep in (("The verifier", separation(run)), ("The confidence reward of the same samples",
                                                           confidence_separation(run))):
         if sep is not None and (sentence := separation_sentence(sep)):
@@ -171,7 +180,8 @@ def in_short(loaded: Loaded, found: list[Verdict]) -> list[str]:
         if run.strategy == "mcts":
             voters = voting_runs(run, loaded, among=with_rollouts)
             paragraphs.append(head + " " + against_no_search(run, found) + at_equal_tokens(run, loaded)
-                              + find_or_pick(run, voters, loaded.root) + reward_words(run))
+                              + find_or_pick(run, voters, loaded.root) + reward_words(run)
+                              + (picks_words(run, found) if verifier_rewarded(run) else ""))
         elif verifier_rewarded(run):
             paragraphs.append(head + verifier_words(run, found))
     if not paragraphs:

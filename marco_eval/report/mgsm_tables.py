@@ -125,8 +125,8 @@ SIGNIFICANCE = 0.05  # the verdict table's threshold on the Holm-corrected exact
 
 def verdict_pairs(loaded: Loaded) -> list[tuple[TaskRun, TaskRun]]:
     """(new configuration, run without search) of the same model and task: every MCTS row and
-    every verifier pick of a verifier-rewarded sampling run (picks.py) against greedy CoT and
-    the compute-matched sampling baselines of the confidence reward."""
+    every verifier pick of a verifier-rewarded run (picks.py) against greedy CoT and the
+    compute-matched sampling baselines of the confidence reward."""
     runs = mgsm_runs(loaded).values()
     searches = by_task_then_system([r for r in runs if r.strategy == "mcts"]
                                    + [pick for r in runs for pick in verifier_picks(r)])
@@ -192,8 +192,8 @@ def verdict_table(found: list[Verdict]) -> Table:
                            f"{counts['no significant difference']} (each at p < {SIGNIFICANCE} after Holm's "
                            f"correction for making {n} comparisons; the uncorrected p is in the table too).")
     note = ("Every MCTS row (strategy `mcts` in the run's recorded config), and each verifier pick of a "
-            "self-consistency run whose reward was a verifier (verifier best-of-N, verifier-weighted vote: read from "
-            "the same stored samples), against every row of the same model without search (strategy `sampling` "
+            "run whose reward was a verifier (verifier best-of-N, verifier-weighted vote: read from the same stored "
+            "samples or MCTS rollouts; an MCTS run's own rule is its own row), against every row of the same model without search (strategy `sampling` "
             "with the confidence reward: greedy CoT, self-consistency, best-of-N) on the problems both "
             "scored, filter `{filter}`. p (McNemar): the exact McNemar test of that one comparison, uncorrected; "
             "p Holm: the same p after Holm's step-down correction over every comparison in this table (one "
