@@ -1,5 +1,6 @@
 """scripts/seed_table.sh with a stand-in lm_eval (the real marco-eval slims and reports):
-the command it records, the slim copy that replaces an older one, bad knobs."""
+the command it records, the slim copy that replaces an older one, bad knobs; and the
+knobs of scripts/bench_streaming.sh."""
 
 import json
 import os
@@ -102,3 +103,10 @@ def test_a_tag_keeps_another_checkpoints_run_of_the_same_config_apart(fake_bin, 
     assert "store=" + str(tmp_path / "results" / "runs" / "mgsm_en_base_cot_rft") in manifest["command"]
     systems = sorted(t.system for t in report.load(tmp_path / "results").tasks)
     assert systems == ["toy-model / base_cot", "tuned / base_cot"]
+
+
+@pytest.mark.parametrize("repeats", ["0", "three", "100"])
+def test_the_streaming_bench_script_refuses_a_bad_repeat_count(repeats):
+    done = subprocess.run(["bash", str(REPO / "scripts" / "bench_streaming.sh")], env=dict(os.environ, REPEATS=repeats),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr == f"bench_streaming.sh: REPEATS={repeats}: use 1..99\n"
