@@ -34,8 +34,13 @@ def main(summary_path: str) -> None:
     config = summary["config"]
     _, records = bank_module.read_bank(config["bank"] if Path(config["bank"]).exists() else summary["bank"] + ".gz")
     records = records[: summary["problems"]]
-    first = Path(config["features_dir"]) / f"part-000000-{min(PART_PROBLEMS, len(records)):03d}.npz"
-    with np.load(first) as part:
+    parts = [Path(config["features_dir"]) / f"part-{start:06d}-{len(records[start: start + PART_PROBLEMS]):03d}.npz"
+             for start in range(0, len(records), PART_PROBLEMS)]  # extract()'s names; it computes a missing one
+    missing = [p for p in parts if not p.is_file()]
+    if missing:
+        sys.exit(f"verifier_picks_on_bank.py: {len(missing)} features parts are missing (first: {missing[0]}); "
+                 f"make them with `{summary['command']} output_dir=/tmp/verifier-again` (it reuses the parts it finds)")
+    with np.load(parts[0]) as part:
         suffix_ids = [int(x) for x in part["suffix"]]
     features = extract(records, None, None, list(config["layers"]), suffix_ids, config["features_dir"])
     layer = features.layers.index(summary["chosen"]["layer"])

@@ -6,57 +6,78 @@ TREE_DIR: MGSM-En tree files of a search made with reward=CHECKPOINT (tree_dir=)
 bf16 policy reading the value off its own decode-time keys/values. Every rollout is valued
 again by the checkpoint alone, in fp32 and in bf16 (one fresh forward each), and the
 script prints how far the three lie apart (log-odds) and each one's AUROC (pooled, within a
-problem), verifier-weighted vote and best-of-N over the same rollouts. Targets come from
+problem), verifier-weighted vote and best-of-N over the same rollouts: the search's own rules
+(search/final_answer.py) and the report's answer matching. Targets come from
 $MGSM_DATA_DIR/mgsm_en.tsv (default ../shared/data/mgsm).
 """
+
+from __future__ import annotations
+
 import csv
-import glob
 import json
 import os
 import sys
-from collections import defaultdict
-import numpy as np
-from marco_eval.backends.verifier import CheckpointVerifier
-from marco_eval.search.export import rollout_sequences
-from marco_eval.report.search_stats import aurocs_with_ci
+from pathlib import Path
+from typing import NamedTuple
 
-tree_dir, ckpt = sys.argv[1], sys.argv[2]
-data = os.environ.get("MGSM_DATA_DIR", "../shared/data/mgsm")
-gold = [row[1].replace(",", "") for row in csv.reader(open(f"{data}/mgsm_en.tsv"), delimiter="\t")]
-def right(a, g):
-    try: return abs(float(str(a).replace(",", "")) - float(g)) < 1e-6
-    except Exception: return False
-docs = []
-for path in sorted(glob.glob(f"{tree_dir}/*.json")):
-    doc = json.load(open(path)); doc_id = int(path.rsplit("/", 1)[1].split("_")[2]); docs.append((doc_id, doc))
-print("trees", len(docs))
-values = {"search": [], "fp32": [], "bf16": [], "confidence": []}
-labels, answers = [], []
-for dtype in ("float32", "bfloat16"):
-    v = CheckpointVerifier(ckpt, device="cpu", dtype=dtype)
-    key = "fp32" if dtype == "float32" else "bf16"
-    for doc_id, doc in docs:
-        values[key].append(np.array(v(rollout_sequences(doc))))
-for doc_id, doc in docs:
-    values["search"].append(np.array([r["reward"] for r in doc["rollouts"]]))
-    labels.append(np.array([right(r["answer"], gold[doc_id]) for r in doc["rollouts"]]))
-    answers.append([r["answer"] for r in doc["rollouts"]])
-def logit(p): p = np.clip(p, 1e-9, 1 - 1e-9); return np.log(p / (1 - p))
-diff = np.concatenate([logit(a) - logit(b) for a, b in zip(values["search"], values["fp32"])])
-diff16 = np.concatenate([logit(a) - logit(b) for a, b in zip(values["bf16"], values["fp32"])])
-print("search - fp32 log-odds: mean |d| %.3f max %.3f; fresh bf16 - fp32: mean |d| %.3f max %.3f"
-      % (np.abs(diff).mean(), np.abs(diff).max(), np.abs(diff16).mean(), np.abs(diff16).max()))
-def pick(ans, w):
-    d = defaultdict(float)
-    for a, x in zip(ans, w):
-        if a is not None: d[a] += x
-    return max(d, key=d.get) if d else None
-n = len(docs)
-maj = sum(right(pick(a, np.ones(len(a))), gold[i]) for (i, _), a in zip(docs, answers))
-print(f"problems {n}: majority {100 * maj / n:.1f}%, any {100 * sum(l.any() for l in labels) / n:.1f}%")
-for key in ("search", "fp32", "bf16"):
-    pooled, within = aurocs_with_ci(values[key], labels)
-    wv = sum(right(pick(a, v), gold[i]) for (i, _), a, v in zip(docs, answers, values[key]))
-    best = sum(right(a[int(np.argmax(v))], gold[i]) for (i, _), a, v in zip(docs, answers, values[key]))
-    print(f"{key}: pooled {pooled.value:.3f} within {within.value:.3f} ({within.pairs} pairs); "
-          f"weighted vote {100 * wv / n:.1f}%, best-of-N {100 * best / n:.1f}%")
+import numpy as np
+
+from marco_eval.backends.verifier import CheckpointVerifier
+from marco_eval.report.search_stats import aurocs_with_ci
+from marco_eval.report.statistics import same_answer
+from marco_eval.search.export import rollout_sequences
+from marco_eval.search.final_answer import best_reward, vote
+
+
+class Scored(NamedTuple):  # what the flat rules read (final_answer.Scored)
+    answer: str | None
+    reward: float
+
+
+def log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+def main(tree_dir: str, checkpoint: str) -> None:
+    data = Path(os.environ.get("MGSM_DATA_DIR", "../shared/data/mgsm"))
+    with open(data / "mgsm_en.tsv", newline="") as f:
+        targets = [row[1] for row in csv.reader(f, delimiter="\t")]
+    trees = []  # (doc_id, tree document); file names are mgsm_en_<doc_id>_...json
+    for path in sorted(Path(tree_dir).glob("*.json")):
+        trees.append((int(path.name.split("_")[2]), json.loads(path.read_text())))
+    if not trees:
+        sys.exit(f"verifier_precision.py: no tree files (*.json) in {tree_dir}; pass a search's tree_dir")
+    print("trees", len(trees))
+    values = {"search": [np.array([r["reward"] for r in doc["rollouts"]]) for _, doc in trees]}
+    for key, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        verifier = CheckpointVerifier(checkpoint, device="cpu", dtype=dtype)
+        values[key] = [np.array(verifier(rollout_sequences(doc))) for _, doc in trees]
+    answers = [[r["answer"] for r in doc["rollouts"]] for _, doc in trees]
+    gold = [targets[doc_id] for doc_id, _ in trees]
+    labels = [np.array([same_answer(a, g) for a in ans]) for ans, g in zip(answers, gold)]
+
+    def spread(key: str) -> np.ndarray:  # |log-odds of key - log-odds of fp32|, every rollout
+        return np.abs(np.concatenate([log_odds(a) - log_odds(b) for a, b in zip(values[key], values["fp32"])]))
+
+    search, fresh = spread("search"), spread("bf16")
+    print(f"search - fp32 log-odds: mean |d| {search.mean():.3f} max {search.max():.3f}; "
+          f"fresh bf16 - fp32: mean |d| {fresh.mean():.3f} max {fresh.max():.3f}")
+
+    def accuracy(rule, weights: list[np.ndarray]) -> float:
+        right = sum(same_answer(rule(None, [Scored(a, float(w)) for a, w in zip(ans, ws)]).answer, g)
+                    for ans, ws, g in zip(answers, weights, gold))
+        return 100 * right / len(trees)
+
+    majority = accuracy(vote, [np.ones(len(a)) for a in answers])
+    print(f"problems {len(trees)}: majority {majority:.1f}%, any {100 * np.mean([l.any() for l in labels]):.1f}%")
+    for key in ("search", "fp32", "bf16"):
+        pooled, within = aurocs_with_ci(values[key], labels)
+        print(f"{key}: pooled {pooled.value:.3f} within {within.value:.3f} ({within.pairs} pairs); "
+              f"weighted vote {accuracy(vote, values[key]):.1f}%, best-of-N {accuracy(best_reward, values[key]):.1f}%")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: verifier_precision.py TREE_DIR CHECKPOINT")
+    main(sys.argv[1], sys.argv[2])
