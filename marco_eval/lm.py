@@ -163,6 +163,9 @@ class MarcoMCTSLM(TemplateLM):
         todo = [i for i, text in enumerate(texts) if text is None]
         searches = [self._search_for(requests[i], i) for i in todo]
         tree_dir = Path(self.options.tree_dir) if self.options.tree_dir else None
+        dtype = str(self.policy.dtype).removeprefix("torch.")
+        verifier_dtype = None if self.options.reward == "confidence" else \
+            dtype if self.options.verifier_dtype == "auto" else self.options.verifier_dtype
         bar = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=disable_tqdm, desc="marco_mcts")
 
         def on_done(j, result):
@@ -174,8 +177,8 @@ class MarcoMCTSLM(TemplateLM):
                                "seconds_since_start": seconds})
             if tree_dir is not None:
                 name = f"{getattr(req, 'task_name', 'request')}_{getattr(req, 'doc_id', i)}_{getattr(req, 'repeats', 0)}_{i}.json"
-                write_json_atomic(tree_dir / name, tree_document(searches[j], result, i, req.args[0],
-                                                                      dtype=str(self.policy.dtype)))
+                write_json_atomic(tree_dir / name, tree_document(searches[j], result, i, req.args[0], dtype=dtype,
+                                                                 verifier_dtype=verifier_dtype))
             if self.store is not None:
                 self.store.add({"key": keys[i], "fingerprint": self.fingerprint(),
                                 "task": getattr(req, "task_name", None), "doc_id": getattr(req, "doc_id", None),

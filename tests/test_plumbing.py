@@ -113,6 +113,8 @@ def test_every_shipped_config_loads_with_the_values_it_names():
     ({"temperature": -1}, "temperature=-1.0: must be >= 0"),
     ({"tree_batch": 0}, "tree_batch"),
     ({"backend": "tgi"}, "backend='tgi'"),
+    ({"verifier_dtype": "float32"}, "verifier_dtype=float32 applies to a verifier; add reward=PATH"),
+    ({"verifier_dtype": "fp32", "reward": "ckpt"}, "verifier_dtype='fp32': use one of auto, float32"),
 ])
 def test_bad_model_args(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -273,6 +275,13 @@ def test_store_fingerprint_settings_are_those_of_existing_stores():
         "pretrained", "backend", "dtype", "device", "revision", "trust_remote_code", "max_batch", "kv_reuse",
         "kv_cache_mb", "tree_batch", "max_gen_toks", "chat_template", "system_prompt", "response_prefix",
         "answer", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len"])
+
+
+def test_a_verifier_in_another_precision_is_another_fingerprint():
+    from marco_eval import settings
+
+    assert "verifier_dtype" not in settings.answer_settings(*settings.build(reward="ckpt"))  # auto: as before it was
+    assert settings.answer_settings(*settings.build(reward="ckpt", verifier_dtype="float32"))["verifier_dtype"] == "float32"
 
 
 def test_the_plumbing_model_has_a_default_token_cap_that_settings_override():

@@ -98,6 +98,7 @@ def test_lm_eval_cli_writes_results_samples_and_sound_trees(tmp_path, action_arg
     for f in files:
         doc = json.loads(f.read_text())
         assert check_tree_document(doc) == []
+        assert doc["dtype"] == "float32" and doc["verifier_dtype"] is None  # torch's name less "torch."
         assert doc["nodes"][0]["visits"] >= 3 and len(doc["rollouts"]) >= 2
 
 

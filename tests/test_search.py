@@ -555,6 +555,12 @@ def test_tree_check_recomputes_a_verifiers_values_from_the_file():
     assert check_tree_document(dict(doc, dtype="bfloat16"), values=values) == []  # within bf16's allowance
     doc["rollouts"][1]["reward"] = 0.9 if value < 0.5 else 0.2  # well beyond it
     assert len(check_tree_document(dict(doc, dtype="bfloat16"), values=values)) == 1
+    doc["rollouts"][1]["reward"] = round(value - 0.05, 6)
+    # the verifier's own precision sets the allowance, not the policy's; older files wrote
+    # torch's names ("torch.float32") and no verifier_dtype
+    assert len(check_tree_document(dict(doc, dtype="bfloat16", verifier_dtype="float32"), values=values)) == 1
+    assert check_tree_document(dict(doc, dtype="float32", verifier_dtype="bfloat16"), values=values) == []
+    assert len(check_tree_document(dict(doc, dtype="torch.float32", verifier_dtype=None), values=values)) == 1
     assert check_tree_document(doc) == []  # no verifier at hand: only the bounds are checked
 
 

@@ -208,6 +208,25 @@ def test_tree_check_recomputes_verifier_values_with_the_checkpoint_alone(tmp_pat
     assert cli_main(["tree", "check", str(tree), "--verifier", str(verifier_checkpoints[1])]) == 1  # another head
 
 
+@pytest.mark.slow
+def test_verifier_dtype_values_apart_from_a_bf16_policy_in_its_own_precision(smollm_path, verifier_checkpoints):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from marco_eval.backends.hf import TransformersPolicy
+
+    own = str(verifier_checkpoints[0])
+    shared = TransformersPolicy(smollm_path, dtype="bfloat16", max_batch=4, verifier=own)
+    apart = TransformersPolicy(smollm_path, dtype="bfloat16", max_batch=4, verifier=own, verifier_dtype="float32")
+    assert shared.verifier.shares_policy and not apart.verifier.shares_policy  # the same body, another precision
+    assert apart.verifier.model.dtype == torch.float32
+    seq = tuple(apart.encode("Tom has 3 apples and buys 4 more. How many apples? 7"))
+    direct = AutoModelForSequenceClassification.from_pretrained(own, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = float(torch.sigmoid(direct(input_ids=torch.tensor([seq + apart.verifier.suffix])).logits[0, 0]))
+    assert apart.value_many([seq]) == pytest.approx([expected], abs=1e-5)
+
+
 def test_a_reward_that_is_not_a_verifier_is_one_line(tmp_path):
     from marco_eval import settings
     from marco_eval.engine import Engine

@@ -224,6 +224,7 @@ def test_lm_eval_with_a_verifier_reward_on_vllm(tmp_path, smollm):
     (tree,) = trees.glob("*.json")
     doc = json.loads(tree.read_text())
     assert doc["reward"] == f"verifier:{ckpt}" and len({r["reward"] for r in doc["rollouts"]}) > 1
+    assert doc["dtype"] == doc["verifier_dtype"] == "float32"  # auto: the engine's; tree check's tight allowance
     check = subprocess.run([str(bin_dir / "marco-eval"), "tree", "check", str(trees), "--device", "cpu"],
                            capture_output=True, text=True)
     assert check.returncode == 0 and "1 sound" in check.stdout, check.stdout + check.stderr

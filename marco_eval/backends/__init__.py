@@ -22,9 +22,10 @@ def build_policy(options):
                           trust_remote_code=o.trust_remote_code, tensor_parallel_size=o.tensor_parallel_size,
                           gpu_memory_utilization=o.gpu_memory_utilization, max_model_len=o.max_model_len,
                           kv_cache_mb=o.kv_cache_mb, engine_args=o.vllm_args,
-                          verifier=None if o.reward == "confidence" else o.reward)
+                          verifier=None if o.reward == "confidence" else o.reward, verifier_dtype=o.verifier_dtype)
     from marco_eval.backends.hf import TransformersPolicy
 
     return TransformersPolicy(resolve(o.pretrained), dtype=o.dtype, device=o.device, max_batch=o.max_batch,
                               revision=o.revision, trust_remote_code=o.trust_remote_code, kv_reuse=o.kv_reuse,
-                              kv_cache_mb=o.kv_cache_mb, verifier=None if o.reward == "confidence" else o.reward)
+                              kv_cache_mb=o.kv_cache_mb, verifier=None if o.reward == "confidence" else o.reward,
+                              verifier_dtype=o.verifier_dtype)

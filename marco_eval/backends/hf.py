@@ -160,7 +160,7 @@ class TransformersPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", device: str = "auto", max_batch: int = 16,
                  revision: str | None = None, trust_remote_code: bool = False, kv_reuse: bool = True,
                  kv_cache_mb: int = 2048, share_prompts: bool = True, prefill_chunk: int = PREFILL_CHUNK,
-                 verifier: str | None = None):
+                 verifier: str | None = None, verifier_dtype: str = "auto"):
         """Args:
             pretrained: a hub id or a local folder with the model and its tokenizer.
             dtype: auto (bf16 on GPUs and on CPUs with avx512_bf16/AMX, else fp32), bfloat16,
@@ -179,6 +179,8 @@ class TransformersPolicy(TokenizerCodec):
             prefill_chunk: positions per prefill forward, chunks ending on its multiples.
             verifier: a verifier checkpoint (train/verifier.py) whose values `value_many`
                 gives; read off this model's own forward when its body is this model.
+            verifier_dtype: the verifier's precision; auto: this model's. Another one loads
+                the checkpoint apart in it, even when its body is this model.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -221,7 +223,7 @@ class TransformersPolicy(TokenizerCodec):
         self.prefill_chunk = prefill_chunk
         self.stopwatch = Stopwatch(sync=synchronizer(device))
         check_memory(device, kv_cache_mb)
-        self.verifier = VerifierHead(verifier, self) if verifier else None
+        self.verifier = VerifierHead(verifier, self, dtype=verifier_dtype) if verifier else None
 
     # ------------------------------------------------------------------ model calls
     def _forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep=1):

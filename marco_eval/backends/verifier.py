@@ -7,8 +7,9 @@ head whose logit is the log-odds that the sequence's answer is right; value = si
 When its body is the policy's own first L layers (the usual case: a head fitted on the
 policy's hidden states), no second model is loaded: the policy forwards the sequence's
 last token on the keys/values its KV tree already holds (the rollout was just generated)
-and the head reads layer L's output at that token, through the final norm. Otherwise the
-checkpoint is loaded beside the policy, on its device, and scores whole sequences.
+and the head reads layer L's output at that token, through the final norm. Otherwise (or
+when asked for another precision than the policy's, verifier_dtype=) the checkpoint is
+loaded beside the policy, on its device, and scores whole sequences.
 """
 
 from __future__ import annotations
@@ -102,20 +103,22 @@ class CheckpointVerifier:
 
 
 class VerifierHead:
-    """A verifier checkpoint, ready to value sequences for a TransformersPolicy."""
+    """A verifier checkpoint, ready to value sequences for a TransformersPolicy: in `dtype`
+    ("auto": the policy's; only then can it share the policy's body and keys/values)."""
 
-    def __init__(self, path: str, policy):
+    def __init__(self, path: str, policy, *, dtype: str = "auto"):
         folder, config = verifier_config(path, what=f"reward={path}")
         self.path, self.layer = str(folder), config.num_hidden_layers
         self.suffix = tuple(policy.encode(suffix_of(config)))
+        self.dtype = policy.dtype if dtype == "auto" else getattr(torch, dtype)
         self.weight, self.model = None, None
-        if self._same_body(policy, folder):
+        if self.dtype == policy.dtype and self._same_body(policy, folder):
             score = self._tensor(folder, "score.weight")  # [1, hidden]
             self.weight = score[0].float().to(policy.device)  # [hidden]
         else:
             from transformers import AutoModelForSequenceClassification
 
-            self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=policy.dtype).to(
+            self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=self.dtype).to(
                 policy.device).eval()
         self.shares_policy = self.model is None
 

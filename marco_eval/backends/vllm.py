@@ -212,7 +212,8 @@ class VLLMPolicy(TokenizerCodec):
     def __init__(self, pretrained: str, *, dtype: str = "auto", revision: str | None = None,
                  trust_remote_code: bool = False, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
-                 kv_cache_mb: int = 2048, engine_args: dict | None = None, verifier: str | None = None):
+                 kv_cache_mb: int = 2048, engine_args: dict | None = None, verifier: str | None = None,
+                 verifier_dtype: str = "auto"):
         """Args:
             pretrained: local checkpoint directory or Hugging Face id.
             dtype: weights and compute ("auto": the checkpoint's).
@@ -225,9 +226,10 @@ class VLLMPolicy(TokenizerCodec):
             engine_args: any other vLLM engine arguments (model_args vllm_args.NAME=VALUE),
                 checked against vllm.EngineArgs before the engine loads.
             verifier: a verifier checkpoint (train/verifier.py) whose values `value_many`
-                returns (reward=PATH). It runs with transformers beside the engine, in the
-                engine's dtype, on the first GPU when there is one: vLLM's own pooling mode
-                would need a second engine and, on the CPU build, a second KV cache.
+                returns (reward=PATH). It runs with transformers beside the engine, on the
+                first GPU when there is one: vLLM's own pooling mode would need a second
+                engine and, on the CPU build, a second KV cache.
+            verifier_dtype: the verifier's precision; auto: the engine's.
         """
         self._vllm = import_vllm()
         self.engine_args = llm_kwargs(
@@ -257,7 +259,8 @@ class VLLMPolicy(TokenizerCodec):
         if verifier:
             from marco_eval.backends.verifier import CheckpointVerifier
 
-            self.verifier = CheckpointVerifier(verifier, dtype=self.dtype)
+            own = self.dtype if verifier_dtype == "auto" else verifier_dtype
+            self.verifier = CheckpointVerifier(verifier, dtype=own)
 
     # ------------------------------------------------------------------ generation
     def sampling_params(self, req: Continue, **extra):

@@ -16,9 +16,10 @@ Values = Callable[[Sequence[Sequence[int]]], list[float]]
 
 
 def tree_document(search: Search, result: SearchResult, request_index: int, prompt: str,
-                  dtype: str | None = None) -> dict:
-    """One request's search as a JSON-able document; `dtype` is the policy's (how closely a
-    verifier's values can be recomputed)."""
+                  dtype: str | None = None, verifier_dtype: str | None = None) -> dict:
+    """One request's search as a JSON-able document; `dtype` is the policy's and
+    `verifier_dtype` the precision of a verifier's values (how closely they recompute), both
+    as torch names less "torch." ("bfloat16")."""
     tree, decode = search.tree, search.codec.decode
     return {
         "schema_version": SCHEMA_VERSION,
@@ -28,6 +29,7 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
         "config": dataclasses.asdict(search.config),
         "reward": reward_name(search.reward),  # what made every rollout's reward and node value
         "dtype": dtype,
+        "verifier_dtype": verifier_dtype,
         "max_new_tokens": search.max_new_tokens,
         "until": list(search.until),
         "answer_text": result.text,
@@ -74,13 +76,16 @@ def rollout_sequences(doc: dict) -> list[list[int]]:
     return out
 
 
-def verifier_logit_tol(dtype: str | None) -> float:
-    """How far (in log-odds) a verifier's value recomputed in fp32 may lie from the search's:
+def verifier_logit_tol(doc: dict) -> float:
+    """How far (in log-odds) a verifier's value recomputed in fp32 may lie from the search's,
+    by the precision the search valued in (the file's verifier_dtype, else its dtype; files
+    before verifier_dtype wrote "torch.float32"):
     a float32 search differs in the last bits only. In bf16 the value the search read off its
     own decode-time keys/values lay 0.40 log-odds from the fp32 value on average and up to
     1.43 over 200 rollouts (qwen2.5-coder-0.5b, 40 MGSM-En self-consistency trees,
     results/verifier/README.md); a wrong sequence or layer moves it by several."""
-    return 0.05 if dtype == "float32" else 2.0
+    dtype = doc.get("verifier_dtype") or doc.get("dtype") or ""
+    return 0.05 if dtype.removeprefix("torch.") == "float32" else 2.0
 
 
 def _logit(p: float) -> float:
@@ -94,7 +99,7 @@ def check_tree_document(doc: dict, tol: float = 1e-4, values: Values | None = No
     - each rollout's reward lies in [0, 1] and recomputes: the confidence reward (REWARDS;
       files without a "reward" field used it) from the rollout's own token_logprobs and
       top5_logprobs, within `tol`; a verifier's value, when `values` is given, by asking it
-      again of the rollout's sequence, within verifier_logit_tol(the file's dtype) in log-odds;
+      again of the rollout's sequence, within verifier_logit_tol(doc) in log-odds;
     - visits(n) = rollout_visits(n) + sum(visits(children of n));
     - mini_step actions are exactly mini_step_tokens long unless terminal or reflected;
     - step actions end at a delimiter, the end of the thought, a terminal state, a
@@ -113,7 +118,7 @@ def check_tree_document(doc: dict, tol: float = 1e-4, values: Values | None = No
             off = abs(again - r["reward"]) > tol
         elif valued is not None:
             again = valued[i]
-            off = abs(_logit(again) - _logit(r["reward"])) > verifier_logit_tol(doc.get("dtype"))
+            off = abs(_logit(again) - _logit(r["reward"])) > verifier_logit_tol(doc)
         else:
             continue
         if off:
