@@ -21,7 +21,7 @@ import numpy as np
 
 from marco_eval.search.final_answer import best_reward, vote
 from marco_eval.train import bank as bank_module
-from marco_eval.train.verifier_features import PART_PROBLEMS, extract
+from marco_eval.train.verifier_features import extract, part_paths
 
 
 class Sample:  # what the flat rules read (final_answer.Scored)
@@ -34,9 +34,8 @@ def main(summary_path: str) -> None:
     config = summary["config"]
     _, records = bank_module.read_bank(config["bank"] if Path(config["bank"]).exists() else summary["bank"] + ".gz")
     records = records[: summary["problems"]]
-    parts = [Path(config["features_dir"]) / f"part-{start:06d}-{len(records[start: start + PART_PROBLEMS]):03d}.npz"
-             for start in range(0, len(records), PART_PROBLEMS)]  # extract()'s names; it computes a missing one
-    missing = [p for p in parts if not p.is_file()]
+    parts = [path for _, path in part_paths(records, config["features_dir"])]
+    missing = [p for p in parts if not p.is_file()]  # extract() would compute one, with a policy we lack
     if missing:
         sys.exit(f"verifier_picks_on_bank.py: {len(missing)} features parts are missing (first: {missing[0]}); "
                  f"make them with `{summary['command']} output_dir=/tmp/verifier-again` (it reuses the parts it finds)")

@@ -78,6 +78,12 @@ def sample_features(policy, prompt_ids: list[int], completions: list[list[int]],
     return torch.stack(last, 1).numpy(), torch.stack(mean, 1).numpy()  # [k, layers, hidden] each
 
 
+def part_paths(records: list[dict], cache_dir: str | Path) -> list[tuple[int, Path]]:
+    """(first record, file) of each cached features part of `records`, PART_PROBLEMS a part."""
+    return [(start, Path(cache_dir) / f"part-{start:06d}-{len(records[start: start + PART_PROBLEMS]):03d}.npz")
+            for start in range(0, len(records), PART_PROBLEMS)]
+
+
 def extract(records: list[dict], prompt_ids_of: Callable[[dict], list[int]], policy, layers: list[int],
             suffix_ids: list[int], cache_dir: str | Path, log: Callable[[str], None] = print) -> Features:
     """Features of every sample of `records` (bank problem records, in bank order), from the
@@ -85,9 +91,8 @@ def extract(records: list[dict], prompt_ids_of: Callable[[dict], list[int]], pol
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     parts = []
-    for start in range(0, len(records), PART_PROBLEMS):
+    for start, path in part_paths(records, cache_dir):
         chunk = records[start: start + PART_PROBLEMS]
-        path = cache_dir / f"part-{start:06d}-{len(chunk):03d}.npz"
         if not path.is_file():
             last, mean = [], []
             for record in chunk:
