@@ -36,6 +36,9 @@ sampling: bench_vllm.py.
 `--repeats N` (both backends) runs each cell's search and its sampling N times, interleaved,
 and reports medians (of rates, and of ratios taken within each repeat) beside every
 repeat's figures (per_repeat); the hf backend's naive and share_prompts_off runs are made once.
+
+`--set KEY=VALUE` (repeatable) passes any other model_arg to the engine, e.g.
+`vllm_args.block_size=32` for vLLM's KV block size; each row records them under settings.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from pathlib import Path
 
 from marco_eval.bench_search import QUICK, BenchSpec, make_engine, mgsm_prompts, run_search
 from marco_eval.errors import InputError
+from marco_eval.settings import parse_overrides
 
 
 def run_sampling(policy, prompts_ids, batch: int, tokens: int, seconds_cap: float) -> dict:
@@ -179,7 +183,7 @@ def bench(spec: BenchSpec, log=print) -> list[dict]:
                 "workload": workload, "action": action, "model": spec.model, "dtype": str(policy.dtype).replace("torch.", ""),
                 "device": str(policy.device),
                 "problems": spec.problems, "simulations": spec.simulations, "children": spec.children,
-                "batch_width": spec.max_batch, "tree_batch": spec.tree_batch,
+                "batch_width": spec.max_batch, "tree_batch": spec.tree_batch, "settings": spec.settings,
                 "prompt_tokens": prompt_tokens, "generated_tokens": engine["generated"],
                 "forwarded_tokens": engine["forwarded"], "shared_prefill_tokens": engine["shared"],
                 "forwarded_per_generated": forwarded_per_generated(engine, prompt_tokens),
@@ -219,6 +223,7 @@ def main(args) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(spec, name, value)
+    spec.settings = parse_overrides(getattr(args, "set", None) or [])
     if args.workloads:
         spec.workloads = tuple(args.workloads.split(","))
     if args.actions:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from marco_eval.errors import InputError
 from marco_eval.paths import TASKS_DIR
 
 
@@ -32,6 +33,9 @@ class BenchSpec:
     gpu_memory_utilization: float = 0.9  # vllm
     unshared_prompts: bool = True  # hf: also run the engine with share_prompts off (reported apart)
     repeats: int = 1  # interleaved repeats of each cell; rows report medians (one run here can be 30% off)
+    # more model_args (`--set KEY=VALUE`, e.g. vllm_args.block_size=32), recorded in each row; not the
+    # ones the fields above set
+    settings: dict = field(default_factory=dict)
 
 
 QUICK = dict(model="smollm2-135m", workloads=("zero_shot",), problems=2, simulations=1, max_new_tokens=24,
@@ -55,10 +59,13 @@ def make_engine(spec: BenchSpec, **options):
     search building as `marco_mcts` (engine.py); the search knobs are set per action."""
     from marco_eval.engine import Engine
 
-    return Engine.from_settings(None, pretrained=spec.model, dtype=spec.dtype, device=spec.device,
-                                tree_batch=spec.tree_batch,
-                                simulations=spec.simulations, children=spec.children,
-                                mini_step_tokens=spec.mini_step_tokens, seed=spec.seed, **options)
+    own = dict(pretrained=spec.model, dtype=spec.dtype, device=spec.device, tree_batch=spec.tree_batch,
+               simulations=spec.simulations, children=spec.children, mini_step_tokens=spec.mini_step_tokens,
+               seed=spec.seed, **options)
+    if taken := sorted(set(spec.settings) & {*own, "action"}):  # action: run_search sets it per cell
+        raise InputError(f"--set {taken[0]}=...: the bench sets {taken[0]} itself; use its own flag "
+                         f"(marco-eval bench --help)")
+    return Engine.from_settings(None, **own, **spec.settings)
 
 
 def run_search(engine, prompts: list[str], spec: BenchSpec, action: str, *, lockstep: bool = False) -> dict:

@@ -107,7 +107,7 @@ def bench_vllm(spec: BenchSpec, log=print) -> list[dict]:
                 "backend": "vllm", "workload": workload, "action": action, "model": spec.model, "dtype": policy.dtype,
                 "gpu": gpu_name(), "tensor_parallel_size": spec.tensor_parallel_size, "problems": spec.problems,
                 "simulations": spec.simulations, "children": spec.children, "tree_batch": spec.tree_batch,
-                "repeats": spec.repeats,
+                "repeats": spec.repeats, "settings": spec.settings,
                 "prompt_tokens": sum(len(p) for p in prompts), "generated_tokens": streaming["generated"],
                 "lockstep_generated_tokens": lockstep["generated"],  # sampled searches may differ (vLLM's batch numerics)
                 # prompt positions each run computed, its prefix cache emptied first

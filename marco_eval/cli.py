@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", choices=("hf", "vllm"), help="hf (default) or vllm (the [vllm] extra on a GPU; .venv-vllm on a CPU)")
     b.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, help="vllm: GPUs per engine")
     b.add_argument("--repeats", type=int, help="run each cell N times, interleaved; rows give medians (default 1)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="another model_arg, e.g. vllm_args.block_size=32 (repeatable; recorded in each row)")
     b.add_argument("--out", help="also write the JSON lines here")
     b.set_defaults(func=cmd_bench)
     add_judge_parser(sub)

@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from marco_eval.errors import ConfigError, need
+from marco_eval.errors import ConfigError, InputError, need
 from marco_eval.models import ALIASES
 from marco_eval.paths import MODEL_CONFIGS_DIR
 from marco_eval.search.config import SearchConfig
@@ -157,6 +157,17 @@ def build(config: str | None = None, **overrides) -> tuple[SearchConfig, ModelOp
     if options.token_cap is None and options.pretrained in ALIASES:
         options.token_cap = ALIASES[options.pretrained].token_cap
     return search, options
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs (the CLI's commands that build an engine) as model_args for build()."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {pair!r}: write key=value, e.g. --set simulations=4")
+        out[key.strip()] = value
+    return out
 
 
 def as_dict(search: SearchConfig, options: ModelOptions) -> dict:

@@ -518,12 +518,17 @@ def test_bench_backend_vllm_reports_engine_calls_and_sampling(fake_vllm, monkeyp
     from marco_eval import bench, bench_vllm
 
     monkeypatch.setattr(bench_vllm, "mgsm_prompts", lambda n, few_shot: PROMPTS[:n])
+    engine_args, build = [], fake_vllm.LLM.__init__
+    monkeypatch.setattr(fake_vllm.LLM, "__init__", lambda llm, model, **kw: (engine_args.append(kw), build(llm, model, **kw))[1])
     spec = bench.BenchSpec(model="scripted_lm:MODEL", backend="vllm", workloads=("zero_shot",), actions=("step",),
-                           problems=2, simulations=2, children=2, max_new_tokens=40, tree_batch=2, repeats=3)
+                           problems=2, simulations=2, children=2, max_new_tokens=40, tree_batch=2, repeats=3,
+                           settings={"vllm_args.max_num_seqs": "8"})
     lines = []
     rows = bench.bench(spec, log=lines.append)
     assert len(rows) == len(lines) == 1
     row = rows[0]
+    # --set reached the engine, and the row says so
+    assert row["settings"] == {"vllm_args.max_num_seqs": "8"} and engine_args[-1]["max_num_seqs"] == 8
     # three interleaved repeats; each figure the median of the repeats' own
     assert row["repeats"] == 3 and all(len(v) == 3 for v in row["per_repeat"].values())
     for key, values in row["per_repeat"].items():
@@ -718,6 +723,10 @@ def test_parallel_sizes_on_the_cpu_build_and_on_gpus(fake_vllm, monkeypatch):
     (["synth", "--out", "OUT", "--model", "smollm2-135m", "--set", "device=cuda:99"], "device=cuda:99: this machine has"),
     (["synth", "--out", "OUT", "--model", "smollm2-135m", "--set", "backend=vllm"], "backend=vllm needs the vllm package"),
     (["bench", "--quick", "--backend", "vllm"], "backend=vllm needs the vllm package"),
+    (["bench", "--quick", "--set", "simulations=3"], "--set simulations=...: the bench sets simulations itself"),
+    (["bench", "--quick", "--set", "action=step"], "--set action=...: the bench sets action itself"),
+    (["bench", "--quick", "--set", "kv_cache_mb"], "--set 'kv_cache_mb': write key=value"),
+    (["bench", "--quick", "--set", "kv_cach_mb=64"], "did you mean 'kv_cache_mb'"),
 ])
 def test_synth_and_bench_print_mistakes_in_one_line(argv, msg, monkeypatch, capsys, tmp_path):
     from marco_eval.cli import main

@@ -450,7 +450,7 @@ class Checker:
             self.reads(ns.candidate, "the candidate run")
             self.wrote(None if ns.json == "-" else ns.json)
         elif sub == "synth":
-            from marco_eval.train.synth import parse_overrides
+            from marco_eval.settings import parse_overrides
 
             try:
                 settings.build(ns.config, pretrained=ns.model, **parse_overrides(ns.set or []))

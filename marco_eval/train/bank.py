@@ -213,7 +213,7 @@ def pack(src: str | Path, dst: str | Path) -> int:
 
 def main(args) -> int:
     from marco_eval.engine import Engine
-    from marco_eval.train.synth import parse_overrides
+    from marco_eval.settings import parse_overrides
 
     if args.pack:
         print(f"{pack(args.out, args.pack)} problems packed into {args.pack}")

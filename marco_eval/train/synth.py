@@ -29,6 +29,7 @@ from marco_eval.answers import answers_match, extract_answer
 from marco_eval.errors import InputError
 from marco_eval.search import Search
 from marco_eval.jsonl import append_jsonl, read_json_rows, repair_tail
+from marco_eval.settings import parse_overrides
 from marco_eval.train.problems import Problem, mgsm_module
 
 SOURCE = "marco-eval-synth"
@@ -217,16 +218,6 @@ def load_problems(args) -> list[Problem]:
     if args.write_problems:
         gen.write_problems(kept, args.write_problems)
     return kept
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set {pair!r}: write key=value, e.g. --set simulations=4")
-        out[key.strip()] = value
-    return out
 
 
 def main(args) -> int:
