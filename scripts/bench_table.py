@@ -7,7 +7,8 @@ Reads the JSON lines `marco-eval bench --out` wrote (either backend, with or wit
 --repeats) and prints one table per backend, figures as recorded: medians, with the range
 over the repeats beside each ratio. The goals (issue #29): on vLLM, streaming >= 0.9x the same
 engine's plain sampling and >= lock-step in every cell; on the transformers backend, rows
-busy >= 85% and >= 0.9x its sampling.
+busy >= 85% and >= 0.9x its sampling, with prefill counted the same way in both (the
+sampling that prefills each prompt once; the decode-only ratio is printed beside it).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def hf_table(rows: list[dict]) -> list[str]:
     for r in rows:
         split = r["time_split_pct"]["engine"]
         busy = r["rows_busy_pct"]["engine"]
-        ok = busy >= ROWS_BUSY and r["throughput_vs_sampling"] >= VS_SAMPLING
+        # sampling that prefills each prompt once, as the search must: prefill counted the same way
+        ok = busy >= ROWS_BUSY and r["throughput_vs_sampling_prefill_once"] >= VS_SAMPLING
         out.append(f"| {r['model']} | {r['workload']} | {r['action']} | {r['generated_tokens']:,} "
                    f"| {r['tokens_per_s']} | {r['sampling_tokens_per_s']} | {spread(r, 'throughput_vs_sampling')} "
                    f"| {spread(r, 'throughput_vs_sampling_prefill_once')} | {busy} "
