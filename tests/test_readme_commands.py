@@ -474,18 +474,26 @@ class Checker:
         def stub_dry_run(c):
             seen["config"] = c
 
+        def stub_assemble(summary, out):
+            seen["assemble"] = summary, out
+
         err = io.StringIO()
-        real = sft.train, sft.dry_run
-        sft.train, sft.dry_run = stub_train, stub_dry_run
+        real = sft.train, sft.dry_run, sft.assemble
+        sft.train, sft.dry_run, sft.assemble = stub_train, stub_dry_run, stub_assemble
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
                 code = sft.main(args)
         except SystemExit as e:
             code = e.code
         finally:
-            sft.train, sft.dry_run = real
+            sft.train, sft.dry_run, sft.assemble = real
         if code not in (0, None):
             raise Problem(f"marco-eval train rejects it: {err.getvalue().strip()}")
+        if "assemble" in seen:
+            summary, out = seen["assemble"]
+            self.reads(summary, "the training summary")
+            self.reads(str(Path(summary).parent / "adapter" / "adapter_config.json"), "the adapters beside it")
+            self.wrote(out)
         if "config" in seen:
             self.reads(next(a for a in args if not a.startswith("-") and "=" not in a), "the training config")
             self.wrote(seen["config"].output_dir)

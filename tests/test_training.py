@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -355,7 +356,8 @@ def test_lora_sft_merges_into_a_standard_checkpoint(tmp_path, smollm_path, one_t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from marco_eval.train.sft import train
+    from marco_eval.store import checkpoint_digest
+    from marco_eval.train.sft import assemble, train
 
     out = tmp_path / "ckpt"
     summary = train(tiny_config(tmp_path, smollm_path, "learning_rate=3e-3", "lora.r=8", "lora.dropout=0"),
@@ -370,6 +372,41 @@ def test_lora_sft_merges_into_a_standard_checkpoint(tmp_path, smollm_path, one_t
     assert moved and all(n.endswith("proj.weight") for n in moved)  # only the adapted linears changed
     ids = torch.tensor([[1, 2, 3, 4]])
     assert not torch.allclose(merged(ids).logits, base(ids).logits)
+
+    # what gets committed (the summary and adapter/) rebuilds the same weights, bit for bit
+    kept = tmp_path / "results"
+    shutil.copytree(out / "adapter", kept / "adapter")
+    shutil.copy(out / "training_summary.json", kept)
+    lines = []
+    again = assemble(kept / "training_summary.json", tmp_path / "again", log=lines.append)
+    assert checkpoint_digest(again) == summary["checkpoint_sha256"] == checkpoint_digest(out)
+    assert "the same weights as the trained checkpoint" in lines[0]
+    assert (again / "chat_template.jinja").is_file() and not (tmp_path / "again.tmp").exists()
+    # a summary written before training recorded the digest keeps it in run.json beside it
+    older = {k: v for k, v in summary.items() if k != "checkpoint_sha256"}
+    (kept / "training_summary.json").write_text(json.dumps(older))
+    (kept / "run.json").write_text(json.dumps({"checkpoint_sha256": "0" * 64}))
+    assemble(kept / "training_summary.json", tmp_path / "third", log=lines.append)
+    assert "differ from the trained checkpoint's in the last bits" in lines[1]
+
+
+def test_assemble_refuses_what_it_cannot_rebuild(tmp_path, capsys):
+    from marco_eval.cli import main
+
+    full = tmp_path / "full" / "training_summary.json"
+    full.parent.mkdir()
+    full.write_text(json.dumps({"config": {"model": "smollm2-135m", "lora": {"r": 0}}}))
+    lora = tmp_path / "lora" / "training_summary.json"
+    lora.parent.mkdir()
+    lora.write_text(json.dumps({"config": {"model": "smollm2-135m", "lora": {"r": 8}}}))
+    (tmp_path / "junk.json").write_text("{")
+    for summary, says in [(full, "not a LoRA run's summary"), (lora, "no adapter_config.json"),
+                          (tmp_path / "junk.json", "not a training_summary.json"),
+                          (tmp_path / "missing.json", "not a training_summary.json")]:
+        assert main(["train", "--assemble", str(summary), str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from marco_eval.errors import ConfigError, InputError, UserError, first_line, need
 from marco_eval.settings import DEFAULT_SYSTEM_PROMPT
+from marco_eval.store import checkpoint_digest
 from marco_eval.structured import load_structured
 from marco_eval.train.data import FilterConfig, Row, SourceConfig, build_mix, conversation, counts_table
 
@@ -118,12 +119,12 @@ def token_counter(tokenizer, system_prompt: str, max_length: int):
     return too_long
 
 
-def load_tokenizer(c: TrainConfig, base: str):
+def load_tokenizer(base: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=c.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"{c.model} has no chat template; use an instruct/chat model or add a template to its tokenizer")
+        raise ConfigError(f"{base} has no chat template; use an instruct/chat model or add a template to its tokenizer")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -212,7 +213,7 @@ def train(c: TrainConfig, log=print, command: str | None = None) -> dict:
     resume_from = newest_checkpoint(staging) if c.resume and staging.is_dir() else None
     if staging.exists() and resume_from is None and args.process_index == 0:
         shutil.rmtree(staging)  # leftovers of a killed run
-    tokenizer = load_tokenizer(c, base)
+    tokenizer = load_tokenizer(base, c.trust_remote_code)
     dataset, counts = prepare_data(c, tokenizer, log)
     if c.lora.r and args.world_size > 1:
         raise ConfigError("lora.r > 0 trains on one process; launch without accelerate's multi-process "
@@ -233,6 +234,7 @@ def train(c: TrainConfig, log=print, command: str | None = None) -> dict:
         "train_loss": result.training_loss, "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "versions": versions(),
+        "checkpoint_sha256": checkpoint_digest(done_dir),  # what --assemble compares with
     }
     if command:
         summary["command"] = command
@@ -252,17 +254,67 @@ def lora_config(lora: LoraSettings):
 
 
 def save_merged(trainer, base: str, tokenizer, done_dir: Path, trust_remote_code: bool) -> None:
-    """The adapters in done_dir/adapter, and merged into the base weights loaded again in fp32
-    (a bf16 base would round the small updates away) as a standard checkpoint in done_dir."""
+    """The adapters in done_dir/adapter, and merged into the base as a standard checkpoint in done_dir."""
+    trainer.model.save_pretrained(str(done_dir / "adapter"))
+    merge_adapter(base, done_dir / "adapter", tokenizer, done_dir, trust_remote_code)
+
+
+def merge_adapter(base: str, adapter: Path, tokenizer, out: Path, trust_remote_code: bool) -> None:
+    """Adapters merged into the base weights loaded again in fp32 (a bf16 base would round the
+    small updates away), saved with the tokenizer as a standard checkpoint. Training and
+    --assemble both merge here, so the same adapters give the same weights."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    trainer.model.save_pretrained(str(done_dir / "adapter"))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(model, str(done_dir / "adapter")).merge_and_unload()
-    merged.save_pretrained(str(done_dir))
-    tokenizer.save_pretrained(str(done_dir))
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def assemble(summary_path: str | Path, out: str | Path, log=print) -> Path:
+    """The checkpoint a LoRA run's training_summary.json describes, rebuilt from its base model
+    and the adapter/ folder beside the summary (both small enough to commit; the merged
+    checkpoint is not). Written to OUT.tmp, then renamed; an existing OUT is refused."""
+    from marco_eval.models import resolve
+
+    summary_path = Path(summary_path)
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        config = summary["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{summary_path}: not a training_summary.json of `marco-eval train` ({first_line(e)}); "
+                          "give the one copied out of the trained checkpoint") from None
+    adapter = summary_path.parent / "adapter"
+    if not config.get("lora", {}).get("r"):
+        raise ConfigError(f"{summary_path}: not a LoRA run's summary; --assemble rebuilds a checkpoint from "
+                          "adapters (lora.r > 0) kept beside the summary")
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter}: no adapter_config.json; copy the adapter/ folder of the trained "
+                          f"checkpoint beside {summary_path.name}")
+    out = Path(out).expanduser()
+    if out.exists():
+        raise ConfigError(f"{out} already exists; remove it or pick another OUTPUT_DIR")
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    base, trust_remote_code = resolve(config["model"]), bool(config.get("trust_remote_code"))
+    merge_adapter(base, adapter, load_tokenizer(base, trust_remote_code), staging, trust_remote_code)
+    shutil.copytree(adapter, staging / "adapter")
+    shutil.copy(summary_path, staging / "training_summary.json")
+    digest, trained = checkpoint_digest(staging), summary.get("checkpoint_sha256")
+    manifest = summary_path.parent / "run.json"  # where older summaries, written without it, keep it
+    if trained is None and manifest.is_file():
+        trained = json.loads(manifest.read_text(encoding="utf-8")).get("checkpoint_sha256")
+    staging.rename(out)
+    if trained is None:
+        log(f"{out}: assembled (sha256 {digest}); the summary records no digest to compare with")
+    elif digest == trained:
+        log(f"{out}: assembled, the same weights as the trained checkpoint (sha256 {digest})")
+    else:
+        log(f"{out}: assembled, but its weights differ from the trained checkpoint's in the last bits "
+            f"(sha256 {digest}, trained {trained}): this CPU rounds the fp32 merge differently")
+    return out
 
 
 def publish(done_dir: Path, final: Path, staging: Path) -> None:
@@ -288,7 +340,7 @@ def dry_run(c: TrainConfig, log=print) -> dict:
     """Read, filter and mix the data, print the counts: no model weights loaded."""
     from marco_eval.models import resolve
 
-    _, counts = prepare_data(c, load_tokenizer(c, resolve(c.model)), log)
+    _, counts = prepare_data(c, load_tokenizer(resolve(c.model), c.trust_remote_code), log)
     return {label: asdict(n) for label, n in counts.items()}
 
 
@@ -297,12 +349,19 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="marco-eval train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="training YAML (see training/configs/)")
+    p.add_argument("config", nargs="?", help="training YAML (see training/configs/)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. max_steps=20 data.0.weight=2")
     p.add_argument("--data-only", action="store_true", help="read, filter and count the data; do not train")
+    p.add_argument("--assemble", nargs=2, metavar=("SUMMARY", "OUTPUT_DIR"),
+                   help="rebuild a LoRA run's checkpoint from its training_summary.json and the adapter/ beside it")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_intermixed_args(argv)
+    if not args.assemble and not args.config:
+        p.error("give a training YAML (see training/configs/), or --assemble SUMMARY OUTPUT_DIR")
     try:
+        if args.assemble:
+            assemble(*args.assemble)
+            return 0
         c = load_config(args.config, args.overrides)
         if args.data_only:
             dry_run(c)
