@@ -490,8 +490,13 @@ def test_training_table_from_summary_and_its_command(two_systems, tmp_path):
     folder.mkdir(parents=True)
     (folder / "training_summary.json").write_text(json.dumps(training_summary()))
     (folder / "run.json").write_text(json.dumps({"command": "marco-eval train toy.yaml"}))
+    lora = two_systems / "training" / "toy-lora"
+    lora.mkdir()
+    config = training_summary()["config"] | {"output_dir": "checkpoints/toy-lora", "lora": {"r": 8, "alpha": 16}}
+    (lora / "training_summary.json").write_text(json.dumps(training_summary(config=config, command="marco-eval train l.yaml")))
     report.report(two_systems, tmp_path / "out")
-    (row,) = csv_rows(tmp_path / "out" / "report" / "training.csv")
+    row, lora_row = csv_rows(tmp_path / "out" / "report" / "training.csv")
+    assert (row["method"], lora_row["method"]) == ("full-parameter", "LoRA r=8")
     assert row["rows_per_source"] == "demo 8, synth 4" and row["train_rows"] == "12" and row["steps"] == "3"
     assert (row["loss_first_quarter"], row["loss_last_quarter"], row["train_loss"]) == ("0.9", "0.5", "0.7")
     assert row["command"] == "marco-eval train toy.yaml" and row["source"] == "T1"

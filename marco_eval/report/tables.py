@@ -120,9 +120,9 @@ def human_table(loaded: Loaded) -> Table:
 
 
 def training_table(loaded: Loaded) -> Table:
-    columns = ["Source", "Checkpoint", "Base model", "Rows kept per source", "Rows", "Steps", "Loss, first → last quarter",
-               "Mean loss", "Precision", "Train s", "Command"]
-    csv_columns = ["source", "summary_file", "output_dir", "base_model", "rows_per_source", "train_rows", "steps",
+    columns = ["Source", "Checkpoint", "Base model", "Method", "Rows kept per source", "Rows", "Steps",
+               "Loss, first → last quarter", "Mean loss", "Precision", "Train s", "Command"]
+    csv_columns = ["source", "summary_file", "output_dir", "base_model", "method", "rows_per_source", "train_rows", "steps",
                    "epochs", "loss_first_quarter", "loss_last_quarter", "train_loss", "precision", "max_length", "learning_rate",
                    "train_seconds", "wall_seconds", "command"]
     md_rows, csv_rows = [], []
@@ -134,10 +134,12 @@ def training_table(loaded: Loaded) -> Table:
         first, last = (sum(losses[:k]) / k, sum(losses[-k:]) / k) if losses else (None, None)
         shown = f"{first:.3f} → {last:.3f}" if losses else "—"
         mean = d.get("train_loss")
-        md_rows.append([t.source, c.get("output_dir", ""), d["base_model"], per_source, str(d["train_rows"]),
+        rank = (c.get("lora") or {}).get("r")
+        method = f"LoRA r={rank}" if rank else "full-parameter"
+        md_rows.append([t.source, c.get("output_dir", ""), d["base_model"], method, per_source, str(d["train_rows"]),
                         str(d["steps"]), shown, f"{mean:.3f}" if isinstance(mean, (int, float)) else "—",
                         str(c.get("precision", "")), f"{d['train_seconds']:.0f}", f"`{t.command}`"])
-        csv_rows.append([t.source, rel(t.path, loaded.root), c.get("output_dir", ""), d["base_model"], per_source,
+        csv_rows.append([t.source, rel(t.path, loaded.root), c.get("output_dir", ""), d["base_model"], method, per_source,
                          d["train_rows"], d["steps"], num(d.get("epochs")), num(first), num(last), num(mean),
                          c.get("precision", ""), c.get("max_length", ""), c.get("learning_rate", ""),
                          num(d["train_seconds"], 3), num(d["wall_seconds"], 3), t.command])
