@@ -234,12 +234,12 @@ def train(c: TrainConfig, log=print, command: str | None = None) -> dict:
         "train_loss": result.training_loss, "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "versions": versions(),
-        "checkpoint_sha256": checkpoint_digest(done_dir),  # what --assemble compares with
     }
     if command:
         summary["command"] = command
-    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.wait_for_everyone()  # every rank's part of the weights is written
     if trainer.accelerator.is_main_process:
+        summary["checkpoint_sha256"] = checkpoint_digest(done_dir)  # what --assemble compares with
         (done_dir / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
         publish(done_dir, final, staging)
     trainer.accelerator.wait_for_everyone()
