@@ -165,7 +165,7 @@ class MarcoMCTSLM(TemplateLM):
         tree_dir = Path(self.options.tree_dir) if self.options.tree_dir else None
         dtype = str(self.policy.dtype).removeprefix("torch.")
         verifier_dtype = None if self.options.reward == "confidence" else \
-            dtype if self.options.verifier_dtype == "auto" else self.options.verifier_dtype
+            settings.verifier_dtype_for(self.options.verifier_dtype, dtype)
         bar = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=disable_tqdm, desc="marco_mcts")
 
         def on_done(j, result):

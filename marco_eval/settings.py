@@ -107,6 +107,14 @@ class ModelOptions:
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def verifier_dtype_for(requested: str, policy_dtype: str) -> str:
+    """The precision a verifier values in: `requested` (one of DTYPES), or for "auto" the
+    policy's own `policy_dtype` ("bfloat16", no "torch." prefix): only in the policy's
+    precision can a verifier share the policy's body and keys/values."""
+    return policy_dtype if requested == "auto" else requested
+
 # Options that only say where outputs go: they never change an answer (store.fingerprint).
 OUTPUT_ONLY = ("tree_dir", "store")
 

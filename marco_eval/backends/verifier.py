@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from marco_eval.errors import InputError
+from marco_eval.settings import verifier_dtype_for
 
 
 class _Enough(Exception):
@@ -110,7 +111,7 @@ class VerifierHead:
         folder, config = verifier_config(path, what=f"reward={path}")
         self.path, self.layer = str(folder), config.num_hidden_layers
         self.suffix = tuple(policy.encode(suffix_of(config)))
-        self.dtype = policy.dtype if dtype == "auto" else getattr(torch, dtype)
+        self.dtype = getattr(torch, verifier_dtype_for(dtype, str(policy.dtype).removeprefix("torch.")))
         self.weight, self.model = None, None
         if self.dtype == policy.dtype and self._same_body(policy, folder):
             score = self._tensor(folder, "score.weight")  # [1, hidden]

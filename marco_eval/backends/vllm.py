@@ -39,6 +39,7 @@ from typing import Callable, Hashable, Sequence
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.errors import InputError, UserError
 from marco_eval.search.policy import TOP_K, Continue, Generation
+from marco_eval.settings import verifier_dtype_for
 
 GPU_INSTALL = "pip install 'marco-eval[vllm]'"
 CPU_INSTALL = ("on a CPU machine vLLM's CPU build lives in its own venv: run `make vllm-env` in the marco-eval "
@@ -259,8 +260,7 @@ class VLLMPolicy(TokenizerCodec):
         if verifier:
             from marco_eval.backends.verifier import CheckpointVerifier
 
-            own = self.dtype if verifier_dtype == "auto" else verifier_dtype
-            self.verifier = CheckpointVerifier(verifier, dtype=own)
+            self.verifier = CheckpointVerifier(verifier, dtype=verifier_dtype_for(verifier_dtype, self.dtype))
 
     # ------------------------------------------------------------------ generation
     def sampling_params(self, req: Continue, **extra):
