@@ -13,7 +13,8 @@
     marco-eval synth --out FILE     synthetic CoT rows from our MCTS on problems with known answers
     marco-eval bank --out FILE      the model's own labelled samples on GSM8K train (verifier, RFT)
     marco-eval verifier [CONFIG] [k=v]  a learned verifier checkpoint from a bank (marco_eval/train/verifier.py)
-    marco-eval train CONFIG [k=v]   full-parameter CoT SFT with TRL (marco_eval/train/sft.py)
+    marco-eval train CONFIG [k=v]   CoT SFT with TRL, full-parameter or LoRA (marco_eval/train/sft.py)
+                    --assemble SUMMARY OUT  rebuild a LoRA run's checkpoint from its kept adapter
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_regress_parser(sub)
     add_synth_parser(sub)
     add_bank_parser(sub)
-    sub.add_parser("train", help="full-parameter CoT SFT from a YAML (marco-eval train --help)", add_help=False)
+    sub.add_parser("train", help="CoT SFT from a YAML, full-parameter or LoRA (marco-eval train --help)", add_help=False)
     sub.add_parser("verifier", help="a value head on the policy's hidden states, from a bank (marco-eval verifier --help)",
                    add_help=False)
     return p
