@@ -115,6 +115,7 @@ def verifier_dtype_for(requested: str, policy_dtype: str) -> str:
     precision can a verifier share the policy's body and keys/values."""
     return policy_dtype if requested == "auto" else requested
 
+
 # Options that only say where outputs go: they never change an answer (store.fingerprint).
 OUTPUT_ONLY = ("tree_dir", "store")
 

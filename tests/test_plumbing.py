@@ -284,6 +284,13 @@ def test_a_verifier_in_another_precision_is_another_fingerprint():
     assert settings.answer_settings(*settings.build(reward="ckpt", verifier_dtype="float32"))["verifier_dtype"] == "float32"
 
 
+def test_a_verifier_values_in_the_policys_precision_unless_asked_for_another():
+    from marco_eval.settings import verifier_dtype_for
+
+    assert verifier_dtype_for("auto", "bfloat16") == "bfloat16"  # the only way to share the policy's keys/values
+    assert verifier_dtype_for("float32", "bfloat16") == "float32"
+
+
 def test_the_plumbing_model_has_a_default_token_cap_that_settings_override():
     from marco_eval import settings
 
