@@ -14,10 +14,17 @@ Precedence in ``extract_answer(text, mode="strict")`` (first hit wins):
    ``\\frac``, ``\\$``, ``\\text{...}`` handled; after "=" only the right side).
 3. The last answer phrase anywhere: "the (final) answer is N", "Answer: N",
    "(最终)答案是/为/： N", with optional ``$``, ``**bold**`` or ``$N$`` around N.
-   The number must start within a few characters of the phrase.
+   The number must start within a few characters of the phrase; when the phrase's
+   sentence goes on to an "=", the number after the last "=" is the answer
+   ("The answer is 16 - 3 - 4 = 9" -> 9).
 
-``mode="flexible"`` tries strict first, then takes the last number in the text.
-All results are canonical strings from ``normalize_number``.
+A marked answer (boxed or phrased) that is not a plain number -- an expression, a
+tuple, a radical, a complex number: ``\\sqrt{51}``, ``3\\sqrt{13}``, ``6 - 5i``,
+``(6,31,-1)`` -- reads as no answer at all, in both modes: a number reader never turns a
+non-number into a number (MATH-style answers want ``answer=math``, readers.py).
+
+``mode="flexible"`` tries strict first, then, when nothing is marked, takes the last
+number in the text. All results are canonical strings from ``normalize_number``.
 
 Free-text answers (translation) are read by ``extract_output_text``: the ``<Output>``
 block's text, with the fallbacks listed there.
@@ -37,6 +44,7 @@ _FULLWIDTH_TO_ASCII = str.maketrans(
     "０１２３４５６７８９－．，＋−", "0123456789-.,+-"
 )
 _LATEX_FRACTION_RE = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]*?)\s*\}\s*\{\s*([^{}]*?)\s*\}")
+_MIXED_FRACTION_RE = re.compile(r"(?<=\d)(?=\\[dt]?frac)")
 _LATEX_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3})")
 _CURRENCY_RE = re.compile(r"\\?[$¥￥€£]")
 
@@ -68,6 +76,7 @@ _MAX_FRACTION_DECIMALS = 6
 def _clean(text: str) -> str:
     """ASCII-fy digits and strip LaTeX/currency decoration around numbers."""
     text = text.translate(_FULLWIDTH_TO_ASCII)
+    text = _MIXED_FRACTION_RE.sub(" ", text)  # "1\\frac{4}{5}" stays two numbers, not 14/5
     text = _LATEX_FRACTION_RE.sub(r"\1/\2", text)
     text = _LATEX_THOUSANDS_RE.sub(",", text)
     return _CURRENCY_RE.sub("", text)
@@ -120,6 +129,19 @@ def _last_number(text: str) -> str | None:
     return _canonical_match(matches[-1]) if matches else None
 
 
+def _last_plain_number(block: str) -> str | None:
+    """The last number of an <Output> block (a marked answer); NOT_A_NUMBER when it is
+    part of an expression ("<Output>3\\sqrt{13}</Output>")."""
+    block = _DECORATION_RE.sub(" ", _clean(block))
+    matches = list(_NUMBER_RE.finditer(block))
+    if not matches:
+        return None
+    last = matches[-1]
+    if _EXPRESSION_END_RE.search(block, 0, last.start()) or _EXPRESSION_TAIL_RE.match(block, last.end()):
+        return NOT_A_NUMBER
+    return _canonical_match(last)
+
+
 def _boxed_contents(text: str) -> list[str]:
     """Contents of every ``\\boxed{...}``, braces balanced; unclosed runs to the end."""
     contents = []
@@ -135,9 +157,49 @@ def _boxed_contents(text: str) -> list[str]:
     return contents
 
 
+# A marked answer that is not a number. Distinct from None (nothing marked), so that a
+# model's "\boxed{\sqrt{51}}" never falls through to "the last number in the text".
+NOT_A_NUMBER = "<not a number>"
+# Decoration that may surround a number without making it something else.
+_DECORATION_RE = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\s*\{[^{}]*\}|\\[,;:! %]|\^\s*\{?\\circ\}?|\\(?:left|right)\b")
+# Right before the number: a LaTeX command or a power/subscript means it is part of an
+# expression ("\sqrt{51}", "x^3 + 3x - 6", "-\pi/6").
+_EXPRESSION_HEAD_RE = re.compile(r"\\[A-Za-z]|[\^_]|[A-Za-z]\s*[-+*/]")
+# Right after it: another command, an operator with an operand, a glued one-letter symbol
+# (5i, 2x) or a comma and another number (a tuple).
+_EXPRESSION_TAIL_RE = re.compile(
+    r"\s*\\[A-Za-z]|\s*[-+*/^_×÷·]\s*[\w\\(]|\s+\d+/\d|[A-Za-z](?![A-Za-z])|\s*,\s*(?:-?\d|\\[A-Za-z])|[\^_]")
+# The same, ending right where the number starts (a block's last number: "\\sqrt{51}").
+_EXPRESSION_END_RE = re.compile(
+    r"(?:\\[A-Za-z]+\s*\{?|[\^_]\s*\{?|[A-Za-z]\s*[-+*/^]\s*|\}\s*\{\s*|\d\s*,\s*)$")
+_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|[。；;\n]")
+
+
+def _number_at_start(span: str, max_gap: int | None = None) -> str | None:
+    """The number that ``span`` (a boxed content, or what follows an answer phrase) gives:
+    its canonical string, NOT_A_NUMBER when the first number is part of an expression,
+    None when no number starts within ``max_gap`` characters (None: anywhere)."""
+    span = _DECORATION_RE.sub(" ", _clean(span))
+    match = _NUMBER_RE.search(span)
+    if match is None or (max_gap is not None and match.start() > max_gap):
+        return None
+    equals = span.rfind("=")
+    if equals > match.start():  # "16 - 3 - 4 = 9": the value after the last "="
+        return _number_at_start(span[equals + 1:], None)
+    if _EXPRESSION_HEAD_RE.search(span[:match.start()]) or _EXPRESSION_TAIL_RE.match(span, match.end()):
+        return NOT_A_NUMBER
+    return _canonical_match(match)
+
+
+_EQUATION_LHS_RE = re.compile(r"[A-Za-z].*[-+*/^]|[-+*/^].*[A-Za-z]")
+
+
 def _last_boxed_answer(text: str) -> str | None:
     for content in reversed(_boxed_contents(text)):
-        answer = normalize_number(content.rsplit("=", 1)[-1])
+        left, equals, right = content.rpartition("=")
+        if equals and _EQUATION_LHS_RE.search(left):  # "5x - 7y + 4 = 0": an equation, not "x = 12"
+            return NOT_A_NUMBER
+        answer = _number_at_start(right)
         if answer is not None:
             return answer
     return None
@@ -145,15 +207,15 @@ def _last_boxed_answer(text: str) -> str | None:
 
 def _last_phrase_answer(text: str) -> str | None:
     for phrase in reversed(list(_ANSWER_PHRASE_RE.finditer(text))):
-        rest_of_line = _clean(text[phrase.end():].split("\n", 1)[0])
-        match = _NUMBER_RE.search(rest_of_line)
-        if match and match.start() <= _PHRASE_MAX_GAP:
-            return _canonical_match(match)
+        sentence = _SENTENCE_END_RE.split(text[phrase.end():], maxsplit=1)[0]
+        answer = _number_at_start(sentence, _PHRASE_MAX_GAP)
+        if answer is not None:
+            return answer
     return None
 
 
 def _marked_answer(text: str) -> str | None:
-    """A boxed answer, else an answer phrase, in ``text``."""
+    """A boxed answer, else an answer phrase, in ``text`` (NOT_A_NUMBER: marked, not a number)."""
     return _last_boxed_answer(text) or _last_phrase_answer(text)
 
 
@@ -178,13 +240,13 @@ def extract_answer(text: str, mode: str = "flexible") -> str | None:
     text = text.translate(_FULLWIDTH_TO_ASCII)
     output_block = _last_output_block(text)
     if output_block is not None:
-        answer = _marked_answer(output_block) or _last_number(output_block)
+        answer = _marked_answer(output_block) or _last_plain_number(output_block)
         if answer is not None:
-            return answer
+            return None if answer == NOT_A_NUMBER else answer
     answer = _marked_answer(text)
     if answer is None and mode == "flexible":
         answer = _last_number(text)
-    return answer
+    return None if answer == NOT_A_NUMBER else answer
 
 
 def number_stand_in(text: str) -> str:
@@ -286,17 +348,46 @@ def output_text_filter(resps: Iterable[Iterable[str]], docs: list[dict]) -> list
     return [[extract_output_text(response or "") for response in doc_responses] for doc_responses in resps]
 
 
-def answer_reader(kind: str):
-    """How a search reads each rollout's answer (for votes, candidates and the trace).
+# --- multiple choice: a letter A-J ------------------------------------------------------
 
-    Args:
-        kind: "number" (MGSM: flexible extraction), "output" (free text: the <Output>
-            block, what translation tasks score) or "none" (answers are not read).
-    Returns:
-        A function text -> answer or None; None for kind "none".
+_LETTER = r"\(?\s*(?:\\text\{\s*)?\(?([A-J])\)?(?:\s*\})?\)?(?=\s*(?:$|[).,:;!?*\]}$。，、]|\n|\s+[-–—]))"
+_CHOICE_PHRASE_RE = re.compile(
+    r"(?:\b(?:the\s+)?(?:correct\s+|best\s+|final\s+|right\s+)?(?:answer|option|choice)(?:\*\*)?"
+    r"(?:\s+(?:is|would\s+be|should\s+be))?\s*(?:[:：]|\bis\b)?"
+    r"|(?:最终)?答案\s*(?:是|为|為|[:：])?|选(?:项)?)"
+    r"[\s*:：$]*" + _LETTER,
+    re.IGNORECASE,
+)
+_BOXED_LETTER_RE = re.compile(r"^\s*(?:\\text\{\s*)?\(?([A-J])\)?(?:\s*\})?\s*$")
+_BARE_LETTER_RE = re.compile(r"\(([A-J])\)")
+
+
+def extract_choice(text: str) -> str | None:
+    """The letter (A-J) a multiple-choice completion answers, or None.
+
+    First hit wins: the last <Output> block (a letter alone, or a phrase in it); the last
+    ``\\boxed{B}`` / ``\\boxed{\\text{(B)}}``; the last answer phrase ("The answer is (B)",
+    "Answer: B", "the correct option is B", "答案是 B", "选 B"); then the last "(B)" in the
+    text. Letters are upper-case only: "the answer is a prime" is not A.
     """
-    if kind == "number":
-        return lambda text: extract_answer(text, "flexible")
-    if kind == "output":
-        return lambda text: extract_output_text(text) or None
-    return None
+    if not text:
+        return None
+    text = text.translate(_FULLWIDTH_TO_ASCII)
+    block = _last_output_block(text)
+    if block is not None:
+        alone = _BOXED_LETTER_RE.match(_tidy_output(block) or "")
+        found = alone.group(1) if alone else _choice_in(block)
+        if found is not None:
+            return found
+    return _choice_in(text)
+
+
+def _choice_in(text: str) -> str | None:
+    for content in reversed(_boxed_contents(text)):
+        if match := _BOXED_LETTER_RE.match(content):
+            return match.group(1)
+    phrases = [m.group(1) for m in _CHOICE_PHRASE_RE.finditer(text) if m.group(1).isupper()]
+    if phrases:
+        return phrases[-1]
+    bare = [m.group(1) for m in _BARE_LETTER_RE.finditer(text)]
+    return bare[-1] if bare else None
