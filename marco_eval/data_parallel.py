@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from marco_eval.errors import first_line
-from marco_eval.search import Search, SearchConfig, SearchResult
+from marco_eval.search import Origin, Search, SearchConfig, SearchResult
+
 
 OnDone = Callable[[int, SearchResult], None]
 
@@ -52,18 +53,18 @@ class SearchJob:
     config: SearchConfig
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
-    until: tuple[str, ...]
+    origin: Origin  # the answer kind, the task's stop strings, the repeat: rebuilt alike
 
     @classmethod
     def of(cls, search: Search) -> SearchJob:
-        return cls(search.config, tuple(search.tree.prompt_ids), search.max_new_tokens, tuple(search.until))
+        return cls(search.config, tuple(search.tree.prompt_ids), search.max_new_tokens, search.origin)
 
 
 class SearchBuilder(Protocol):
     """What a replica runs jobs with (engine.Engine)."""
 
     def build_search(self, prompt_ids: Sequence[int], *, max_new_tokens: int, until: Sequence[str],
-                     config: SearchConfig | None = None) -> Search:
+                     config: SearchConfig | None = None, answer: str | None = None, instance: int = 0) -> Search:
         """A Search around this process's policy (engine.Engine.build_search)."""
         ...
 
@@ -78,7 +79,8 @@ def serve_jobs(engine: SearchBuilder, indices: list[int], jobs: list[SearchJob],
     """A replica's side: build the jobs' searches, run them, and yield (index, result) as each
     finishes (a Ray streaming generator: the parent gets each result while the others run)."""
     done: queue.Queue = queue.Queue()
-    searches = [engine.build_search(j.prompt_ids, max_new_tokens=j.max_new_tokens, until=j.until, config=j.config)
+    searches = [engine.build_search(j.prompt_ids, max_new_tokens=j.max_new_tokens, until=j.origin.task_until,
+                                    config=j.config, answer=j.origin.answer, instance=j.origin.instance)
                 for j in jobs]
 
     def drive() -> None:

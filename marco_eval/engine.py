@@ -24,14 +24,15 @@ from typing import Callable, Sequence
 
 from marco_eval import settings
 from marco_eval import store as request_store
-from marco_eval.answers import answer_reader
 from marco_eval.backends.replicas import Replica, bind_threads
 from marco_eval.data_parallel import ReplicaPool, SearchJob, run_split, serve_jobs
 from marco_eval.errors import ConfigError, InputError, first_line
 from marco_eval.models import ALIASES, ModelError, resolve
 from marco_eval.progress import ProgressThread, SearchProgress, Snapshot
-from marco_eval.search import Search, SearchResult, rollout_reward, run_searches
+from marco_eval.readers import answer_reader
+from marco_eval.search import Origin, Search, SearchResult, rollout_reward, run_searches
 from marco_eval.search.reward import VerifierReward
+from marco_eval.thinking import ThinkingSplit
 
 OnDone = Callable[[int, SearchResult], None]
 
@@ -49,7 +50,6 @@ class Engine:
         """
         self.search_config, self.options = search_config, options
         self.reward = rollout_reward if options.reward == "confidence" else VerifierReward(options.reward)
-        self.answer_fn = answer_reader(options.answer)
         if options.backend == "vllm":
             from marco_eval.backends.vllm import check_options
 
@@ -123,36 +123,67 @@ class Engine:
             return context
         messages = ([{"role": "system", "content": o.system_prompt}] if o.system_prompt else []) + [
             {"role": "user", "content": context}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + o.response_prefix
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **self.chat_template_kwargs()) + o.response_prefix
+
+    def chat_template_kwargs(self) -> dict:
+        """What goes to the chat template besides the messages: `chat_template_args`, and
+        `enable_thinking` when set (over the same key in the dict), as lm-eval's hf model does."""
+        o = self.options
+        extra = dict(o.chat_template_args)
+        if o.enable_thinking is not None:
+            extra["enable_thinking"] = o.enable_thinking
+        return extra
+
+    def thinking_split(self, until: Sequence[str]) -> ThinkingSplit | None:
+        """How a completion's response is cut out under `think_end_token` (thinking.py); None
+        without it."""
+        if self.options.think_end_token is None:
+            return None
+        policy = self.policy
+        return ThinkingSplit.build(str(self.options.think_end_token), until,
+                                   lambda token_id: policy.tokenizer.decode([token_id]))
+
+    def response_text(self, result: SearchResult, until: Sequence[str]) -> str:
+        """The text handed back for a finished search: its completion, or under
+        `think_end_token` the response after the thinking (thinking.py)."""
+        split = self.thinking_split(until)
+        return result.text if split is None else split.response(result.text, result.token_ids, self.policy.decode)
 
     def make_search(self, context: str, *, until: Sequence[str] = (), max_gen_toks=None, templated: bool = False,
-                    label: str = "a request") -> Search:
+                    answer: str | None = None, instance: int = 0, label: str = "a request") -> Search:
         """One search for one prompt.
 
         Args:
             context: the task's prompt text.
-            until: stop strings: the completion ends before the first of them.
+            until: stop strings: the completion ends before the first of them (under
+                `think_end_token`, the response does: thinking.py).
             max_gen_toks: the token budget (None: options.max_gen_toks); capped by the context
                 and by options.token_cap.
             templated: the prompt already holds a chat template (see prompt_text).
+            answer: the answer kind (readers.py) for this request; None: options.answer.
+            instance: which copy of a repeated request this is (lm-eval's `repeats`): each
+                copy is its own search, seeded apart (0: the seed of an unrepeated request).
             label: how an error names this request ("mgsm_en doc 7").
         Returns:
             A Search ready for `run`.
         """
         budget = self.options.max_gen_toks if max_gen_toks is None else max_gen_toks
-        if isinstance(budget, bool) or not str(budget).isdigit() or int(budget) <= 0:
+        if isinstance(budget, bool) or not str(budget).strip().isdigit() or int(budget) <= 0:
             raise InputError(f"{label}: max_gen_toks={budget!r} (from the task or --gen_kwargs) must be a positive integer")
+        budget = int(budget)
         policy = self.policy
         prompt_ids = policy.encode(self.prompt_text(context, templated=templated))
         try:
             policy.check_length(len(prompt_ids) + 1)
         except ValueError as e:  # the prompt does not fit the model's context
             raise InputError(f"{label}: {e}") from None
-        budget = min(int(budget), policy.max_length - len(prompt_ids), self.options.token_cap or budget)
-        return self.build_search(prompt_ids, max_new_tokens=budget, until=until)
+        budget = min(budget, policy.max_length - len(prompt_ids), self.options.token_cap or budget)
+        return self.build_search(prompt_ids, max_new_tokens=budget, until=until, answer=answer, instance=instance)
 
     def build_search(self, prompt_ids: Sequence[int], *, max_new_tokens: int, until: Sequence[str] = (),
-                     config: settings.SearchConfig | None = None) -> Search:
+                     config: settings.SearchConfig | None = None, answer: str | None = None,
+                     instance: int = 0) -> Search:
         """A Search around this engine's policy, answer reader and reward.
 
         Args:
@@ -160,12 +191,25 @@ class Engine:
             max_new_tokens: the token budget, already capped.
             until: stop strings (empty ones dropped: they would stop at once, and vLLM refuses them).
             config: the search's knobs; None: the engine's.
+            answer: the answer kind (readers.py); None: options.answer ("auto" with no task
+                to decide: number, what bench, synth and the bank search).
+            instance: the copy of a repeated request (make_search).
         Returns:
             A Search ready for `run`.
         """
-        until = tuple(s for s in until if s)
+        task_until = tuple(s for s in until if s)
+        kind = answer or self.options.answer
+        if kind == "auto":  # a caller with no task to name (bench, synth, bank: word problems)
+            kind = "number"
+        reader, stops = answer_reader(kind), task_until
+        split = self.thinking_split(task_until)
+        if split is not None:  # lm-eval's vllm model: stop on EOS only, cut the response afterwards
+            stops = ()
+            if reader is not None:
+                reader = (lambda read: lambda text: read(split.response(text)))(reader)
         return Search(config or self.search_config, prompt_ids, self.policy, max_new_tokens=max_new_tokens,
-                      until=until, answer_fn=self.answer_fn, reward=self.reward)
+                      until=stops, answer_fn=reader, reward=self.reward,
+                      origin=Origin(answer=kind, task_until=task_until, instance=instance))
 
     # ------------------------------------------------------------------ running
     def run(self, searches: list[Search], on_done: OnDone | None = None, *, width: int | None = None,

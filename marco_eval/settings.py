@@ -16,6 +16,7 @@ from pathlib import Path
 from marco_eval.errors import ConfigError, InputError, need
 from marco_eval.models import ALIASES
 from marco_eval.paths import MODEL_CONFIGS_DIR
+from marco_eval.readers import KINDS
 from marco_eval.search.config import SearchConfig
 from marco_eval.structured import Layer, field_default, merge, read_yaml
 
@@ -48,7 +49,16 @@ class ModelOptions:
     response_prefix: str = ""  # text forced at the start of the assistant turn, e.g. "<Thought>\n"
     tree_dir: str | None = None  # write one JSON tree per request here
     store: str | None = None  # JSONL of finished requests: a rerun after a kill skips them (store.py)
-    answer: str = "number"  # how rollout answers are read for `vote`: number | output | none
+    # How rollout answers are read (votes, candidates, the trace): auto (from lm-eval's task
+    # name, readers.TASK_KINDS) | number | math | choice | output | none (readers.py).
+    answer: str = "auto"
+    # lm-eval's thinking conventions, with the meaning of its hf and vllm models: the text
+    # returned is what follows the last think_end_token (a string, or a token id); a trace
+    # that never closes is returned whole. enable_thinking and chat_template_args go to the
+    # chat template; enable_thinking=true needs think_end_token.
+    think_end_token: str | None = field(default=None, metadata={"added_later": True})
+    enable_thinking: bool | None = field(default=None, metadata={"added_later": True})
+    chat_template_args: dict = field(default_factory=dict, metadata={"added_later": True})
     # A rollout's reward: "confidence" (Marco-o1's token confidence) or the folder of a
     # verifier checkpoint (`marco-eval verifier`), whose value of the whole rollout it becomes.
     reward: str = field(default="confidence", metadata={"added_later": True})
@@ -85,7 +95,11 @@ class ModelOptions:
              "or leave verifier_dtype out")
         need(self.store != "", "store=: give a file path for the request store (e.g. store=results/run.jsonl)")
         need(self.chat_template in ("auto", "on", "off"), f"chat_template={self.chat_template!r}: use auto, on or off")
-        need(self.answer in ("number", "output", "none"), f"answer={self.answer!r}: use number, output or none")
+        need(self.answer in KINDS, f"answer={self.answer!r}: use one of {', '.join(KINDS)} (auto: from the task)")
+        need(self.think_end_token != "", "think_end_token=: give the text (e.g. </think>) or token id that ends "
+             "the thinking, or leave it out")
+        need(not self.enable_thinking or self.think_end_token is not None,
+             "enable_thinking=true needs think_end_token (e.g. think_end_token=</think>), as lm-eval's models do")
 
     def _validate_scale_out(self) -> None:
         defaults = {f.name: field_default(f) for f in fields(ModelOptions)}

@@ -7,7 +7,10 @@ request finishes (a tree search can take minutes; a kill loses at most the searc
 flight). A rerun of the same command loads the file, returns the stored text of every
 request whose key is present and searches only the rest. Record fields:
 
-    key               sha256 of json([fingerprint, context, gen_kwargs]): this request, this run
+    key               sha256 of json([fingerprint, context, gen_kwargs] + the copy of a repeated
+                      request and the answer kind answer=auto gave it, when set): request_key
+    instance          which copy of a request lm-eval repeats (`repeats`), from 0
+    answer_kind       how its answers were read (readers.py)
     fingerprint       sha256 of the model identity and every setting that can change an answer
     task, doc_id      lm-eval's, for reading the file (null when unknown)
     text              the completion handed to lm-eval
@@ -80,8 +83,13 @@ def fingerprint(identity: dict, settings: dict) -> str:
     return _sha256_json([identity, settings])
 
 
-def request_key(fingerprint: str, context: str, gen_kwargs: dict) -> str:
-    return _sha256_json([fingerprint, context, gen_kwargs])
+def request_key(fingerprint: str, context: str, gen_kwargs: dict, *, instance: int = 0,
+                answer_kind: str | None = None) -> str:
+    """A request's key in the store. Copy `instance` of a repeated request and, under
+    answer=auto, the answer kind its task gave it are in the key; the first copy of a
+    request under an explicit answer kind keeps the key stores had before either existed."""
+    extra = {k: v for k, v in (("instance", instance), ("answer_kind", answer_kind)) if v}
+    return _sha256_json([fingerprint, context, gen_kwargs, extra] if extra else [fingerprint, context, gen_kwargs])
 
 
 # Tasks whose score depends only on the numbers read out of a completion, so a stand-in

@@ -226,6 +226,8 @@ def type_name(typ) -> str:
         return f"list of {type_name(args[0])}"
     if dataclasses.is_dataclass(typ):
         return f"mapping ({typ.__name__})"
+    if typ is dict or origin is dict:  # on a command line a mapping is written one key at a time
+        return "a mapping: give one key at a time, KEY.NAME=VALUE"
     return getattr(typ, "__name__", str(typ))
 
 

@@ -72,7 +72,7 @@ MODEL_ARGS = {
     "kv_cache_mb=-1": ["kv_cache_mb=-1: must be >= 0"],
     "dtype=float8": ["dtype='float8': use one of auto, float32, bfloat16, float16"],
     "chat_template=maybe": ["chat_template='maybe': use auto, on or off"],
-    "answer=letter": ["answer='letter': use number, output or none"],
+    "answer=letter": ["answer='letter': use one of number, math, choice, output, none, auto"],
     "backend=tgi": ["backend='tgi': use hf (transformers) or vllm"],
     "store=": ["store=: give a file path"],
     "pretrained=smollm2": ["unknown model alias 'smollm2'; did you mean 'smollm2-135m'?"],

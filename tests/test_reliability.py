@@ -25,8 +25,8 @@ from marco_eval.search import Search, SearchConfig, drive
 from marco_eval.store import RequestStore, StoreError
 
 GEN = {"until": ["</Output>"], "max_gen_toks": 200}
-RECORD_FIELDS = ["key", "fingerprint", "task", "doc_id", "text", "answer", "candidates", "generated_tokens",
-                 "policy_calls", "seconds", "rollouts", "trace"]
+RECORD_FIELDS = ["key", "fingerprint", "task", "doc_id", "instance", "answer_kind", "text", "answer", "candidates",
+                 "generated_tokens", "policy_calls", "seconds", "rollouts", "trace"]
 
 
 class Req:

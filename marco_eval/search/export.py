@@ -32,6 +32,8 @@ def tree_document(search: Search, result: SearchResult, request_index: int, prom
         "verifier_dtype": verifier_dtype,
         "max_new_tokens": search.max_new_tokens,
         "until": list(search.until),
+        "answer_kind": search.origin.answer,  # how rollout answers were read (marco_eval/readers.py)
+        "instance": search.origin.instance,  # the copy of a request lm-eval repeats
         "answer_text": result.text,
         "answer": result.answer,
         "generated_tokens": result.generated_tokens,

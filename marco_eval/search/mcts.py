@@ -78,6 +78,15 @@ class _Partial:
     terminal: bool = False
 
 
+@dataclass(frozen=True)
+class Origin:
+    """How a caller made a search, for those that rebuild or record it (replicas, tree
+    files). The search itself reads only `instance`."""
+    answer: str | None = None  # the answer kind answer_fn reads (marco_eval/readers.py)
+    task_until: tuple[str, ...] = ()  # the task's stop strings (under thinking the search has none)
+    instance: int = 0  # which copy of a repeated request (lm-eval's `repeats`): enters the seed
+
+
 class Search:
     def __init__(
         self,
@@ -89,6 +98,7 @@ class Search:
         until: Sequence[str] = (),
         answer_fn: Callable[[str], str | None] | None = None,
         reward: Reward = rollout_reward,
+        origin: Origin = Origin(),
     ):
         """Args:
             config: every knob of the search (config.py).
@@ -103,6 +113,9 @@ class Search:
                 log-probs (None for inserted tokens), default Marco-o1's confidence reward;
                 or a VerifierReward, the value a verifier gives its whole sequence (the
                 search then yields Score requests, which the policy answers).
+            origin: how the caller made it (Origin). Copies of one request with other
+                `instance`s draw other request seeds, so they are independent searches; instance
+                0 draws the seeds of a search made without one.
         """
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be positive")
@@ -114,7 +127,9 @@ class Search:
         self.reward = reward
         self.choose_rollout = rule_for(config.final_answer, config.strategy)
         self.tree = Tree(list(prompt_ids))
-        digest = hashlib.sha256(f"{config.seed}:{list(prompt_ids)}".encode()).digest()
+        self.origin = origin
+        salt = f"{config.seed}:{origin.instance}" if origin.instance else f"{config.seed}"
+        digest = hashlib.sha256(f"{salt}:{list(prompt_ids)}".encode()).digest()
         self._rng = random.Random(int.from_bytes(digest[:8], "big"))  # request seeds only
         self._terminal_stops = (config.answer_end, *self.until)
         self._reflection_ids: list[int] | None = None
