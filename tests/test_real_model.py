@@ -198,3 +198,73 @@ def test_bench_reports_every_field_and_counts_forwarded_tokens(smollm_path, mgsm
     # one tree, two rows: the second row decodes only while the tree has two requests out
     assert 0 < row["rows_busy_pct"]["engine"] <= 100 and 0 < row["rows_busy_pct"]["naive"] <= 100
     assert row["share_prompts_off"]["same_outputs"] is True
+
+
+def test_think_end_token_returns_the_response_after_the_think_end(policy):
+    from tests.thinking_check import check_think_end_token
+
+    check_think_end_token(policy, dtype="float32")
+
+
+REPEATS_TASK = """task: toy_repeats
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+repeats: 4
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_gen_toks: 24
+filter_list:
+  - name: maj@4
+    filter:
+      - function: regex
+        regex_pattern: "(-?[0-9.,]+)"
+        group_select: -1
+      - function: majority_vote
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def test_a_repeats_task_samples_4_searches_and_lm_evals_results_carry_the_budget(tmp_path):
+    """lm-eval's self-consistency pattern (repeats: 4, majority_vote) on a task of our own
+    two problems: four independent samples per document, the same bytes on a rerun, and
+    the results JSON's config holds each task's budget."""
+    from tests.cli_runs import BIN, run
+
+    data = tmp_path / "toy.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in [
+        {"question": "Ann has 2 pens and buys 3 more. How many pens?", "answer": "5"},
+        {"question": "A box holds 4 eggs. How many eggs in 2 boxes?", "answer": "8"}]) + "\n")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "toy_repeats.yaml").write_text(REPEATS_TASK.format(data=data))
+
+    def samples(out):
+        proc = run([str(BIN / "lm_eval"), "--model", "marco_mcts", "--model_args",
+                    f"pretrained=smollm2-135m,config=self_consistency,samples=1,dtype=float32,device={DEVICE}",
+                    "--tasks", "toy_repeats", "--include_path", str(tmp_path / "tasks"),
+                    "--output_path", str(out), "--log_samples"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path,) = glob.glob(f"{out}/**/samples_toy_repeats_*.jsonl", recursive=True)
+        return [json.loads(line) for line in open(path)], json.load(open(glob.glob(f"{out}/**/results_*.json",
+                                                                                    recursive=True)[0]))
+
+    first, results = samples(tmp_path / "one")
+    copies = [d["resps"][0] for d in first]  # lm-eval logs a document's repeats as one list
+    assert len(first) == 2 and all(len(c) == 4 for c in copies), copies
+    assert all(len(set(c)) >= 2 for c in copies), copies  # sampled apart, not one search four times
+    budget = results["config"]["marco_eval_budget"]
+    toy = budget["tasks"]["toy_repeats"]
+    assert toy["problems"] == 2 and toy["requests"] == 8 and toy["policy_calls"] == 8
+    assert toy["generated_tokens"] > 0 and toy["generated_tokens_per_problem"] == toy["generated_tokens"] / 2
+    assert budget["search_seconds"] > 0
+    again, _ = samples(tmp_path / "two")
+    assert [d["resps"] for d in again] == [d["resps"] for d in first]

@@ -367,3 +367,10 @@ def test_prefix_cache_hits_are_counted_and_the_bench_can_empty_the_cache(vl):
     mark = vl.cached_prompt_tokens
     _stream(vl, [req])  # streamed requests are counted too; after the reset nothing is served
     assert vl.cached_prompt_tokens == mark
+
+
+def test_think_end_token_returns_the_response_after_the_think_end_on_vllm(vl):
+    from tests.thinking_check import check_think_end_token
+
+    check_think_end_token(vl, backend="vllm", dtype="float32", kv_cache_mb=256, max_model_len=2048,
+                          **{"vllm_args.enforce_eager": "true"})
