@@ -194,3 +194,22 @@ def test_the_budget_counts_every_answer_per_task(tmp_path):
     resumed = again.budget()["tasks"]
     assert resumed["gsm8k_cot"]["generated_tokens"] == gsm["generated_tokens"]
     assert resumed["gsm8k_cot"]["requests_from_store"] == 4
+
+
+def test_the_math_vote_check_script_reads_the_trees(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_math_votes", "scripts/check_math_votes.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    forms = [r"so $\boxed{\frac{1}{2}}$", "it is $0.5$", r"$\boxed{3}$", r"hence $\dfrac12$"]
+    by_seed_form = lambda prefix, seed: f"Work.\n\n{forms[seed % 4]}</Output>"  # noqa: E731
+    fake_lm(by_seed_form, config="self_consistency", samples=6, tree_dir=str(tmp_path)).generate_until(
+        [Req(d, "math500", {"until": ["Problem:"], "max_gen_toks": 200}) for d in range(3)], True)
+    assert check.main(str(tmp_path)) == 0
+    assert "3 of 3 votes pick math-verify's heaviest answer group" in capsys.readouterr().out
+    tree = next(tmp_path.glob("*.json"))
+    doc = json.loads(tree.read_text())
+    doc["answer_text"] = r"$\boxed{7}$"  # a vote the rollouts do not support
+    tree.write_text(json.dumps(doc))
+    assert check.main(str(tmp_path)) == 1
