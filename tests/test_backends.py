@@ -200,6 +200,26 @@ def test_score_matches_transformers_backend(fake_vllm, hf_policy):
     assert [g for _, g in vl] == [True, False, True]
 
 
+def test_scores_ignore_padding_logits_that_are_not_finite(hf_policy):
+    """A short pair batched with a long continuation keeps logits at its padding positions;
+    a model may put NaN or inf there (masked vocabulary entries), and no score may see them."""
+    short, long = (list(ids("Q")), list(ids("ab"))), (list(ids("Q: x\n")), list(ids("Step 1 add.")))
+    alone = [hf_policy.score(*short), hf_policy.score(*long)]
+    inner = hf_policy.model
+
+    def poisoned(input_ids, attention_mask, logits_to_keep, **kw):
+        out = inner(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep, **kw)
+        padding = attention_mask[:, -logits_to_keep:] == 0  # [rows, keep]
+        out.logits[padding] = float("nan")
+        out.logits[padding.nonzero()[:1].unbind(-1)] = float("inf")
+        return out
+
+    hf_policy.model = poisoned
+    together = hf_policy.score_many([short, long])
+    assert [greedy for _, greedy in together] == [greedy for _, greedy in alone]
+    assert [total for total, _ in together] == pytest.approx([total for total, _ in alone], abs=1e-5)
+
+
 # ---------------------------------------------------------------- request building
 def test_requests_are_token_ids_one_prompt_each_with_full_sampling_params(fake_vllm):
     policy = vllm_policy("FLAT", tensor_parallel_size=1, gpu_memory_utilization=0.5, max_model_len=100)

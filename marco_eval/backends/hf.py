@@ -397,7 +397,8 @@ class TransformersPolicy(TokenizerCodec):
             hits = logp.argmax(-1) == target  # [rows, keep - 1]
             n_cont = torch.tensor([seqs[i][1] for i in chunk], device=self.device).unsqueeze(1)  # [rows, 1]
             in_cont = torch.arange(keep - 1, device=self.device).unsqueeze(0) >= keep - 1 - n_cont  # [rows, keep - 1]
-            totals = (token_logp * in_cont).sum(-1)  # [rows]
+            # where, not a product: a padding position's logits may be NaN or inf, and 0 * NaN is NaN
+            totals = torch.where(in_cont, token_logp, 0.0).sum(-1)  # [rows]
             greedy = (hits | ~in_cont).all(-1)  # [rows]
             totals, greedy = to_host(totals, greedy)
             for r, i in enumerate(chunk):
