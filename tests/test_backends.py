@@ -447,6 +447,16 @@ def test_replicas_split_whole_trees_and_match_one_engine(engine):
     assert [g.token_ids for g in pool.generate(requests)] == [g.token_ids for g in single.generate(requests)]
 
 
+def test_replicas_fingerprint_the_dtype_their_engines_loaded(engine):
+    """dtype=auto is what the engines resolve it to (the fake loads float32), as with one engine."""
+    from marco_eval import settings, store
+
+    assert engine.options.dtype == "auto" and engine.policy.dtype == vllm_policy("FLAT").dtype == "float32"
+    identity = store.model_identity("scripted_lm:FLAT", None, "float32", None)
+    assert engine.fingerprint() == store.fingerprint(identity, settings.answer_settings(engine.search_config,
+                                                                                        engine.options))
+
+
 def test_replicas_are_persistent_one_engine_each_on_their_own_core(engine):
     pool = engine.policy
     before = pool.info()
