@@ -95,6 +95,59 @@ def test_vllm_and_transformers_backends_give_the_same_generations(fake_vllm, hf_
         assert_same_generation(a, b)
 
 
+def test_a_stop_string_of_multi_token_characters_ends_both_backends_alike(fake_vllm, monkeypatch):
+    """One token per UTF-8 byte, as byte fallback splits CJK: the stop string "答案：" is 9
+    tokens, more than any window of its 3 characters' worth of tokens could hold."""
+    import transformers
+
+    from marco_eval.backends.hf import TransformersPolicy
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: scripted_lm.torch_model(scripted_lm.CJK))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: scripted_lm.ByteTokenizer())
+    hf, vl = TransformersPolicy("scripted", dtype="float32", max_batch=4), vllm_policy("CJK")
+    prompt = tuple(hf.encode("问：三加四？\n"))
+    requests = [Continue(prompt, 64, ("答案：",)), Continue(prompt, 64, ("\n\n", "答案：")),
+                Continue(prompt, 64, ("四。",))]
+    hf_gens, vl_gens = hf.generate(requests), vl.generate(requests)
+    assert [(g.finish, g.stop) for g in hf_gens] == [("stop", "答案："), ("stop", "\n\n"), ("stop", "四。")]
+    assert [hf.decode(g.token_ids) for g in hf_gens[:2]] == ["第一步：三加四。\n\n答案：", "第一步：三加四。\n\n"]
+    for a, b in zip(hf_gens, vl_gens, strict=True):
+        assert_same_generation(a, b)
+
+
+def test_stop_text_adds_whole_characters_and_finds_the_stop_on_its_last_byte():
+    from marco_eval.backends.stops import StopText
+
+    tok = scripted_lm.ByteTokenizer()
+    stops = StopText(tok.decode, ("答案：", "7"), prefix=tok("问\n")["input_ids"])
+    tokens = tok("第一步。答案：7")["input_ids"]
+    hits = [stops.add(t) for t in tokens]
+    first = len(tok("第一步。答案：")["input_ids"]) - 1  # the last byte of "："
+    assert hits[first] == "答案：" and not any(hits[:first]) and hits[first + 1] == "7"
+    # a stop string already in the prompt, or straddling it, is not the completion's
+    straddle = StopText(tok.decode, ("答案：",), prefix=tok("问\n答案")["input_ids"])
+    assert [straddle.add(t) for t in tok("：7")["input_ids"]] == [None] * 4
+
+
+def test_stop_text_on_a_real_tokenizer_matches_the_whole_text(smollm_path):
+    """smollm2's byte-level BPE splits CJK characters over tokens; the stop is found on the
+    token that completes it, as a search of the whole decoded text finds it."""
+    from transformers import AutoTokenizer
+
+    from marco_eval.backends.stops import StopText
+
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    stop = "答案："
+    tokens = tok.encode(" 第一步：三加四等于七。答案：7", add_special_tokens=False)
+    assert len(tok.encode(stop, add_special_tokens=False)) > len(stop) + 2  # what the old window missed
+    stops = StopText(decode, (stop,), prefix=tok.encode("问题：", add_special_tokens=False))
+    hits = [stops.add(t) for t in tokens]
+    first = next(i for i in range(len(tokens)) if stop in decode(tokens[: i + 1]))
+    assert hits.index(stop) == first and hits.count(stop) == 1
+
+
 def test_same_search_on_both_backends(fake_vllm, hf_policy):
     """Greedy MCTS over three problems: the continuous-batching transformers backend and the
     lock-step vLLM backend build the same trees with the same rewards."""

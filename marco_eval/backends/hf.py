@@ -2,8 +2,8 @@
 
 A hand-written decode loop rather than `model.generate`, because the search needs, per
 generated token, the raw (temperature-free) log-probability and top-5, per-row seeds and
-stop strings, and nothing else kept: full-vocabulary logits are reduced to (chosen, top-5)
-at each step and dropped.
+stop strings (matched by vLLM's rule: stops.py), and nothing else kept: full-vocabulary
+logits are reduced to (chosen, top-5) at each step and dropped.
 
 KV reuse (kvtree.py): every node's cache is kept (as a delta on its parent's) so that
 expanding a node or rolling out from a child forwards only tokens never seen before;
@@ -30,6 +30,7 @@ from marco_eval.backends.codec import TokenizerCodec, pad_token_id
 from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
 from marco_eval.backends.device import check_memory, resolve_device, synchronizer, to_host
 from marco_eval.backends.sampling import choose_tokens
+from marco_eval.backends.stops import StopText
 from marco_eval.backends.verifier import VerifierHead
 from marco_eval.backends.weights import pack_linears, pick_dtype
 from marco_eval.errors import InputError
@@ -87,14 +88,14 @@ class Stopwatch:
 
 
 class _Row:
-    __slots__ = ("key", "req", "gen", "rng", "entry", "max_new", "stop_window")
+    __slots__ = ("key", "req", "gen", "rng", "entry", "max_new", "stops")
 
-    def __init__(self, key, req: Continue, entry, max_length: int):
+    def __init__(self, key, req: Continue, entry, policy):
         self.key, self.req, self.entry = key, req, entry
         self.gen = Generation([], [], [], finish="length")
         self.rng = torch.Generator().manual_seed(req.seed)  # on the host (device.py)
-        self.max_new = min(req.max_new_tokens, max_length - len(req.prefix))
-        self.stop_window = max((len(s) for s in req.stop), default=0) + 2
+        self.max_new = min(req.max_new_tokens, policy.max_length - len(req.prefix))
+        self.stops = StopText(policy.decode, req.stop, req.prefix) if req.stop else None
 
 
 class _Batch:
@@ -128,7 +129,7 @@ class _Batch:
             return
         self.kv.join([j.cache.segments for j in items])
         for j in items:
-            self.rows.append(_Row(j.key, j.req, j.cache.entry, self.policy.max_length))
+            self.rows.append(_Row(j.key, j.req, j.cache.entry, self.policy))
             self.to_feed.append(j.req.prefix[-1])
             self.pos.append(len(j.req.prefix) - 1)
 
@@ -321,14 +322,13 @@ class TransformersPolicy(TokenizerCodec):
             self.sampled_tokens += len(chosen)
             finished = []
             for b, row in enumerate(batch.rows):
-                g, req = row.gen, row.req
+                g = row.gen
                 g.token_ids.append(chosen[b])
                 g.logprobs.append(chosen_lp[b])
                 g.top_logprobs.append(top5[b])
                 if chosen[b] in self.eos_ids:
                     g.finish = "eos"
-                elif req.stop and (hit := next((s for s in req.stop
-                                                if s in self.decode(g.token_ids[-row.stop_window:])), None)):
+                elif row.stops is not None and (hit := row.stops.add(chosen[b])) is not None:
                     g.finish, g.stop = "stop", hit
                 elif len(g.token_ids) < row.max_new:
                     continue

@@ -37,6 +37,7 @@ import sys
 from typing import Callable, Hashable, Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
+from marco_eval.backends.stops import vllm_stop_args
 from marco_eval.errors import InputError, UserError
 from marco_eval.search.policy import TOP_K, Continue, Generation
 from marco_eval.settings import verifier_dtype_for
@@ -268,7 +269,7 @@ class VLLMPolicy(TokenizerCodec):
         return self._vllm.SamplingParams(
             n=1, temperature=req.temperature, top_p=1.0 if greedy else req.top_p, seed=req.seed,
             max_tokens=min(req.max_new_tokens, self.max_length - len(req.prefix)),
-            stop=list(req.stop), include_stop_str_in_output=True, logprobs=TOP_K, **extra)
+            logprobs=TOP_K, **vllm_stop_args(req.stop), **extra)
 
     def build_requests(self, requests: Sequence[Continue]):
         """(prompts, params) for one LLM.generate over all requests of a call."""
