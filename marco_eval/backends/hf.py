@@ -20,14 +20,15 @@ third faster at decode batch sizes).
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Hashable, NamedTuple, Sequence
 
 import torch
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
+from marco_eval.backends.hf_cache import (batch_cache, cache_keyword, cache_kv, check_attention, check_internals,
+                                          prefill_cache)
+from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree
 from marco_eval.backends.device import check_memory, resolve_device, synchronizer, to_host
 from marco_eval.backends.sampling import choose_tokens
 from marco_eval.backends.stops import StopText
@@ -103,13 +104,11 @@ class _Batch:
     in place), and per row the token to feed next and its position."""
 
     def __init__(self, policy):
-        from transformers.cache_utils import Cache
-
         self.policy = policy
         self.rows: list[_Row] = []
         layers, heads, dim = policy.kv_shape()
         self.kv = BatchKV(layers, heads, dim, policy.dtype, policy.device, policy.max_batch)
-        self.cache = Cache(layers=[batch_layer_class()(self.kv, i) for i in range(layers)])
+        self.cache = batch_cache(self.kv)
         self.to_feed: list[int] = []
         self.pos: list[int] = []
 
@@ -185,6 +184,7 @@ class TransformersPolicy(TokenizerCodec):
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_internals()
         self.device = device = resolve_device(device)
         self.dtype = pick_dtype(dtype, device)
         self.max_batch = max_batch
@@ -192,6 +192,7 @@ class TransformersPolicy(TokenizerCodec):
         self.model = AutoModelForCausalLM.from_pretrained(
             pretrained, revision=revision, dtype=self.dtype, trust_remote_code=trust_remote_code
         ).to(device).eval()
+        check_attention(self.model.config, pretrained)
         if device == "cpu" and self.dtype == torch.bfloat16:
             pack_linears(self.model)
         self.name = pretrained
@@ -203,9 +204,7 @@ class TransformersPolicy(TokenizerCodec):
         self.eos_ids = frozenset(eos)
         self.pad_id = pad_token_id(self.tokenizer, self.eos_ids)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
-        # transformers 5 renames forward's `past_key_values` to `cache`; accept both.
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_keyword(self.model)
         self.forwarded_tokens = 0  # every position the model processed, padding included
         self.shared_prefill_tokens = 0  # prompt positions taken from other prompts' prefill, not forwarded
         # every token sampled since the policy was built, by every caller, counted as it is
@@ -251,8 +250,6 @@ class TransformersPolicy(TokenizerCodec):
         """The keys/values of prefix[:-1]: reused from the tree as far as it is cached (and
         from another prompt's prefill as far as the two agree in whole chunks), the rest
         forwarded now (one row, no padding, `prefill_chunks`) and cached in its turn."""
-        from transformers import DynamicCache
-
         watch = self.stopwatch
         base = self.kv.lookup(prefix) if self.kv_reuse else None
         if self.share_prompts and self.kv_reuse and len(prefix) - 1 > (base.length if base is not None else 0):
@@ -265,14 +262,14 @@ class TransformersPolicy(TokenizerCodec):
             watch.lap("cache")
             return PrefixCache(base, self.kv.path_segments(base))
         kv = self.kv.materialize(base)  # per layer [1, kv_heads, done, head_dim], or None
-        cache = DynamicCache(ddp_cache_data=kv) if kv is not None else DynamicCache()
+        cache = prefill_cache(kv)
         watch.lap("cache")
         for start, end in prefill_chunks(done, len(prefix) - 1, self.prefill_chunk):
             ids = torch.tensor([prefix[start:end]], device=self.device)  # [1, end - start]
             pos = torch.arange(start, end, device=self.device).unsqueeze(0)  # [1, end - start]
             self._forward(ids, torch.ones((1, end), dtype=torch.long, device=self.device), pos, cache)
         watch.lap("prefill")
-        kv = [(layer.keys, layer.values) for layer in cache.layers]  # per layer [1, kv_heads, len(prefix) - 1, head_dim]
+        kv = cache_kv(cache)  # per layer [1, kv_heads, len(prefix) - 1, head_dim]
         if not self.kv_reuse:
             return PrefixCache(None, [kv])
         segment = [(k[:, :, done:].clone(), v[:, :, done:].clone()) for k, v in kv]  # only what the base lacks

@@ -163,7 +163,7 @@ class VerifierHead:
 
     def _shared_logit(self, policy, seq: tuple[int, ...]) -> torch.Tensor:
         """The policy's layer-L output at seq's last token, from its cached keys/values of seq[:-1]."""
-        from transformers import DynamicCache
+        from marco_eval.backends.hf_cache import prefill_cache
 
         cached = policy._prefix_cache(seq)  # keys/values of seq[:-1], prefilled where not cached
         kv = policy.kv.materialize(cached.entry) if cached.entry is not None else cached.segments[0]
@@ -174,7 +174,7 @@ class VerifierHead:
         with layer_outputs(policy.model, [self.layer]) as seen:
             try:
                 body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                     **{policy._cache_kw: DynamicCache(ddp_cache_data=kv)})
+                     **{policy._cache_kw: prefill_cache(kv)})
             except stopped_early:
                 pass
         policy.forwarded_tokens += 1
