@@ -30,16 +30,6 @@ FAKE_VLLM = Path(__file__).resolve().parent / "fake_vllm"
 PROMPTS = ["Q: one?\n", "Q: two plus two?\n", "Q: three?\n"]
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKE_VLLM))
-    sys.modules.pop("vllm", None)
-    import vllm
-
-    yield vllm
-    sys.modules.pop("vllm", None)
-
-
 def vllm_policy(model="MODEL", **kw):
     from marco_eval.backends.vllm import VLLMPolicy
 
