@@ -81,3 +81,22 @@ def test_the_verifier_values_a_call_in_batched_forwards_as_one_at_a_time(fake_vl
                                                  .last_hidden_state[0, -1])[0])) for s in sequences]
     assert values == pytest.approx(alone, abs=1e-5)
     assert len({round(v, 5) for v in values}) == 4
+
+
+def test_the_batched_verifier_on_fake_cuda_gives_the_cpu_values(checkpoint):
+    from fake_cuda import FakeCuda
+
+    from marco_eval.backends.verifier import CheckpointVerifier
+
+    sequences = [tuple(range(1, 30)), (5, 6, 0), (7,)]
+    verifier = CheckpointVerifier(checkpoint[0], device="cpu")
+    on_cpu = verifier(sequences)
+    with FakeCuda() as cuda:
+        # loaded on the CPU, then moved: transformers' loading itself is not what is tested
+        verifier.model, verifier.device = verifier.model.to("cuda"), "cuda"
+        copies = cuda.host_copies
+        on_cuda = verifier(sequences)
+        per_forward = cuda.host_copies - copies
+        verifier(sequences * 3)
+        assert cuda.host_copies - copies == 2 * per_forward  # copies per forward, not per sequence
+    assert on_cuda == on_cpu
