@@ -27,6 +27,11 @@ class MissingDependency(UserError, RuntimeError):
     """An optional package the asked-for feature needs is not installed; the message says how."""
 
 
+class IncompatibleDependency(UserError, RuntimeError):
+    """An installed package whose internals differ from those marco-eval was made for; the
+    message names the version range to install."""
+
+
 class InputError(UserError, ValueError):
     """A request the model cannot serve: a prompt longer than its context, a bad token budget."""
 

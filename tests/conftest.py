@@ -16,6 +16,17 @@ if not os.environ.get("WMT22_ZHEN_DIR") and SHARED_WMT22.is_dir():
 
 
 @pytest.fixture
+def fake_vllm(monkeypatch):
+    """The fake `vllm` (tests/fake_vllm) importable as vllm for the test, and forgotten after."""
+    monkeypatch.syspath_prepend(str(TESTS / "fake_vllm"))
+    sys.modules.pop("vllm", None)
+    import vllm
+
+    yield vllm
+    sys.modules.pop("vllm", None)
+
+
+@pytest.fixture
 def mgsm_data():
     """For tests that read MGSM itself: without ../shared beside the clone (and MGSM_DATA_DIR
     unset) the task would go to the hub, which a machine without network cannot reach."""

@@ -1,8 +1,9 @@
 """A scripted language model that both backends can run on CPU.
 
-One token per character (id = ord(c), 0 = end-of-sequence, 128 ids). The model's next-token
-distribution is a fixed function of the ids so far: after the question line (text up to
-the first newline) it "intends" to write BODY character by character, then EOS; the
+One token per character (id = ord(c), 0 = end-of-sequence, 128 ids; with ByteTokenizer one
+per UTF-8 byte, 256 ids). The model's next-token distribution is a fixed function of the
+ids so far: after the question line (text up to the first newline) it "intends" to write
+BODY token by token, then EOS; the
 intended token gets logit `intended`, every other token a pseudo-random logit in
 [0, noise) that depends on (position, token). So the top 5 differ from step to step, and
 with a low `intended` a sampled token is often outside the top 5.
@@ -36,11 +37,28 @@ class CharTokenizer:
         return "".join(chr(i) for i in ids if not (skip_special_tokens and i == EOS))
 
 
+class ByteTokenizer(CharTokenizer):
+    """One token per UTF-8 byte (256 ids; byte 0 is EOS): what byte fallback does to
+    characters outside a vocabulary, so a CJK character is three tokens and a prefix of
+    them decodes to U+FFFD."""
+
+    name_or_path = "scripted-bytes"
+    vocab = 256
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(text.encode("utf-8"))}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(i for i in ids if not (skip_special_tokens and i == EOS)).decode("utf-8", errors="replace")
+
+
 class ScriptedLM:
     def __init__(self, body: str = BODY, intended: float = 12.0, noise: float = 4.0, max_length: int = 512,
-                 question_label: str = ""):
+                 question_label: str = "", tokenizer: CharTokenizer | None = None):
         self.body, self.intended, self.noise, self.max_length = body, intended, noise, max_length
-        self.tokenizer = CharTokenizer()
+        self.tokenizer = tokenizer or CharTokenizer()
+        self.vocab = getattr(self.tokenizer, "vocab", VOCAB)
+        self.body_ids = self.tokenizer(body)["input_ids"]
         self.eos_ids = (EOS,)
         # The question line starts at this label (the MGSM prompt's "Question:"), else at
         # the first character: instructions above it are not the question.
@@ -55,11 +73,11 @@ class ScriptedLM:
         if 10 not in ids[start:]:  # no newline yet: the question line ends first
             return 10
         k = len(ids) - ids.index(10, start) - 1  # characters written after the question line
-        return ord(self.body[k]) if k < len(self.body) else EOS
+        return self.body_ids[k] if k < len(self.body_ids) else EOS
 
     def logits(self, ids) -> list[float]:
         p = len(ids)
-        out = [self.noise * (((p * 7919 + t * 104729) * 2654435761) % 1000) / 1000 for t in range(VOCAB)]
+        out = [self.noise * (((p * 7919 + t * 104729) * 2654435761) % 1000) / 1000 for t in range(self.vocab)]
         out[self.intended_token(ids)] = self.intended
         return out
 
@@ -73,6 +91,8 @@ class ScriptedLM:
 MODEL = ScriptedLM()
 FLAT = ScriptedLM(intended=1.0, noise=1.5)  # sampling often picks a token outside the top 5
 MGSM = ScriptedLM(question_label="Question:", max_length=2048)  # answers 7 to an MGSM-style prompt
+# Chinese steps and answer, one token per byte: "答案：" is 9 tokens
+CJK = ScriptedLM(body="第一步：三加四。\n\n答案：7", tokenizer=ByteTokenizer())
 
 
 def torch_model(lm: ScriptedLM):
@@ -93,7 +113,7 @@ def torch_model(lm: ScriptedLM):
                 out = []
                 for r in range(input_ids.shape[0]):
                     ids = input_ids[r][attention_mask[r].bool()].tolist() if attention_mask is not None else input_ids[r].tolist()
-                    per_position = [[0.0] * VOCAB] * (input_ids.shape[1] - len(ids)) + [
+                    per_position = [[0.0] * lm.vocab] * (input_ids.shape[1] - len(ids)) + [
                         lm.logits(ids[: i + 1]) for i in range(len(ids))]
                     out.append(per_position[-logits_to_keep:] if logits_to_keep else per_position)
                 return SimpleNamespace(logits=torch.tensor(out, device=input_ids.device))

@@ -30,16 +30,6 @@ FAKE_VLLM = Path(__file__).resolve().parent / "fake_vllm"
 PROMPTS = ["Q: one?\n", "Q: two plus two?\n", "Q: three?\n"]
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKE_VLLM))
-    sys.modules.pop("vllm", None)
-    import vllm
-
-    yield vllm
-    sys.modules.pop("vllm", None)
-
-
 def vllm_policy(model="MODEL", **kw):
     from marco_eval.backends.vllm import VLLMPolicy
 
@@ -93,6 +83,59 @@ def test_vllm_and_transformers_backends_give_the_same_generations(fake_vllm, hf_
     assert [g.stop for g in vl] == ["\n\n", "</Output>", None, None, None]
     for a, b in zip(hf, vl, strict=True):
         assert_same_generation(a, b)
+
+
+def test_a_stop_string_of_multi_token_characters_ends_both_backends_alike(fake_vllm, monkeypatch):
+    """One token per UTF-8 byte, as byte fallback splits CJK: the stop string "答案：" is 9
+    tokens, more than any window of its 3 characters' worth of tokens could hold."""
+    import transformers
+
+    from marco_eval.backends.hf import TransformersPolicy
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: scripted_lm.torch_model(scripted_lm.CJK))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: scripted_lm.ByteTokenizer())
+    hf, vl = TransformersPolicy("scripted", dtype="float32", max_batch=4), vllm_policy("CJK")
+    prompt = tuple(hf.encode("问：三加四？\n"))
+    requests = [Continue(prompt, 64, ("答案：",)), Continue(prompt, 64, ("\n\n", "答案：")),
+                Continue(prompt, 64, ("四。",))]
+    hf_gens, vl_gens = hf.generate(requests), vl.generate(requests)
+    assert [(g.finish, g.stop) for g in hf_gens] == [("stop", "答案："), ("stop", "\n\n"), ("stop", "四。")]
+    assert [hf.decode(g.token_ids) for g in hf_gens[:2]] == ["第一步：三加四。\n\n答案：", "第一步：三加四。\n\n"]
+    for a, b in zip(hf_gens, vl_gens, strict=True):
+        assert_same_generation(a, b)
+
+
+def test_stop_text_adds_whole_characters_and_finds_the_stop_on_its_last_byte():
+    from marco_eval.backends.stops import StopText
+
+    tok = scripted_lm.ByteTokenizer()
+    stops = StopText(tok.decode, ("答案：", "7"), prefix=tok("问\n")["input_ids"])
+    tokens = tok("第一步。答案：7")["input_ids"]
+    hits = [stops.add(t) for t in tokens]
+    first = len(tok("第一步。答案：")["input_ids"]) - 1  # the last byte of "："
+    assert hits[first] == "答案：" and not any(hits[:first]) and hits[first + 1] == "7"
+    # a stop string already in the prompt, or straddling it, is not the completion's
+    straddle = StopText(tok.decode, ("答案：",), prefix=tok("问\n答案")["input_ids"])
+    assert [straddle.add(t) for t in tok("：7")["input_ids"]] == [None] * 4
+
+
+def test_stop_text_on_a_real_tokenizer_matches_the_whole_text(smollm_path):
+    """smollm2's byte-level BPE splits CJK characters over tokens; the stop is found on the
+    token that completes it, as a search of the whole decoded text finds it."""
+    from transformers import AutoTokenizer
+
+    from marco_eval.backends.stops import StopText
+
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    stop = "答案："
+    tokens = tok.encode(" 第一步：三加四等于七。答案：7", add_special_tokens=False)
+    assert len(tok.encode(stop, add_special_tokens=False)) > len(stop) + 2  # what the old window missed
+    stops = StopText(decode, (stop,), prefix=tok.encode("问题：", add_special_tokens=False))
+    hits = [stops.add(t) for t in tokens]
+    first = next(i for i in range(len(tokens)) if stop in decode(tokens[: i + 1]))
+    assert hits.index(stop) == first and hits.count(stop) == 1
 
 
 def test_same_search_on_both_backends(fake_vllm, hf_policy):
@@ -198,6 +241,26 @@ def test_score_matches_transformers_backend(fake_vllm, hf_policy):
         hf_total, hf_greedy = hf_policy.score(*pair)
         assert total == pytest.approx(hf_total, abs=1e-4) and greedy == hf_greedy
     assert [g for _, g in vl] == [True, False, True]
+
+
+def test_scores_ignore_padding_logits_that_are_not_finite(hf_policy):
+    """A short pair batched with a long continuation keeps logits at its padding positions;
+    a model may put NaN or inf there (masked vocabulary entries), and no score may see them."""
+    short, long = (list(ids("Q")), list(ids("ab"))), (list(ids("Q: x\n")), list(ids("Step 1 add.")))
+    alone = [hf_policy.score(*short), hf_policy.score(*long)]
+    inner = hf_policy.model
+
+    def poisoned(input_ids, attention_mask, logits_to_keep, **kw):
+        out = inner(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep, **kw)
+        padding = attention_mask[:, -logits_to_keep:] == 0  # [rows, keep]
+        out.logits[padding] = float("nan")
+        out.logits[padding.nonzero()[:1].unbind(-1)] = float("inf")
+        return out
+
+    hf_policy.model = poisoned
+    together = hf_policy.score_many([short, long])
+    assert [greedy for _, greedy in together] == [greedy for _, greedy in alone]
+    assert [total for total, _ in together] == pytest.approx([total for total, _ in alone], abs=1e-5)
 
 
 # ---------------------------------------------------------------- request building
@@ -425,6 +488,16 @@ def test_replicas_split_whole_trees_and_match_one_engine(engine):
     assert pool.score_many(pairs) == single.score_many(pairs)
     requests = [Continue(ids(f"Q{i}: x\n"), 20, (), 1.0, 0.95, seed=i) for i in range(3)]
     assert [g.token_ids for g in pool.generate(requests)] == [g.token_ids for g in single.generate(requests)]
+
+
+def test_replicas_fingerprint_the_dtype_their_engines_loaded(engine):
+    """dtype=auto is what the engines resolve it to (the fake loads float32), as with one engine."""
+    from marco_eval import settings, store
+
+    assert engine.options.dtype == "auto" and engine.policy.dtype == vllm_policy("FLAT").dtype == "float32"
+    identity = store.model_identity("scripted_lm:FLAT", None, "float32", None)
+    assert engine.fingerprint() == store.fingerprint(identity, settings.answer_settings(engine.search_config,
+                                                                                        engine.options))
 
 
 def test_replicas_are_persistent_one_engine_each_on_their_own_core(engine):

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from fakes import ScriptedPolicy
-from marco_eval.errors import ConfigError
+from marco_eval.errors import ConfigError, InputError
 from marco_eval.search import Search, SearchConfig, run_searches
 from marco_eval.train import data, problems, synth
 from marco_eval.jsonl import read_json_rows, write_jsonl_atomic
@@ -70,6 +70,41 @@ def test_wrong_format_and_missing_file_are_one_line_errors(tmp_path):
         data.read_source(data.SourceConfig(str(tmp_path / "o1.jsonl"), format="sharegpt"), data.FilterConfig(), set())
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.load_records(data.SourceConfig(str(tmp_path / "nope.jsonl")))
+
+
+def test_hub_sources_turn_only_the_users_mistakes_into_one_line(monkeypatch):
+    """Offline, an unknown id, a subset or split the dataset lacks: one line naming the source.
+    A bug inside the loading (any other error, or a ValueError with subset and split fine)
+    raises as it is."""
+    import datasets
+
+    raised: list[BaseException] = []
+
+    def load_dataset(*args, **kwargs):
+        raise raised[0]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(datasets, "get_dataset_config_names", lambda path: ["default", "zh"])
+    monkeypatch.setattr(datasets, "get_dataset_split_names", lambda path, subset=None: ["train", "test"])
+    hub = data.SourceConfig("someone/cot-rows")
+    for error, message in [(ConnectionError("Couldn't reach 'someone/cot-rows' on the Hub"), "Couldn't reach"),
+                           (datasets.exceptions.DatasetNotFoundError("Dataset 'someone/cot-rows' doesn't exist"),
+                            "doesn't exist")]:
+        raised[:] = [error]
+        with pytest.raises(InputError, match=f"data source 'someone/cot-rows': could not load .*{message}") as e:
+            data.load_records(hub)
+        assert "\n" not in str(e.value)
+    raised[:] = [ValueError('Unknown split "dev"')]
+    with pytest.raises(InputError, match=r"split='dev' is not one of its splits \(train, test\); fix `split:`"):
+        data.load_records(data.SourceConfig("someone/cot-rows", split="dev"))
+    with pytest.raises(InputError, match=r"subset='fr' is not one of its subsets \(default, zh\)"):
+        data.load_records(data.SourceConfig("someone/cot-rows", subset="fr"))
+    with pytest.raises(ValueError, match="Unknown split") as e:  # subset and split exist: not the user's
+        data.load_records(data.SourceConfig("someone/cot-rows", subset="zh", split="test"))
+    assert not isinstance(e.value, InputError)
+    raised[:] = [KeyError("features")]
+    with pytest.raises(KeyError):
+        data.load_records(hub)
 
 
 def test_weights_repeat_or_sample_and_mix_is_seeded(tmp_path):

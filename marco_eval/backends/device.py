@@ -6,8 +6,11 @@
    top-5, softmax at each row's temperature, the top-p candidate cut) run on the device,
    batched over the rows (sampling.py).
 3. Each row's generator lives on the host: a CPU `torch.Generator` seeded by its request,
-   drawing only for that row. So a seeded sample depends on nothing else in the batch, and
-   draws are the same whatever the device.
+   drawing only for that row. So a row's draws depend on nothing else in the batch and are
+   the same whatever the device. What they draw from need not be: in bf16, and on a GPU
+   (whose kernels change with the row count), a row's logits follow the batch's make-up,
+   so a sample is batch-invariant only in float32 on a CPU; the same command and settings
+   on the same machine give the same bytes (docs/reliability.md, Determinism).
 4. Once per decode step, and never per row, the host takes what it needs in one batch of
    copies (sampling.StepOnHost): per row the top-5 log-probs and greedy token, and what the
    sampled rows draw from (their top-p candidates with those candidates' log-probs, or the

@@ -2,8 +2,8 @@
 
 A hand-written decode loop rather than `model.generate`, because the search needs, per
 generated token, the raw (temperature-free) log-probability and top-5, per-row seeds and
-stop strings, and nothing else kept: full-vocabulary logits are reduced to (chosen, top-5)
-at each step and dropped.
+stop strings (matched by vLLM's rule: stops.py), and nothing else kept: full-vocabulary
+logits are reduced to (chosen, top-5) at each step and dropped.
 
 KV reuse (kvtree.py): every node's cache is kept (as a delta on its parent's) so that
 expanding a node or rolling out from a child forwards only tokens never seen before;
@@ -20,16 +20,18 @@ third faster at decode batch sizes).
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Hashable, NamedTuple, Sequence
 
 import torch
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
-from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree, batch_layer_class
+from marco_eval.backends.hf_cache import (batch_cache, cache_keyword, cache_kv, check_attention, check_internals,
+                                          prefill_cache)
+from marco_eval.backends.kvtree import KV, BatchKV, Entry, KVTree
 from marco_eval.backends.device import check_memory, resolve_device, synchronizer, to_host
 from marco_eval.backends.sampling import choose_tokens
+from marco_eval.backends.stops import StopText
 from marco_eval.backends.verifier import VerifierHead
 from marco_eval.backends.weights import pack_linears, pick_dtype
 from marco_eval.errors import InputError
@@ -87,14 +89,14 @@ class Stopwatch:
 
 
 class _Row:
-    __slots__ = ("key", "req", "gen", "rng", "entry", "max_new", "stop_window")
+    __slots__ = ("key", "req", "gen", "rng", "entry", "max_new", "stops")
 
-    def __init__(self, key, req: Continue, entry, max_length: int):
+    def __init__(self, key, req: Continue, entry, policy):
         self.key, self.req, self.entry = key, req, entry
         self.gen = Generation([], [], [], finish="length")
         self.rng = torch.Generator().manual_seed(req.seed)  # on the host (device.py)
-        self.max_new = min(req.max_new_tokens, max_length - len(req.prefix))
-        self.stop_window = max((len(s) for s in req.stop), default=0) + 2
+        self.max_new = min(req.max_new_tokens, policy.max_length - len(req.prefix))
+        self.stops = StopText(policy.decode, req.stop, req.prefix) if req.stop else None
 
 
 class _Batch:
@@ -102,13 +104,11 @@ class _Batch:
     in place), and per row the token to feed next and its position."""
 
     def __init__(self, policy):
-        from transformers.cache_utils import Cache
-
         self.policy = policy
         self.rows: list[_Row] = []
         layers, heads, dim = policy.kv_shape()
         self.kv = BatchKV(layers, heads, dim, policy.dtype, policy.device, policy.max_batch)
-        self.cache = Cache(layers=[batch_layer_class()(self.kv, i) for i in range(layers)])
+        self.cache = batch_cache(self.kv)
         self.to_feed: list[int] = []
         self.pos: list[int] = []
 
@@ -128,7 +128,7 @@ class _Batch:
             return
         self.kv.join([j.cache.segments for j in items])
         for j in items:
-            self.rows.append(_Row(j.key, j.req, j.cache.entry, self.policy.max_length))
+            self.rows.append(_Row(j.key, j.req, j.cache.entry, self.policy))
             self.to_feed.append(j.req.prefix[-1])
             self.pos.append(len(j.req.prefix) - 1)
 
@@ -184,6 +184,7 @@ class TransformersPolicy(TokenizerCodec):
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_internals()
         self.device = device = resolve_device(device)
         self.dtype = pick_dtype(dtype, device)
         self.max_batch = max_batch
@@ -191,6 +192,7 @@ class TransformersPolicy(TokenizerCodec):
         self.model = AutoModelForCausalLM.from_pretrained(
             pretrained, revision=revision, dtype=self.dtype, trust_remote_code=trust_remote_code
         ).to(device).eval()
+        check_attention(self.model.config, pretrained)
         if device == "cpu" and self.dtype == torch.bfloat16:
             pack_linears(self.model)
         self.name = pretrained
@@ -202,9 +204,7 @@ class TransformersPolicy(TokenizerCodec):
         self.eos_ids = frozenset(eos)
         self.pad_id = pad_token_id(self.tokenizer, self.eos_ids)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
-        # transformers 5 renames forward's `past_key_values` to `cache`; accept both.
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_keyword(self.model)
         self.forwarded_tokens = 0  # every position the model processed, padding included
         self.shared_prefill_tokens = 0  # prompt positions taken from other prompts' prefill, not forwarded
         # every token sampled since the policy was built, by every caller, counted as it is
@@ -250,8 +250,6 @@ class TransformersPolicy(TokenizerCodec):
         """The keys/values of prefix[:-1]: reused from the tree as far as it is cached (and
         from another prompt's prefill as far as the two agree in whole chunks), the rest
         forwarded now (one row, no padding, `prefill_chunks`) and cached in its turn."""
-        from transformers import DynamicCache
-
         watch = self.stopwatch
         base = self.kv.lookup(prefix) if self.kv_reuse else None
         if self.share_prompts and self.kv_reuse and len(prefix) - 1 > (base.length if base is not None else 0):
@@ -264,14 +262,14 @@ class TransformersPolicy(TokenizerCodec):
             watch.lap("cache")
             return PrefixCache(base, self.kv.path_segments(base))
         kv = self.kv.materialize(base)  # per layer [1, kv_heads, done, head_dim], or None
-        cache = DynamicCache(ddp_cache_data=kv) if kv is not None else DynamicCache()
+        cache = prefill_cache(kv)
         watch.lap("cache")
         for start, end in prefill_chunks(done, len(prefix) - 1, self.prefill_chunk):
             ids = torch.tensor([prefix[start:end]], device=self.device)  # [1, end - start]
             pos = torch.arange(start, end, device=self.device).unsqueeze(0)  # [1, end - start]
             self._forward(ids, torch.ones((1, end), dtype=torch.long, device=self.device), pos, cache)
         watch.lap("prefill")
-        kv = [(layer.keys, layer.values) for layer in cache.layers]  # per layer [1, kv_heads, len(prefix) - 1, head_dim]
+        kv = cache_kv(cache)  # per layer [1, kv_heads, len(prefix) - 1, head_dim]
         if not self.kv_reuse:
             return PrefixCache(None, [kv])
         segment = [(k[:, :, done:].clone(), v[:, :, done:].clone()) for k, v in kv]  # only what the base lacks
@@ -321,14 +319,13 @@ class TransformersPolicy(TokenizerCodec):
             self.sampled_tokens += len(chosen)
             finished = []
             for b, row in enumerate(batch.rows):
-                g, req = row.gen, row.req
+                g = row.gen
                 g.token_ids.append(chosen[b])
                 g.logprobs.append(chosen_lp[b])
                 g.top_logprobs.append(top5[b])
                 if chosen[b] in self.eos_ids:
                     g.finish = "eos"
-                elif req.stop and (hit := next((s for s in req.stop
-                                                if s in self.decode(g.token_ids[-row.stop_window:])), None)):
+                elif row.stops is not None and (hit := row.stops.add(chosen[b])) is not None:
                     g.finish, g.stop = "stop", hit
                 elif len(g.token_ids) < row.max_new:
                     continue
@@ -397,7 +394,8 @@ class TransformersPolicy(TokenizerCodec):
             hits = logp.argmax(-1) == target  # [rows, keep - 1]
             n_cont = torch.tensor([seqs[i][1] for i in chunk], device=self.device).unsqueeze(1)  # [rows, 1]
             in_cont = torch.arange(keep - 1, device=self.device).unsqueeze(0) >= keep - 1 - n_cont  # [rows, keep - 1]
-            totals = (token_logp * in_cont).sum(-1)  # [rows]
+            # where, not a product: a padding position's logits may be NaN or inf, and 0 * NaN is NaN
+            totals = torch.where(in_cont, token_logp, 0.0).sum(-1)  # [rows]
             greedy = (hits | ~in_cont).all(-1)  # [rows]
             totals, greedy = to_host(totals, greedy)
             for r, i in enumerate(chunk):

@@ -1,4 +1,5 @@
-"""The transformers backend's keys/values: the search tree's (KVTree) and the batch's (BatchKV).
+"""The transformers backend's keys/values: the search tree's (KVTree) and the batch's (BatchKV);
+the cache layer that hands BatchKV to a model is in hf_cache.py.
 
 KVTree: the search tree's KV cache, shared along paths, capped in memory.
 
@@ -20,7 +21,6 @@ evicted finds a shorter cached prefix and recomputes the rest: slower, never wro
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -317,30 +317,3 @@ class BatchKV:
         self.keys, self.values, self.mask, self.end = keys, values, mask, new_end
         self.relayouts += 1
 
-
-@functools.cache
-def batch_layer_class():
-    """A transformers cache layer whose keys/values live in a BatchKV (written in place)."""
-    from transformers.cache_utils import DynamicLayer
-
-    class BatchLayer(DynamicLayer):
-        def __init__(self, kv: BatchKV, index: int):
-            super().__init__()
-            self.kv, self.index, self.is_initialized = kv, index, True
-
-        # the window as it stands (views, never held: a relayout can free the old buffers)
-        keys = property(lambda self: self.kv.keys[self.index][:self.kv.rows, :, self.kv.start:self.kv.end],
-                        lambda self, value: None)
-        values = property(lambda self: self.kv.values[self.index][:self.kv.rows, :, self.kv.start:self.kv.end],
-                          lambda self, value: None)
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            return self.kv.write(self.index, key_states, value_states)
-
-        def get_seq_length(self) -> int:
-            return self.kv.end - self.kv.start
-
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            return self.kv.end - self.kv.start + query_length, 0
-
-    return BatchLayer

@@ -38,7 +38,8 @@ class Replica:
         self.policy = build_policy(options)
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "max_length": self.policy.max_length,
+        return {"pid": os.getpid(), "max_length": self.policy.max_length, "dtype": str(self.policy.dtype),
+                "commit_hash": self.policy.commit_hash,
                 "omp_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "generate_calls": getattr(self.policy, "generate_calls", None),
@@ -88,7 +89,6 @@ class RayReplicas(TokenizerCodec):
 
         self.tokenizer, self.name = tokenizer, options.pretrained
         self.pad_id = pad_token_id(tokenizer)
-        self.dtype = options.dtype
         self.size = options.data_parallel_size
         if not ray.is_initialized():  # RAY_ADDRESS joins a running cluster; else a local one
             ray.init(include_dashboard=False, log_to_driver=False)
@@ -109,6 +109,14 @@ class RayReplicas(TokenizerCodec):
         self.alive = list(range(self.size))
         info = self._get([r.info.remote() for r in self.replicas], "starting")
         self.max_length = min(i["max_length"] for i in info)
+        # What the engines loaded (dtype=auto resolved), for the store's fingerprint and the
+        # tree files: the same model everywhere, or answers would depend on the replica.
+        loaded = {(i["dtype"], i["commit_hash"]) for i in info}
+        if len(loaded) > 1:
+            self.close()
+            raise ConfigError(f"the replicas loaded {options.pretrained} differently (dtype, commit: "
+                              f"{sorted(loaded, key=str)}); set dtype= (and revision=) so every replica loads the same")
+        (self.dtype, self.commit_hash), = loaded
 
     def _get(self, refs, doing: str):
         import ray

@@ -78,10 +78,42 @@ def suffix_of(config) -> str:
     return getattr(config, "marco_eval_verifier", {}).get("suffix", "")
 
 
+# Tokens per forward of CheckpointVerifier (rows x longest row): a batch of rollouts goes in
+# one forward while its activations stay small beside the weights (footprint_bytes counts them).
+BATCH_TOKENS = 8192
+# What the process that loads a verifier on a GPU spends there before any tensor: torch's
+# CUDA context and its kernels (some 300-500 MiB); vLLM's share of the GPU does not count it.
+CUDA_CONTEXT_BYTES = 512 * 2**20
+
+
+def footprint_bytes(path: str | Path, dtype: torch.dtype) -> int:
+    """GPU memory a CheckpointVerifier takes once loaded in `dtype` and scoring: its weights
+    (counted from the checkpoint's tensor shapes, nothing loaded), one forward's activations
+    (BATCH_TOKENS tokens through the widest layer) and the CUDA context."""
+    from safetensors import safe_open
+
+    folder, config = verifier_config(path, what=f"reward={path}")
+    numel = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                numel += int(torch.Size(f.get_slice(name).get_shape()).numel())
+    size = torch.tensor([], dtype=dtype).element_size()
+    text = config.get_text_config()
+    width = 2 * getattr(text, "intermediate_size", 4 * text.hidden_size) + 4 * text.hidden_size  # MLP in, residuals
+    return numel * size + BATCH_TOKENS * width * size + CUDA_CONTEXT_BYTES
+
+
+def stored_dtype(path: str | Path) -> str:
+    """The precision the checkpoint's weights are stored in (its config), float32 if unsaid."""
+    _, config = verifier_config(path, what=f"reward={path}")
+    return str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").removeprefix("torch.")
+
+
 class CheckpointVerifier:
     """A verifier checkpoint on its own, with its own tokenizer: search.export.Values for
     `marco-eval tree check`, which recomputes the values a search backed up without the
-    policy that made them."""
+    policy that made them, and the vLLM backend's verifier (reward=PATH)."""
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str = "float32"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -93,13 +125,34 @@ class CheckpointVerifier:
         self.suffix = tuple(AutoTokenizer.from_pretrained(folder).encode(suffix_of(config), add_special_tokens=False))
         self.model = AutoModelForSequenceClassification.from_pretrained(
             folder, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.forwards = 0
 
     @torch.inference_mode()
     def __call__(self, sequences: Sequence[Sequence[int]]) -> list[float]:
-        out = []
-        for seq in sequences:
-            ids = torch.tensor([[*seq, *self.suffix]], device=self.device)  # [1, len]
-            out.append(float(torch.sigmoid(self.model(input_ids=ids).logits[0, 0].float())))
+        """Each sequence's value, longest first in batches of at most BATCH_TOKENS tokens,
+        left-padded so that every row's last token, the one the head reads, is the last
+        position (the model's own pooling would look for a padding id, which a sequence may hold)."""
+        from marco_eval.backends.device import to_host
+
+        seqs = [(*seq, *self.suffix) for seq in sequences]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out = [0.0] * len(seqs)
+        while order:
+            width = len(seqs[order[0]])
+            n = max(1, BATCH_TOKENS // width)
+            rows, order = order[:n], order[n:]
+            ids = torch.zeros((len(rows), width), dtype=torch.long)  # [rows, width], built on the host, moved once
+            mask = torch.zeros((len(rows), width), dtype=torch.long)  # [rows, width]
+            for r, i in enumerate(rows):
+                ids[r, width - len(seqs[i]):] = torch.tensor(seqs[i])
+                mask[r, width - len(seqs[i]):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [rows, width]: true positions, padding at 0
+            ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+            values = torch.sigmoid(self.model.score(hidden[:, -1]).float()[:, 0])  # [rows]
+            self.forwards += 1
+            for i, value in zip(rows, to_host(values)[0].tolist()):
+                out[i] = value
         return out
 
 
@@ -163,7 +216,7 @@ class VerifierHead:
 
     def _shared_logit(self, policy, seq: tuple[int, ...]) -> torch.Tensor:
         """The policy's layer-L output at seq's last token, from its cached keys/values of seq[:-1]."""
-        from transformers import DynamicCache
+        from marco_eval.backends.hf_cache import prefill_cache
 
         cached = policy._prefix_cache(seq)  # keys/values of seq[:-1], prefilled where not cached
         kv = policy.kv.materialize(cached.entry) if cached.entry is not None else cached.segments[0]
@@ -174,7 +227,7 @@ class VerifierHead:
         with layer_outputs(policy.model, [self.layer]) as seen:
             try:
                 body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                     **{policy._cache_kw: DynamicCache(ddp_cache_data=kv)})
+                     **{policy._cache_kw: prefill_cache(kv)})
             except stopped_early:
                 pass
         policy.forwarded_tokens += 1

@@ -37,6 +37,7 @@ import sys
 from typing import Callable, Hashable, Sequence
 
 from marco_eval.backends.codec import TokenizerCodec, pad_token_id
+from marco_eval.backends.stops import vllm_stop_args
 from marco_eval.errors import InputError, UserError
 from marco_eval.search.policy import TOP_K, Continue, Generation
 from marco_eval.settings import verifier_dtype_for
@@ -147,6 +148,44 @@ def engine_arg_types(vllm) -> dict[str, object]:
     return {f.name: hints.get(f.name, f.type if not isinstance(f.type, str) else object) for f in fields}
 
 
+# Below this share of the GPU, an engine cannot hold a model worth verifying and a KV cache.
+MIN_ENGINE_SHARE = 0.1
+
+
+def share_beside_verifier(verifier: str, verifier_dtype: str, dtype: str, requested: float) -> float:
+    """gpu_memory_utilization for an engine whose first GPU also holds the verifier: at most
+    what the verifier's footprint (backends/verifier.footprint_bytes) leaves, in hundredths;
+    lowered with a line on stderr, or a one-line error when too little is left.
+
+    Args:
+        verifier: the checkpoint (reward=PATH).
+        verifier_dtype: its precision option; auto is the engine's dtype, and where that is
+            auto too (not known before the engine loads), the checkpoint's stored one.
+        dtype: the engine's dtype option.
+        requested: the run's gpu_memory_utilization.
+    Returns:
+        The share to give the engine.
+    """
+    import torch
+    from vllm.platforms import current_platform
+
+    from marco_eval.backends.verifier import footprint_bytes, stored_dtype
+    from marco_eval.errors import ConfigError
+
+    name = verifier_dtype if verifier_dtype != "auto" else dtype if dtype != "auto" else stored_dtype(verifier)
+    need, total = footprint_bytes(verifier, getattr(torch, name)), current_platform.get_device_total_memory(0)
+    share = min(requested, int((1 - need / total) * 100) / 100)
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+    if share < MIN_ENGINE_SHARE:
+        raise ConfigError(f"reward={verifier}: the verifier needs {gib(need)} ({name}) of the first GPU's {gib(total)}, "
+                          f"leaving vLLM under {MIN_ENGINE_SHARE:.0%}; use a smaller verifier, verifier_dtype=bfloat16 "
+                          f"or a GPU with more memory")
+    if share < requested:
+        print(f"marco-eval: gpu_memory_utilization {requested} -> {share}: the verifier (reward={verifier}) takes "
+              f"{gib(need)} of the first GPU's {gib(total)}", file=sys.stderr)
+    return share
+
+
 def check_engine_args(vllm, engine_args: dict) -> dict:
     """vllm_args checked against vLLM's EngineArgs before the engine loads: an unknown name
     or a value of the wrong type is a one-line error. Returns the values converted to the
@@ -228,11 +267,14 @@ class VLLMPolicy(TokenizerCodec):
                 checked against vllm.EngineArgs before the engine loads.
             verifier: a verifier checkpoint (train/verifier.py) whose values `value_many`
                 returns (reward=PATH). It runs with transformers beside the engine, on the
-                first GPU when there is one: vLLM's own pooling mode would need a second
+                first GPU when there is one (vLLM's share of it lowered to make room:
+                `share_beside_verifier`): vLLM's own pooling mode would need a second
                 engine and, on the CPU build, a second KV cache.
             verifier_dtype: the verifier's precision; auto: the engine's.
         """
         self._vllm = import_vllm()
+        if verifier and not on_cpu(self._vllm):
+            gpu_memory_utilization = share_beside_verifier(verifier, verifier_dtype, dtype, gpu_memory_utilization)
         self.engine_args = llm_kwargs(
             self._vllm, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
@@ -268,7 +310,7 @@ class VLLMPolicy(TokenizerCodec):
         return self._vllm.SamplingParams(
             n=1, temperature=req.temperature, top_p=1.0 if greedy else req.top_p, seed=req.seed,
             max_tokens=min(req.max_new_tokens, self.max_length - len(req.prefix)),
-            stop=list(req.stop), include_stop_str_in_output=True, logprobs=TOP_K, **extra)
+            logprobs=TOP_K, **vllm_stop_args(req.stop), **extra)
 
     def build_requests(self, requests: Sequence[Continue]):
         """(prompts, params) for one LLM.generate over all requests of a call."""

@@ -28,7 +28,7 @@ class Continue:
     stop: tuple[str, ...] = ()  # stop after the first token whose text completes one of these
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    seed: int = 0  # per-request seed: the sample does not depend on what else is in the batch
+    seed: int = 0  # per-request seed: this request's own generator, whatever else is in the batch
     keep_cache: bool = True  # a hint: this continuation will be extended later (cache its state)
 
 
@@ -88,8 +88,13 @@ class Policy(Codec, Protocol):
 
         Args:
             requests: prefixes with their token cap, stop strings, temperature, top_p and
-                seed. A request's sample depends on its own seed only, never on what else
-                is in the call.
+                seed. Each request draws from a generator of its own, seeded by its seed
+                alone, so its draws never depend on what else is in the call. The logits
+                they draw from may: batched kernels round a row by the batch's make-up
+                (bf16, any GPU kernel whose choice follows the row count), so only in
+                float32 on a CPU is a sample, in practice, the same alone and in company.
+                The same command and settings on the same machine give the same bytes
+                (docs/reliability.md, Determinism).
         Returns:
             One Generation per request, in request order: generated ids (a stop string's
             tokens and an EOS token included), each token's raw log-prob and the raw top-5

@@ -115,14 +115,35 @@ def load_records(src: SourceConfig) -> list[dict]:
 
 
 def load_hub(src: SourceConfig) -> list[dict]:
+    """The rows of a hub dataset. What the user can fix is one line naming the source: no
+    network, an unknown or gated id (OSError, datasets' own errors), a subset or split the
+    dataset lacks; any other error is a bug and raises as it is."""
     import datasets
+    from datasets.exceptions import DatasetsError
 
     split = src.split if src.limit is None else f"{src.split}[:{src.limit}]"
     try:
         return datasets.load_dataset(src.path, src.subset, split=split).to_list()
-    except Exception as e:  # offline, unknown id, wrong split: say which source and how to fix it
+    except (OSError, DatasetsError) as e:
         raise InputError(f"data source {src.path!r}: could not load it from the Hugging Face hub ({first_line(e)}); "
-                         f"check the id/split, or download it and give a local file path") from None
+                         f"check the id, or download it and give a local file path") from None
+    except ValueError:  # how datasets reports a split or subset it lacks; a bug may raise one too
+        if (wrong := missing_subset_or_split(src)) is None:
+            raise
+        raise InputError(f"data source {src.path!r}: {wrong}") from None
+
+
+def missing_subset_or_split(src: SourceConfig) -> str | None:
+    """What is wrong with the source's subset or split, asked of the hub (None: both exist)."""
+    import datasets
+
+    subsets = datasets.get_dataset_config_names(src.path)
+    if src.subset is not None and src.subset not in subsets:
+        return f"subset={src.subset!r} is not one of its subsets ({', '.join(subsets)}); fix `subset:`"
+    splits = datasets.get_dataset_split_names(src.path, src.subset)
+    if src.split.split("[")[0] not in splits:  # a slice (train[:100]) is datasets' business
+        return f"split={src.split!r} is not one of its splits ({', '.join(splits)}); fix `split:`"
+    return None
 
 
 def to_row(record: dict, fmt: Format, label: str) -> Row | None:

@@ -6,9 +6,11 @@ that import path. Like vLLM: prompts are TokensPrompt dicts (text prompts are re
 to prove none are sent); greedy needs n=1; n samples are seeded seed, seed+1, ...;
 `logprobs=k` gives per token {id: Logprob} with the top k plus the sampled token; log-probs
 are raw (before temperature); the token that completes a stop string, or EOS, is kept in
-token_ids; finish_reason "stop" with stop_reason = the stop string (the EOS id for EOS), or
-"length"; temperature above 2 or an empty stop string is refused, one below 0.01 raised to
-0.01; CompletionOutput is built by keyword and Logprob lives in vllm.logprobs.
+token_ids (stop strings are searched in the text of whole characters, as vLLM's incremental
+detokenizer holds back a character's partial bytes); finish_reason "stop" with stop_reason
+= the stop string (the EOS id for EOS), or "length"; temperature above 2 or an empty stop
+string is refused, one below 0.01 raised to 0.01; CompletionOutput is built by keyword and
+Logprob lives in vllm.logprobs.
 
 `LLM.llm_engine` is the request-level engine (`add_request`, `step`, `abort_request`): at
 most max_num_seqs requests run, the rest wait in arrival order; a step makes one token for
@@ -188,11 +190,11 @@ class LLM:
         rng = random.Random(None if sp.seed is None else sp.seed + index)
         decode = self.model.tokenizer.decode
         ids, lps, finish, reason = [], [], "length", None
+        shown = ""  # the output text as vLLM's detokenizer has it: whole characters only
         max_tokens = min(sp.max_tokens, self.llm_engine.model_config.max_model_len - len(prompt))
         while len(ids) < max_tokens:
             logp = self.model.next_logprobs(prompt + ids)
             token = _sample(logp, sp, rng)
-            before = decode(ids)
             ids.append(token)
             if sp.logprobs is not None:
                 lps.append(_entries(logp, sp.logprobs, token, decode))
@@ -202,7 +204,10 @@ class LLM:
                 finish, reason = "stop", token  # vLLM names a generation-config EOS id; None for the tokenizer's
                 break
             text = decode(ids)
-            hit = next((s for s in sp.stop if text.find(s, max(0, len(before) - len(s) + 1)) != -1), None)
+            if text.endswith("\ufffd"):  # a character's bytes still arriving: vLLM adds no text yet
+                continue
+            hit = next((s for s in sp.stop if text.find(s, max(0, len(shown) - len(s) + 1)) != -1), None)
+            shown = text
             if hit is not None:
                 finish, reason = "stop", hit
                 break
