@@ -1,7 +1,8 @@
-"""The report's figures (issue #46): one style per system, the same in every figure."""
+"""The report's first screen (issue #46): the headline table and the accuracy-against-tokens
+figure under the title, and one style per system, the same in every figure."""
 
 from matplotlib.colors import to_hex
-from test_report_in_short import voting_run
+from test_report_in_short import greedy_run, voting_run
 from test_report_search import search_run
 
 from marco_eval import report
@@ -39,3 +40,20 @@ def test_no_two_systems_share_colour_and_marker_and_each_keeps_its_style(tmp_pat
         for system, (pair,) in styles.items():
             assert everywhere.setdefault(system, pair) == pair, f"{system} changes style in {name}"
     assert len({colour for colour, _ in everywhere.values()}) == 10  # all ten colours in use, so some repeat
+
+
+def test_the_first_screen_is_the_headline_table_then_the_figure_then_in_short(tmp_path):
+    root = tmp_path / "results"
+    search_run(root)  # 2 of 4 right, as the greedy run; the vote gets 3 of 4
+    voting_run(root, ["10", "11", "0", "13"], [1, 1, 0, 1])
+    greedy_run(root, [1, 0, 0, 1])
+    report.report(root, tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    top = readme.split("### In short")[0]
+    assert top.startswith("# Results\n\n### At a glance\n")
+    assert top.rstrip().endswith("![accuracy against generated tokens per problem](report/accuracy_vs_tokens.png)")
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in top.splitlines() if line.startswith("| toy")}
+    assert rows["toy / mcts_step"] == (
+        "| toy / mcts_step | 50.00 [0.00, 100.00] | — | En 100 | En +0.00, n.s. (p 1.000) | En -25.00, n.s. (p 1.000) |")
+    assert rows["toy / base_cot"].endswith("| — | — |") and rows["toy / self_consistency"].endswith("| — | — |")
+    assert readme.index("### In short") < readme.index("### How this file is made") < readme.index("### MGSM accuracy")
