@@ -4,6 +4,7 @@
     marco-eval models list          aliases and whether they are provisioned
     marco-eval run ARGS...          exactly `lm_eval ARGS...`, with marco_mcts and tasks/ known
     marco-eval tree show FILE       render an exported search tree in the terminal
+    marco-eval view RUN_DIR         one HTML page of every search tree of a run (marco_eval/view/)
     marco-eval store redact SRC DST a request store without its completions (numbers kept): committable
     marco-eval bench [--quick]      KV reuse and batching: engine vs naive vs plain sampling
                     [--backend vllm]  the search on vLLM vs plain vLLM sampling (GPU)
@@ -94,6 +95,14 @@ def cmd_tree_check(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_view(args) -> int:
+    from marco_eval.view import write_view
+
+    out, rows = write_view(args.run_dir, args.out, args.store, args.samples)
+    print(f"wrote {out} ({len(rows)} problems): open file://{out.resolve()} in a browser")
+    return 0
+
+
 def cmd_store_redact(args) -> int:
     from marco_eval.store import redact
 
@@ -132,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "the path the tree file names)")
     check.add_argument("--device", default="auto", help="where the verifier runs: auto, cpu, cuda[:N] (default auto)")
     check.set_defaults(func=cmd_tree_check)
+    view = sub.add_parser("view", help="one self-contained HTML page of a run's search trees (problem list, "
+                                       "filters, each tree drawn; click a node for its text and rollouts)")
+    view.add_argument("run_dir", help="the run folder (lm_eval --output_path; trees in RUN_DIR/trees or RUN_DIR, "
+                      "else its requests.jsonl) or a tree folder")
+    view.add_argument("--out", help="the HTML file (default RUN_DIR/view.html)")
+    view.add_argument("--store", help="a request store to read (default RUN_DIR/requests.jsonl when present): "
+                      "rollouts, answers and rewards of the problems without a tree file")
+    view.add_argument("--samples", help="lm-eval samples_<task>_*.jsonl or a folder of them, for the gold answers "
+                      "(default: found in RUN_DIR or one level below; beside it for a tree folder)")
+    view.set_defaults(func=cmd_view)
     store = sub.add_parser("store", help="request stores (store=PATH)").add_subparsers(dest="store_command",
                                                                                         required=True)
     red = store.add_parser("redact", help="copy a store with each completion replaced by a stand-in that scores "

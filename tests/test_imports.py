@@ -105,3 +105,18 @@ def test_backends_answer_requests_and_never_run_searches():
                    and (n in ("Search", "run_searches", "drive") or m in ("marco_eval.search.mcts",
                                                                          "marco_eval.search.driver"))}
             assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_the_report_and_the_viewer_are_leaves():
+    """They read what runs wrote: nothing that runs a search imports them, so no search, backend
+    or engine change waits on a table or a page; and only the command line imports the viewer."""
+    known = modules()
+    running = ("marco_eval.search", "marco_eval.backends", "marco_eval.engine", "marco_eval.lm",
+               "marco_eval.data_parallel")
+    for leaf in ("marco_eval.report", "marco_eval.view"):
+        importers = sorted(name for name, path in known.items() if not name.startswith(leaf)
+                           and any(m == leaf or m.startswith(leaf + ".") for m in imports_of(path, known)))
+        bad = [name for name in importers if name.startswith(running)]
+        assert bad == [], f"{leaf} is imported by {bad}"
+        if leaf == "marco_eval.view":
+            assert importers == ["marco_eval.cli"]

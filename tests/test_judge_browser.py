@@ -1,17 +1,14 @@
 """The judge round trip through the real page: export -> serve -> rate in Chromium -> kill -> resume -> summarize,
 and the page's notice when the browser has no font for the source text.
 
-Headless Debian `chromium` driven by Playwright (`executable_path`; Playwright never downloads
-a browser here). Skipped when either is missing on a developer machine; on CI (CI=true)
-missing is a failure, because .ci/run installs both. The browser sees only the fonts a test
-gives it (FONTCONFIG_FILE), so what it can draw does not depend on this machine's fonts.
+Headless Debian `chromium` driven by Playwright, as tests/browser.py sets it up (skipped
+without it, except on CI). The browser sees only the fonts a test gives it
+(FONTCONFIG_FILE), so what it can draw does not depend on this machine's fonts.
 """
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,18 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from browser import CHROMIUM, PATIENCE_MS, need_browser, new_page
 from judge_fixtures import CAREFUL, CLUMSY, SENTENCES, fontconfig_with, make_font, write_samples
 
 from marco_eval.cli import main as cli_main
 from marco_eval.judge.export import export
 
-CHROMIUM = os.environ.get("MARCO_EVAL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 MARKUP = " <b>[sic]</b>"  # raw markup in a candidate must show as text, never as an element
 LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # for the page's own text, when present
-# Generous waits: these tests check what the page does, not how fast. Beside two one-thread eval runs on a
-# 2-core machine, Chromium's start and the server's imports took longer than Playwright's 30 s default.
-PATIENCE_MS = 180_000
 
 
 def sheet_chars(texts) -> list[str]:
@@ -44,26 +37,6 @@ def launch(pw, tmp_path: Path, covered: list[str]):
     conf = fontconfig_with(tmp_path / "fontconfig", [font, *[f for f in [LATIN_FONT] if f.exists()]])
     return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=PATIENCE_MS,
                               env={**os.environ, "FONTCONFIG_FILE": str(conf)})
-
-
-def new_page(browser):
-    """A page in its own context (separate localStorage), waiting as long as a loaded machine needs."""
-    page = browser.new_page()
-    page.set_default_timeout(PATIENCE_MS)
-    return page
-
-
-def _need_browser():
-    missing = []
-    if not Path(CHROMIUM).exists():
-        missing.append(f"chromium ({CHROMIUM}; apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("playwright (pip install -e '.[dev]')")
-    if missing:
-        reason = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(reason + ": .ci/run should have installed it")
-        pytest.skip(reason)
 
 
 class Server:
@@ -116,7 +89,7 @@ def keys_for(item, key, wanted):
 
 
 def test_round_trip_in_chromium(tmp_path):
-    _need_browser()
+    need_browser()
     from playwright.sync_api import sync_playwright
 
     write_samples(tmp_path / "runs", "careful", CAREFUL)
@@ -205,7 +178,7 @@ def test_round_trip_in_chromium(tmp_path):
 
 def test_page_warns_when_the_browser_has_no_font_for_the_source(tmp_path):
     """A machine without a Chinese font draws the source as boxes: the page must say so, visibly."""
-    _need_browser()
+    need_browser()
     from playwright.sync_api import sync_playwright
 
     write_samples(tmp_path / "runs", "careful", CAREFUL)

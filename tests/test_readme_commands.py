@@ -422,6 +422,11 @@ class Checker:
                 self.reads(path, "tree file")
             if ns.tree_command == "show" and ns.samples:
                 self.reads(ns.samples, "--samples")
+        elif sub == "view":
+            self.reads(ns.run_dir, "the run folder")
+            self.reads(ns.store, "--store")
+            self.reads(ns.samples, "--samples")
+            self.wrote(ns.out)
         elif sub == "bench":
             self.model(ns.model, "--model")
             self.wrote(ns.out)

@@ -247,8 +247,10 @@ def test_byte_identical_outputs(two_systems, tmp_path):
 
 def test_plot_legend_sits_outside_the_data(two_systems):
     from marco_eval.report.plots import accuracy_figure
+    from marco_eval.report.styles import system_styles
 
-    fig = accuracy_figure(report.load(two_systems))
+    loaded = report.load(two_systems)
+    fig = accuracy_figure(loaded, system_styles(loaded))
     fig.canvas.draw()
     legend = fig.axes[-1].get_legend()
     box, right_edge = legend.get_window_extent(), max(ax.get_window_extent().x1 for ax in fig.axes)

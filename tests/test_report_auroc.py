@@ -6,7 +6,7 @@ hand-made stores through the report, and in "In short", whose verdict reads the 
 import numpy as np
 import pytest
 from test_report import csv_rows, write_run
-from test_report_in_short import in_short_of
+from test_report_in_short import run_by_run_of
 from test_report_search import MODEL, rollouts, trace
 
 from marco_eval import report
@@ -163,7 +163,7 @@ def test_in_short_names_both_and_judges_picking_on_the_within_one(tmp_path):
     root = tmp_path / "results"
     problems = [[(i < right, 0.05 + 0.08 * right) for i in range(4)] for right in (0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 1, 3)]
     store(root, problems)
-    (paragraph,) = in_short_of(root, tmp_path / "out")
+    (paragraph,) = run_by_run_of(root, tmp_path / "out")
     reward = paragraph.split("Its reward: ")[1]
     assert reward.startswith("pooled over problems, a correct rollout outranked a wrong one by reward in ")
     lo = float(reward.split("95% CI [")[1].split(",")[0])

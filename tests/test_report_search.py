@@ -217,11 +217,14 @@ def test_a_curve_above_at_its_last_shared_budget_only_is_not_said_to_stay_above(
 def test_budget_plot_legend_sits_outside_the_data(tmp_path):
     from marco_eval.report.search_plots import budget_figure
     from marco_eval.report.search_tables import budget_table
+    from marco_eval.report.styles import system_styles
 
     root = tmp_path / "results"
     search_run(root)
-    _, curves = budget_table(report.load(root))
-    fig = budget_figure(MODEL, "mgsm_en", {"toy / mcts_step": curves["toy / mcts_step", "mgsm_en"]})
+    loaded = report.load(root)
+    _, curves = budget_table(loaded)
+    fig = budget_figure(MODEL, "mgsm_en", {"toy / mcts_step": curves["toy / mcts_step", "mgsm_en"]},
+                        system_styles(loaded))
     fig.canvas.draw()
     (ax,) = fig.axes
     assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1

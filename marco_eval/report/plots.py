@@ -8,6 +8,7 @@ import io
 
 from marco_eval.report.mgsm_tables import cost_rows
 from marco_eval.report.schema import MGSM_TASKS, Loaded
+from marco_eval.report.styles import Style
 
 
 def pyplot():
@@ -50,27 +51,29 @@ def legend_right_of(ax, handles: dict, title: str | None = None) -> None:
               title=title, title_fontsize=7, frameon=False)
 
 
-def accuracy_figure(loaded: Loaded):
+def accuracy_figure(loaded: Loaded, styles: dict[str, Style]):
     """Accuracy against generated tokens per problem: one panel per MGSM task, one point per
-    system, 95% CI bars, one colour per system in both panels. Systems without token counts
-    are left out (the cost table says so).
+    system, 95% CI bars, each system in its own colour and marker (styles.py). Systems without
+    token counts are left out (the cost table says so).
 
     Args:
         loaded: the loaded results.
+        styles: system -> its style (styles.system_styles).
 
     Returns:
         The matplotlib figure (render with png_bytes).
     """
     plt = pyplot()
     points = [(run, acc) for run, acc in cost_rows(loaded) if run.tokens_per_problem]
-    color = {system: f"C{i % 10}" for i, system in enumerate(sorted({r.system for r, _ in points}))}
     fig, axes = plt.subplots(1, len(MGSM_TASKS), figsize=(12, 4.5), dpi=100, sharey=True)
     handles = {}
     for ax, (task, label) in zip(axes, MGSM_TASKS.items()):
         mine = [(r, a) for r, a in points if r.task == task]
         for r, a in mine:
-            handles[r.system] = ax.errorbar([r.tokens_per_problem], [100 * a.value], fmt="o", color=color[r.system],
-                                            capsize=3, yerr=[[100 * (a.value - a.lo)], [100 * (a.hi - a.value)]])
+            style = styles[r.system]
+            handles[r.system] = ax.errorbar([r.tokens_per_problem], [100 * a.value], fmt=style.marker,
+                                            color=style.colour, capsize=3, label=r.system,
+                                            yerr=[[100 * (a.value - a.lo)], [100 * (a.hi - a.value)]])
         if mine:
             log_tokens_axis(ax)
             ax.margins(x=0.2)

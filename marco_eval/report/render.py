@@ -59,8 +59,9 @@ def shell_quote(s: str) -> str:
 
 
 def render_readme(tables: list[Table], loaded: Loaded, command: str, search_intro: str,
-                  search_plots: list[str], in_short: list[str]) -> str:
-    """The results README: how it was made, then every table and plot.
+                  search_plots: list[str], in_short: list[str], run_by_run: list[str]) -> str:
+    """The results README: the first screen (the headline table, the accuracy-against-tokens
+    figure, "In short"), how it was made, then every table and plot.
 
     Args:
         tables: every table (build_tables), by name.
@@ -68,14 +69,15 @@ def render_readme(tables: list[Table], loaded: Loaded, command: str, search_intr
         command: the command line that regenerates it.
         search_intro: the paragraph opening "Where the search gains and loses".
         search_plots: that section's PNG file names (in TABLES_DIR).
-        in_short: the paragraphs of "In short", above every table.
+        in_short: the sentences of "In short", one per MCTS run.
+        run_by_run: the paragraphs of "Run by run", in "Where the search gains and loses".
 
     Returns:
         The Markdown text.
     """
     by_name = {t.name: t for t in tables}
     skipped = "".join(f"\n- {s}" for s in loaded.skipped_tasks)
-    head = f"""# Results
+    made = f"""### How this file is made
 
 Generated from the runs in the results folder by
 
@@ -92,12 +94,14 @@ problems only: Δ with a paired-bootstrap CI, p from an exact McNemar test; the 
 "Does the search pay?" are Holm-corrected over all its comparisons.
 """
     if skipped:
-        head += f"\nTasks in these results that the report does not tabulate:{skipped}\n"
-    body = [head, "### In short\n\n" + "".join(f"- {p}\n" for p in in_short)]
+        made += f"\nTasks in these results that the report does not tabulate:{skipped}\n"
+    body = ["# Results\n", render_markdown(by_name["headline"]),
+            f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n",
+            "### In short\n\n" + "".join(f"- {p}\n" for p in in_short), made]
     for name in ("mgsm", "verdict", "test_at_n", "cost"):
         body.append(render_markdown(by_name[name]))
-    body.append(f"![accuracy against generated tokens per problem]({TABLES_DIR}/{PLOT})\n")
     body.append(f"### Where the search gains and loses\n\n{search_intro}\n")
+    body.append("### Run by run\n\n" + "".join(f"- {p}\n" for p in run_by_run))
     body += [render_markdown(by_name["search_coverage"]), render_markdown(by_name["reward_auroc"])]
     body += [f"![{alt_text(name)}]({TABLES_DIR}/{name})\n" for name in search_plots]
     body.append(render_markdown(by_name["accuracy_by_budget"], rows=False))

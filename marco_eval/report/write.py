@@ -7,6 +7,7 @@ from pathlib import Path
 
 from marco_eval.errors import ReportError
 from marco_eval.files import write_atomic
+from marco_eval.report.headline import headline_table
 from marco_eval.report.in_short import in_short
 from marco_eval.report.load import load
 from marco_eval.report.mgsm_tables import Verdict, accuracy_table, cost_table, test_at_table, verdict_table, verdicts
@@ -14,8 +15,10 @@ from marco_eval.report.plots import accuracy_figure, png_bytes
 from marco_eval.report.render import command_line, render_csv, render_markdown, render_readme
 from marco_eval.report.schema import DEFAULT_EXCLUDE, MGSM_TASKS, PLOT, TABLES_DIR, Loaded
 from marco_eval.report.reflection import reflection_table
+from marco_eval.report.run_by_run import run_by_run
 from marco_eval.report.search_stats import BudgetPoint
 from marco_eval.report.search_plots import CALIBRATION_PLOT, budget_figure, budget_plot_name, calibration_figure
+from marco_eval.report.styles import system_styles
 from marco_eval.report.search_tables import (
     budget_table, calibration_table, coverage_table, search_intro, separation_table, with_rollouts, with_traces)
 from marco_eval.report.tables import Table, human_table, runs_table, training_table, translation_table
@@ -29,7 +32,7 @@ def build_tables(loaded: Loaded, baseline: str | None, filter_name: str, budget:
     systems = {r.system for r in loaded.tasks if r.task in MGSM_TASKS}
     if baseline is not None and baseline not in systems:
         raise ReportError(f"--baseline {baseline!r} is not a system with MGSM runs (systems: {', '.join(sorted(systems)) or 'none'})")
-    tables = [accuracy_table(loaded, baseline), verdict_table(found), test_at_table(loaded), cost_table(loaded),
+    tables = [headline_table(loaded, found), accuracy_table(loaded, baseline), verdict_table(found), test_at_table(loaded), cost_table(loaded),
               coverage_table(loaded), separation_table(loaded), calibration_table(loaded), budget,
               reflection_table(loaded), translation_table(loaded), human_table(loaded), training_table(loaded),
               runs_table(loaded)]
@@ -38,19 +41,21 @@ def build_tables(loaded: Loaded, baseline: str | None, filter_name: str, budget:
     return tables
 
 
-def search_figures(loaded: Loaded, curves: dict[tuple[str, str], list[BudgetPoint]]) -> dict[str, bytes]:
-    """The PNGs of "Where the search gains and loses": reward calibration (when any run has
-    rollouts) and one accuracy-against-budget plot per model and task (curves: (system, task) ->
-    budget curve, from budget_table)."""
-    figures = {}
+def figures(loaded: Loaded, curves: dict[tuple[str, str], list[BudgetPoint]]) -> dict[str, object]:
+    """Every figure of the report by file name, each system in the same style in all of them
+    (styles.py): accuracy against tokens, then those of "Where the search gains and loses":
+    reward calibration (when any run has rollouts) and one accuracy-against-budget plot per
+    model and task (curves: (system, task) -> budget curve, from budget_table)."""
+    styles = system_styles(loaded)
+    out = {PLOT: accuracy_figure(loaded, styles)}
     if runs := with_rollouts(loaded):
-        figures[CALIBRATION_PLOT] = png_bytes(calibration_figure(runs))
+        out[CALIBRATION_PLOT] = calibration_figure(runs, styles)
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for run in with_traces(loaded):
         groups.setdefault((run.manifest.model, run.task), {})[run.system] = curves[run.system, run.task]
     for (model, task), mine in sorted(groups.items()):
-        figures[budget_plot_name(model, task)] = png_bytes(budget_figure(model, task, mine))
-    return figures
+        out[budget_plot_name(model, task)] = budget_figure(model, task, mine, styles)
+    return out
 
 
 def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None = None,
@@ -77,12 +82,12 @@ def report(results_dir: Path, out_dir: Path | None = None, baseline: str | None 
     for t in tables:
         files[out_dir / TABLES_DIR / f"{t.name}.md"] = render_markdown(t).encode()
         files[out_dir / TABLES_DIR / f"{t.name}.csv"] = render_csv(t).encode()
-    files[out_dir / TABLES_DIR / PLOT] = png_bytes(accuracy_figure(loaded))
-    figures = search_figures(loaded, curves)
-    files.update({out_dir / TABLES_DIR / name: data for name, data in figures.items()})
+    drawn = figures(loaded, curves)
+    files.update({out_dir / TABLES_DIR / name: png_bytes(fig) for name, fig in drawn.items()})
     command = command_line(results_dir, baseline, filter_name, tuple(exclude))
-    files[out_dir / "README.md"] = render_readme(tables, loaded, command, search_intro(loaded), list(figures),
-                                               in_short(loaded, found)).encode()
+    files[out_dir / "README.md"] = render_readme(tables, loaded, command, search_intro(loaded),
+                                                 [name for name in drawn if name != PLOT], in_short(loaded, found),
+                                                 run_by_run(loaded, found)).encode()
     for path, data in files.items():
         write_atomic(path, data)
     return list(files)
