@@ -206,7 +206,7 @@ class Engine:
         if split is not None:  # lm-eval's vllm model: stop on EOS only, cut the response afterwards
             stops = ()
             if reader is not None:
-                reader = (lambda read: lambda text: read(split.response(text)))(reader)
+                reader = split.reading(reader)
         return Search(config or self.search_config, prompt_ids, self.policy, max_new_tokens=max_new_tokens,
                       until=stops, answer_fn=reader, reward=self.reward,
                       origin=Origin(answer=kind, task_until=task_until, instance=instance))

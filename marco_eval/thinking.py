@@ -55,3 +55,7 @@ class ThinkingSplit:
             if stop:
                 text = text.split(stop)[0]
         return text
+
+    def reading(self, reader: Callable[[str], str | None]) -> Callable[[str], str | None]:
+        """`reader` applied to a completion's response, not to its thinking."""
+        return lambda text: reader(self.response(text))
